@@ -1,0 +1,58 @@
+"""logitlens: look inside transformer language models layer by layer.
+
+Quick start (offline, on the bundled SmolLM2-135M)::
+
+    import logitlens
+    model = logitlens.load_model()
+    result = logitlens.analyze(
+        model, "Why do electricians make good swimmers? Because they know the",
+        targets=" current",
+    )
+    result.first_layer_above(0.1), result.first_layer_top1()
+"""
+
+from .analysis import analyze, parse_layers, parse_positions
+from .architectures import Architecture, get_architecture, register, supported_model_types
+from .errors import (
+    InputError,
+    LensFileError,
+    LogitLensError,
+    ModelLoadError,
+    UnsupportedArchitectureError,
+)
+from .lenses import EMBED, LENSES, Lens, LogitLens, RawLens, Unembedding, get_lens
+from .loading import LensModel, ModelInfo, load_model
+from .metrics import METRICS
+from .results import LensResult, TopToken
+from .targets import MultiTokenTargetWarning
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EMBED",
+    "LENSES",
+    "METRICS",
+    "Architecture",
+    "InputError",
+    "Lens",
+    "LensFileError",
+    "LensModel",
+    "LensResult",
+    "LogitLens",
+    "LogitLensError",
+    "ModelInfo",
+    "ModelLoadError",
+    "MultiTokenTargetWarning",
+    "RawLens",
+    "TopToken",
+    "UnsupportedArchitectureError",
+    "Unembedding",
+    "analyze",
+    "get_architecture",
+    "get_lens",
+    "load_model",
+    "parse_layers",
+    "parse_positions",
+    "register",
+    "supported_model_types",
+]

@@ -1,0 +1,419 @@
+"""One trace per batch: every requested layer, lens and metric, reduced in place.
+
+``analyze`` runs the model once per batch of prompts. Inside the nnsight trace it
+reads the residual stream of the requested layers (in forward order), keeps only
+the requested positions, stacks the layers so the unembedding is one batched
+matmul, and reduces the logits to top-k, target statistics, entropy, KL and ranks
+chunk by chunk. Only those small tensors are saved, so a remote NDIF run moves
+kilobytes, and the full ``[layers, positions, vocab]`` tensor never exists: peak
+extra memory is a few ``[chunk_rows, vocab]`` blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nnsight
+import numpy as np
+import torch
+
+from .errors import InputError
+from .lenses import EMBED, Lens, Unembedding, get_lens
+from .loading import LensModel
+from .metrics import METRICS, entropy, kl_divergence, token_rank
+from .results import LensResult
+from .targets import Target, resolve_targets
+
+Positions = str | int | Sequence[int]
+Layers = str | int | Sequence[int | str] | None
+
+DEFAULT_CHUNK_ROWS = 256
+"""Rows (layer x position pairs) unembedded at once, unless one layer needs more."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything the trace body needs, validated and in tensors."""
+
+    layers: list[int]
+    metrics: frozenset[str]
+    k: int
+    chunk_rows: int
+    n_layers: int
+
+    @property
+    def need_final(self) -> bool:
+        return bool(self.metrics & {"kl", "final_rank"})
+
+    @property
+    def read_layers(self) -> list[int]:
+        """Decoder layers to read, in forward order."""
+        wanted = {layer for layer in self.layers if layer != EMBED}
+        if self.need_final:
+            wanted.add(self.n_layers - 1)
+        return sorted(wanted)
+
+
+def parse_layers(layers: Layers, n_layers: int, include_embed: bool = False) -> list[int]:
+    """Layer indices from ``None``/``"all"``, an int, ``"a:b"``, ``"0,5,-1"`` or a list.
+
+    Negative numbers count from the end (-1 is the last layer); ``"embed"`` adds the
+    embedding output, which is listed first.
+    """
+    if layers is None or layers == "all":
+        items: list[int | str] = list(range(n_layers))
+    elif isinstance(layers, int):
+        items = [layers]
+    elif isinstance(layers, str):
+        items = []
+        for part in (p.strip() for p in layers.split(",") if p.strip()):
+            if ":" in part:
+                start, _, stop = part.partition(":")
+                try:
+                    bounds = slice(int(start) if start else None, int(stop) if stop else None)
+                except ValueError:
+                    raise InputError(f"Bad layer range {part!r}; write it as 10:20.") from None
+                items.extend(range(n_layers)[bounds])
+            else:
+                items.append(part if part == "embed" else _to_int(part, "layer"))
+    else:
+        items = list(layers)
+    result: list[int] = [EMBED] if include_embed else []
+    for item in items:
+        if item == "embed":
+            layer = EMBED
+        else:
+            layer = int(item)
+            if not -n_layers <= layer < n_layers:
+                raise InputError(
+                    f"Layer {layer} is out of range: this model has {n_layers} layers "
+                    f"(0..{n_layers - 1}, or -1 for the last)."
+                )
+            layer %= n_layers
+        if layer not in result:
+            result.append(layer)
+    if not result:
+        raise InputError("No layers selected; leave --layers out to use all of them.")
+    return sorted(result)
+
+
+def _to_int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"Bad {what} {text!r}: expected an integer.") from None
+
+
+def parse_positions(positions: Positions, length: int) -> list[int]:
+    """Token indices within one prompt of ``length`` tokens (negative from the end)."""
+    if positions == "last":
+        return [length - 1]
+    if positions == "all":
+        return list(range(length))
+    if isinstance(positions, str):
+        items = [_to_int(p.strip(), "position") for p in positions.split(",") if p.strip()]
+    elif isinstance(positions, int):
+        items = [positions]
+    else:
+        items = [int(p) for p in positions]
+    if not items:
+        raise InputError("No positions selected: use 'last', 'all' or indices like 0,-1.")
+    for item in items:
+        if not -length <= item < length:
+            raise InputError(
+                f"Position {item} is out of range for a prompt of {length} tokens "
+                f"(0..{length - 1}, or negative from the end)."
+            )
+    return [item % length for item in items]
+
+
+def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise InputError("No prompts given: pass at least one prompt.")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(
+                f"Prompt {index} is empty; give some text, e.g. 'The capital of France is'."
+            )
+    return prompts
+
+
+def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
+    limit = model.context_length
+    encoded = []
+    for index, prompt in enumerate(prompts):
+        ids = model.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if limit is not None and len(ids) > limit:
+            raise InputError(
+                f"Prompt {index} is {len(ids)} tokens, longer than the model's context of "
+                f"{limit} tokens. Shorten it or split it into several prompts."
+            )
+        encoded.append(list(ids))
+    return encoded
+
+
+def _check_metrics(metrics: Sequence[str] | None, has_targets: bool) -> frozenset[str]:
+    chosen = set(metrics) if metrics is not None else {"topk"}
+    if has_targets:
+        chosen.add("target")
+    unknown = chosen - set(METRICS)
+    if unknown:
+        raise InputError(f"Unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}.")
+    if "target" in chosen and not has_targets:
+        raise InputError("The 'target' metric needs a target: pass targets=' word'.")
+    return frozenset(chosen)
+
+
+def analyze(
+    model: LensModel,
+    prompts: str | Sequence[str],
+    *,
+    lens: str | Lens = "logit",
+    layers: Layers = None,
+    positions: Positions = "last",
+    k: int = 10,
+    targets: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
+    metrics: Sequence[str] | None = None,
+    include_embed: bool = False,
+    tuned_path: str | None = None,
+    batch_size: int = 16,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: bool | None = None,
+) -> LensResult:
+    """Run a lens over prompts and reduce it to the requested metrics.
+
+    Args:
+        model: from :func:`logitlens.load_model`.
+        prompts: one prompt or several (batched with left padding; results equal
+            running each alone).
+        lens: ``"logit"``, ``"raw"``, ``"tuned"`` (with ``tuned_path``) or a Lens.
+        layers: ``None`` for all, or indices / ``"a:b"`` / ``"0,5,-1"``.
+        positions: ``"last"``, ``"all"``, or token indices (negative from the end).
+        k: how many top tokens to keep per layer and position.
+        targets: one target for all prompts, one per prompt, or lists per prompt
+            (see :mod:`logitlens.targets` for the multi-token policy).
+        metrics: subset of :data:`logitlens.metrics.METRICS`; default ``["topk"]``,
+            plus ``"target"`` whenever targets are given.
+        include_embed: also read the embedding output, as layer ``EMBED`` (-1).
+        batch_size: prompts per forward pass.
+        chunk_rows: layer x position rows unembedded at once (memory bound).
+        progress: show a progress bar; default: when there is more than one batch.
+
+    Example:
+        >>> result = analyze(model, "Why do electricians ... know the", targets=" current")
+        >>> result.first_layer_above(0.1)
+    """
+    prompts = _check_prompts(prompts)
+    lens = get_lens(lens, tuned_path)
+    lens.check_model(model)
+    n_layers = model.n_layers
+    vocab_size = model.vocab_size
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
+        raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+    layer_list = parse_layers(layers, n_layers, include_embed)
+    token_ids = _tokenize(model, prompts)
+    resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)
+    plan = _Plan(
+        layers=layer_list,
+        metrics=_check_metrics(metrics, bool(resolved[0])),
+        k=k,
+        chunk_rows=max(1, chunk_rows),
+        n_layers=n_layers,
+    )
+    position_lists = [parse_positions(positions, len(ids)) for ids in token_ids]
+    n_columns = max(len(p) for p in position_lists)
+    position_table = np.full((len(prompts), n_columns), -1, dtype=np.int64)
+    for p, chosen in enumerate(position_lists):
+        position_table[p, : len(chosen)] = chosen
+
+    arrays: dict[str, np.ndarray] = {}
+    starts = range(0, len(prompts), batch_size)
+    show = progress if progress is not None else len(starts) > 1
+    from tqdm.auto import tqdm
+
+    for start in tqdm(starts, desc="logit lens", unit="batch", disable=not show):
+        batch = slice(start, start + batch_size)
+        saved = _run_batch(
+            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch]
+        )
+        _store(arrays, saved, batch, len(prompts), position_table[batch])
+
+    ids_seen = set()
+    for name in ("top_ids", "model_top_ids"):
+        if name in arrays:
+            ids_seen.update(int(i) for i in np.unique(arrays[name]) if i >= 0)
+    for row in resolved:
+        ids_seen.update(t.token_id for t in row)
+    tokenizer = model.tokenizer
+    return LensResult(
+        model_name=model.name,
+        lens=lens.name,
+        prompts=prompts,
+        tokens=[[tokenizer.decode([i]) for i in ids] for ids in token_ids],
+        token_ids=token_ids,
+        layers=layer_list,
+        positions=position_table,
+        k=k if "topk" in plan.metrics else 0,
+        target_ids=[[t.token_id for t in row] for row in resolved],
+        target_tokens=[[t.token for t in row] for row in resolved],
+        vocab={i: tokenizer.decode([i]) for i in sorted(ids_seen)},
+        **arrays,
+    )
+
+
+def _run_batch(
+    model: LensModel,
+    lens: Lens,
+    plan: _Plan,
+    token_ids: list[list[int]],
+    position_table: np.ndarray,
+    resolved: list[list[Any]],
+) -> dict[str, torch.Tensor]:
+    """One forward pass over a left-padded batch; returns the saved reductions."""
+    lengths = [len(ids) for ids in token_ids]
+    width = max(lengths)
+    pad_id = model.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if _accepts_position_ids(model):
+        inputs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    # Index of each analysed position in the padded batch; padding columns read
+    # token 0 of the row and are discarded afterwards.
+    offsets = torch.tensor([width - n for n in lengths]).unsqueeze(1)
+    table = torch.from_numpy(position_table)
+    gather_index = torch.where(table >= 0, table + offsets, 0)
+    target_ids = torch.tensor([[t.token_id for t in row] for row in resolved], dtype=torch.long)
+    if target_ids.numel() == 0:
+        target_ids = target_ids.reshape(len(token_ids), 0)
+
+    nn_model = model.nn
+    with nn_model.trace(inputs, remote=model.remote) as tracer:
+        saved = nnsight.save(
+            lens_reductions(
+                nn_model, model.architecture, model.config, lens, plan, gather_index, target_ids
+            )
+        )
+        tracer.stop()
+    return {name: value.detach().cpu() for name, value in saved.items()}
+
+
+def _accepts_position_ids(model: LensModel) -> bool:
+    import inspect
+
+    return "position_ids" in inspect.signature(model.module.forward).parameters
+
+
+def lens_reductions(
+    root: Any,
+    architecture: Any,
+    config: Any,
+    lens: Lens,
+    plan: _Plan,
+    gather_index: torch.Tensor,
+    target_ids: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The trace body: read layers, unembed in chunks, reduce. Runs where the model is.
+
+    ``root`` is the nnsight envoy of the model; ``gather_index`` ``[batch, columns]``
+    picks positions in the padded input; ``target_ids`` is ``[batch, targets]``.
+    Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
+    ``model_top_ids``).
+    """
+    from .architectures import resolve
+
+    layer_modules = resolve(root, architecture.layers)
+    hidden: dict[int, torch.Tensor] = {}
+
+    def pick(states: torch.Tensor) -> torch.Tensor:
+        index = gather_index.to(states.device)
+        return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+
+    if EMBED in plan.layers:
+        hidden[EMBED] = pick(layer_modules[0].input)
+    for layer in plan.read_layers:
+        output = layer_modules[layer].output
+        hidden[layer] = pick(output[0] if isinstance(output, tuple) else output)
+
+    unembedding = Unembedding(root, architecture, config)
+    device = hidden[plan.read_layers[-1] if plan.read_layers else EMBED].device
+    batch, columns = gather_index.shape
+    rows = batch * columns
+    stacked = torch.stack([hidden[layer].to(device) for layer in plan.layers])
+    stacked = stacked.reshape(len(plan.layers), rows, -1)
+    targets = target_ids.to(device).repeat_interleave(columns, dim=0)
+
+    reference = final_top = None
+    if plan.need_final:
+        final = hidden[plan.n_layers - 1].reshape(1, rows, -1)
+        final_logits = unembedding.logits(unembedding.norm(final)).float()
+        reference = final_logits.log_softmax(-1)
+        final_top = final_logits.argmax(-1, keepdim=True)
+
+    out: dict[str, list[torch.Tensor]] = {}
+    per_chunk = max(1, plan.chunk_rows // rows)
+    for first in range(0, len(plan.layers), per_chunk):
+        chunk_layers = plan.layers[first : first + per_chunk]
+        logits = lens.project(unembedding, stacked[first : first + per_chunk], chunk_layers)
+        logits = logits.float()
+        log_norm = logits.logsumexp(-1, keepdim=True)
+        if "topk" in plan.metrics:
+            values, indices = logits.topk(plan.k, dim=-1)
+            out.setdefault("top_ids", []).append(indices)
+            out.setdefault("top_probs", []).append((values - log_norm).exp())
+        if "target" in plan.metrics:
+            chosen = targets.expand(len(chunk_layers), -1, -1)
+            target_logit = logits.gather(-1, chosen)
+            out.setdefault("target_logit", []).append(target_logit)
+            out.setdefault("target_prob", []).append((target_logit - log_norm).exp())
+            out.setdefault("target_rank", []).append(token_rank(logits, chosen))
+        if "final_rank" in plan.metrics:
+            chosen = final_top.expand(len(chunk_layers), -1, -1)
+            out.setdefault("final_rank", []).append(token_rank(logits, chosen)[..., 0])
+        if plan.metrics & {"entropy", "kl"}:
+            logprobs = logits - log_norm
+            del logits
+            if "entropy" in plan.metrics:
+                out.setdefault("entropy", []).append(entropy(logprobs))
+            if "kl" in plan.metrics:
+                out.setdefault("kl", []).append(kl_divergence(reference, logprobs))
+
+    shaped = {
+        name: torch.cat(parts).reshape(len(plan.layers), batch, columns, *parts[0].shape[2:])
+        for name, parts in out.items()
+    }
+    if final_top is not None:
+        shaped["model_top_ids"] = final_top.reshape(batch, columns)
+    return shaped
+
+
+def _store(
+    arrays: dict[str, np.ndarray],
+    saved: dict[str, torch.Tensor],
+    batch: slice,
+    n_prompts: int,
+    position_table: np.ndarray,
+) -> None:
+    """Copy one batch's tensors into the result arrays ``[prompt, layer, column, ...]``."""
+    valid = position_table >= 0
+    for name, tensor in saved.items():
+        values = tensor.numpy()
+        if name != "model_top_ids":
+            values = np.moveaxis(values, 0, 1)  # [batch, layer, column, ...]
+        floating = np.issubdtype(values.dtype, np.floating)
+        if name not in arrays:
+            shape = (n_prompts, *values.shape[1:])
+            arrays[name] = np.full(shape, np.nan if floating else -1, dtype=values.dtype)
+        mask = valid if name == "model_top_ids" else valid[:, None, :]
+        mask = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim))
+        arrays[name][batch] = np.where(mask, values, np.nan if floating else -1)

@@ -1,0 +1,187 @@
+"""The architecture registry: one small adapter per model family.
+
+An adapter names where a family keeps its decoder layers, its final norm and its
+unembedding, plus any extra step between the residual stream and the logits. Every
+lens and analysis reads models only through an adapter, so supporting a new family
+is one ``register(Architecture(...))`` call, here or in user code::
+
+    from logitlens.architectures import Architecture, register
+    register(Architecture(
+        model_types=("my_model",),
+        layers="model.layers", final_norm="model.norm", unembed="lm_head",
+    ))
+
+Paths are dotted attribute paths from the top-level ``*ForCausalLM`` module. They are
+resolved on either the plain PyTorch module or its nnsight envoy, so the same adapter
+serves local runs, remote NDIF runs and plain-hook reference computations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UnsupportedArchitectureError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where one model family keeps the parts a lens needs.
+
+    Attributes:
+        model_types: ``config.model_type`` values this entry serves.
+        layers: path to the ``ModuleList`` of decoder layers (the residual stream is
+            each layer's output; layers returning tuples are detected at run time).
+        final_norm: path to the norm applied before the unembedding. It may resolve to
+            ``None`` on some checkpoints (OPT-350m), in which case it is skipped.
+        unembed: path to the unembedding (``lm_head``).
+        pre_unembed: modules applied between the final norm and the unembedding, in
+            order; a path resolving to ``None`` is skipped (OPT's ``project_out``).
+        logit_softcap: name of a config field holding a final logit soft-cap
+            (Gemma 2/3: ``logits = cap * tanh(logits / cap)``); ``None`` when absent.
+        context_length: config fields that may hold the maximum sequence length,
+            tried in order.
+    """
+
+    model_types: tuple[str, ...]
+    layers: str
+    final_norm: str | None
+    unembed: str
+    pre_unembed: tuple[str, ...] = ()
+    logit_softcap: str | None = None
+    context_length: tuple[str, ...] = ("max_position_embeddings", "n_positions", "seq_length")
+
+    @property
+    def name(self) -> str:
+        return self.model_types[0]
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(architecture: Architecture) -> Architecture:
+    """Add (or replace) an adapter for each of its ``model_types``."""
+    for model_type in architecture.model_types:
+        _REGISTRY[model_type] = architecture
+    return architecture
+
+
+def supported_model_types() -> list[str]:
+    """The ``config.model_type`` values with an adapter, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_architecture(config_or_type: Any) -> Architecture:
+    """The adapter for a model config (or a ``model_type`` string).
+
+    Raises:
+        UnsupportedArchitectureError: naming the type, the supported ones and how to
+            add an entry.
+    """
+    model_type = (
+        config_or_type
+        if isinstance(config_or_type, str)
+        else getattr(config_or_type, "model_type", None)
+    )
+    try:
+        return _REGISTRY[model_type]
+    except KeyError:
+        raise UnsupportedArchitectureError(
+            f"Model type {model_type!r} is not supported yet. Supported: "
+            f"{', '.join(supported_model_types())}. To add it, register an adapter "
+            "naming its decoder layers, final norm and unembedding, e.g. "
+            "logitlens.architectures.register(Architecture(model_types=("
+            f"{model_type!r},), layers='model.layers', final_norm='model.norm', "
+            "unembed='lm_head'))."
+        ) from None
+
+
+def resolve(root: Any, path: str | None) -> Any:
+    """Follow a dotted attribute path from ``root``; ``None`` if any step is missing."""
+    if path is None:
+        return None
+    node = root
+    for part in path.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def context_length(config: Any, architecture: Architecture) -> int | None:
+    """The model's maximum sequence length, if its config states one."""
+    for field in architecture.context_length:
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _llama_like(*model_types: str, softcap: str | None = None) -> Architecture:
+    return Architecture(
+        model_types=model_types,
+        layers="model.layers",
+        final_norm="model.norm",
+        unembed="lm_head",
+        logit_softcap=softcap,
+    )
+
+
+def _register_all(entries: Iterable[Architecture]) -> None:
+    for entry in entries:
+        register(entry)
+
+
+_register_all(
+    [
+        _llama_like("llama"),
+        _llama_like("mistral"),
+        _llama_like("mixtral"),
+        _llama_like("qwen2"),
+        _llama_like("qwen3"),
+        _llama_like("qwen3_moe"),
+        _llama_like("phi3"),
+        _llama_like("olmo2"),
+        _llama_like("gemma"),
+        _llama_like("gemma2", softcap="final_logit_softcapping"),
+        _llama_like("gemma3_text", softcap="final_logit_softcapping"),
+        Architecture(
+            model_types=("phi",),
+            layers="model.layers",
+            final_norm="model.final_layernorm",
+            unembed="lm_head",
+        ),
+        Architecture(
+            model_types=("gpt2",),
+            layers="transformer.h",
+            final_norm="transformer.ln_f",
+            unembed="lm_head",
+        ),
+        Architecture(
+            model_types=("gpt_neox",),
+            layers="gpt_neox.layers",
+            final_norm="gpt_neox.final_layer_norm",
+            unembed="lm_head",
+        ),
+        Architecture(
+            model_types=("opt",),
+            layers="model.decoder.layers",
+            final_norm="model.decoder.final_layer_norm",
+            unembed="lm_head",
+            pre_unembed=("model.decoder.project_out",),
+        ),
+        Architecture(
+            model_types=("falcon",),
+            layers="transformer.h",
+            final_norm="transformer.ln_f",
+            unembed="lm_head",
+        ),
+        Architecture(
+            model_types=("bloom",),
+            layers="transformer.h",
+            final_norm="transformer.ln_f",
+            unembed="lm_head",
+        ),
+    ]
+)

@@ -1,0 +1,117 @@
+"""Lenses: ways to read a layer's residual stream as next-token logits.
+
+Every lens maps hidden states of shape ``[layers, rows, d_model]`` (several layers at
+once, so the unembedding is one batched matmul) to logits ``[layers, rows, vocab]``.
+The model's own parts come from an :class:`Unembedding`, which works on a plain
+PyTorch module or on an nnsight envoy, so the same lens runs locally and on NDIF.
+
+Adding a lens is one subclass of :class:`Lens` plus one entry in ``LENSES``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from .architectures import Architecture, resolve
+from .errors import InputError
+
+EMBED = -1
+"""Layer index used for the embedding output (the residual stream entering layer 0)."""
+
+
+class Unembedding:
+    """The final norm, any extra projection, the unembedding and soft-cap of one model.
+
+    ``root`` is the ``*ForCausalLM`` module or its nnsight envoy; module calls go
+    through it, so inside a remote trace they run on the server's weights.
+    """
+
+    def __init__(self, root: Any, architecture: Architecture, config: Any) -> None:
+        self.final_norm = resolve(root, architecture.final_norm)
+        pre = (resolve(root, path) for path in architecture.pre_unembed)
+        self.pre_unembed = [module for module in pre if module is not None]
+        self.unembed = resolve(root, architecture.unembed)
+        field = architecture.logit_softcap
+        self.softcap: float | None = getattr(config, field, None) if field else None
+
+    def norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Apply the final norm (identity where the model has none)."""
+        return hidden if self.final_norm is None else self.final_norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Project normed hidden states ``[..., d]`` to logits ``[..., vocab]``."""
+        for module in self.pre_unembed:
+            hidden = module(hidden)
+        logits = self.unembed(hidden)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+class Lens(ABC):
+    """Reads residual streams ``[layers, rows, d]`` as logits ``[layers, rows, vocab]``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def project(
+        self, unembedding: Unembedding, hidden: torch.Tensor, layers: Sequence[int]
+    ) -> torch.Tensor:
+        """Logits for ``hidden[i]``, taken from layer ``layers[i]`` (``EMBED`` = -1)."""
+
+    def check_model(self, model: Any) -> None:  # noqa: B027 - optional hook
+        """Raise if this lens cannot be used with ``model`` (default: any model)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A small description of the lens for result files."""
+        return {"name": self.name}
+
+
+class LogitLens(Lens):
+    """The logit lens (nostalgebraist 2020): final norm, then the unembedding."""
+
+    name = "logit"
+
+    def project(
+        self, unembedding: Unembedding, hidden: torch.Tensor, layers: Sequence[int]
+    ) -> torch.Tensor:
+        return unembedding.logits(unembedding.norm(hidden))
+
+
+class RawLens(Lens):
+    """The unembedding applied to the raw residual stream, without the final norm."""
+
+    name = "raw"
+
+    def project(
+        self, unembedding: Unembedding, hidden: torch.Tensor, layers: Sequence[int]
+    ) -> torch.Tensor:
+        return unembedding.logits(hidden)
+
+
+LENSES: dict[str, type[Lens]] = {"logit": LogitLens, "raw": RawLens}
+"""Lenses that need nothing but the model, by name. The tuned lens is loaded from a file."""
+
+
+def get_lens(lens: str | Lens, tuned_path: str | None = None) -> Lens:
+    """A lens object from a name (``"logit"``, ``"raw"``, ``"tuned"``) or a lens itself."""
+    if isinstance(lens, Lens):
+        return lens
+    if lens == "tuned":
+        if tuned_path is None:
+            raise InputError(
+                "The tuned lens needs a trained lens file: pass tuned_path=... "
+                "(CLI: --tuned-path PATH); train one with `logitlens tuned train`."
+            )
+        from .tuned import TunedLens
+
+        return TunedLens.load(tuned_path)
+    try:
+        return LENSES[lens]()
+    except (KeyError, TypeError):
+        known = ", ".join([*LENSES, "tuned"])
+        raise InputError(f"Unknown lens {lens!r}. Choose one of: {known}.") from None

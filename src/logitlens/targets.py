@@ -1,0 +1,87 @@
+"""Turning target strings into token ids, with the multi-token policy made visible.
+
+Policy: a target string is tokenized without special tokens; if it becomes several
+tokens, the FIRST token is used and a :class:`MultiTokenTargetWarning` names all of
+them. Leading spaces matter (``" current"`` and ``"current"`` are different tokens in
+most vocabularies), so results always record the token actually used. To choose
+exactly, pass token ids (``int``) instead of strings.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InputError
+
+Target = str | int
+
+
+class MultiTokenTargetWarning(UserWarning):
+    """A target string tokenizes to more than one token; the first one is used."""
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A target as the user wrote it and the token id used for it."""
+
+    text: Target
+    token_id: int
+    token: str
+
+
+def resolve_target(tokenizer: Any, target: Target, vocab_size: int) -> ResolvedTarget:
+    """The token id for one target (a string or an explicit token id)."""
+    if isinstance(target, bool) or not isinstance(target, (str, int)):
+        raise InputError(f"A target must be a string or a token id, not {target!r}.")
+    if isinstance(target, int):
+        if not 0 <= target < vocab_size:
+            raise InputError(
+                f"Target token id {target} is outside the vocabulary (0..{vocab_size - 1})."
+            )
+        return ResolvedTarget(target, target, tokenizer.decode([target]))
+    if target == "":
+        raise InputError("The target is empty: give a word such as ' current'.")
+    ids = tokenizer.encode(target, add_special_tokens=False)
+    if not ids:
+        raise InputError(f"The target {target!r} tokenizes to nothing.")
+    pieces = [tokenizer.decode([i]) for i in ids]
+    if len(ids) > 1:
+        warnings.warn(
+            f"Target {target!r} is {len(ids)} tokens {pieces}; using the first, "
+            f"{pieces[0]!r} (id {ids[0]}). Pass a token id to choose another.",
+            MultiTokenTargetWarning,
+            stacklevel=3,
+        )
+    return ResolvedTarget(target, ids[0], pieces[0])
+
+
+def resolve_targets(
+    tokenizer: Any,
+    targets: Target | Sequence[Target] | Sequence[Sequence[Target]] | None,
+    n_prompts: int,
+    vocab_size: int,
+) -> list[list[ResolvedTarget]]:
+    """Targets per prompt, ``[prompt][target]``, all prompts with the same count.
+
+    ``targets`` may be one target shared by all prompts, a flat list with one target
+    per prompt, or a list (one per prompt) of lists of targets.
+    """
+    if targets is None:
+        return [[] for _ in range(n_prompts)]
+    if isinstance(targets, (str, int)):
+        per_prompt: list[Sequence[Target]] = [[targets]] * n_prompts
+    else:
+        targets = list(targets)
+        if len(targets) != n_prompts:
+            raise InputError(
+                f"Got {len(targets)} targets for {n_prompts} prompts. Give one target for "
+                "all prompts, one per prompt, or a list of targets per prompt."
+            )
+        per_prompt = [[t] if isinstance(t, (str, int)) else list(t) for t in targets]
+    counts = {len(t) for t in per_prompt}
+    if len(counts) != 1 or 0 in counts:
+        raise InputError("Every prompt needs the same number (at least one) of targets.")
+    return [[resolve_target(tokenizer, t, vocab_size) for t in row] for row in per_prompt]
