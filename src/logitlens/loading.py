@@ -161,7 +161,10 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _load_hf(
-    source: str | Path, *, dtype: torch.dtype | str | None, device: str | None,
+    source: str | Path,
+    *,
+    dtype: torch.dtype | str | None,
+    device: str | None,
     device_map: str | dict | None,
 ) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -44,6 +44,21 @@ class TopToken:
 
 
 @dataclass
+class TargetSummary:
+    """When a target token emerges across layers, at one prompt and position."""
+
+    prompt: str
+    target: str
+    target_id: int
+    threshold: float
+    first_layer_above: int | None
+    first_layer_top1: int | None
+    max_prob: float
+    max_prob_layer: int
+    final_prob: float
+
+
+@dataclass
 class LensResult:
     """Reductions of one lens over prompts x layers x positions.
 
@@ -156,7 +171,27 @@ class LensResult:
         hits = np.flatnonzero(ranks == 1)
         return self.layers[int(hits[0])] if hits.size else None
 
-    def top_tokens(self, prompt: int = 0, layer: int | str = -1, position: int = -1) -> list[TopToken]:
+    def target_summary(
+        self, threshold: float = 0.1, prompt: int = 0, position: int = -1, target: int = 0
+    ) -> TargetSummary:
+        """First layer above ``threshold``, first top-1 layer, peak and final probability."""
+        probs = self.trajectory("target_prob", prompt, position, target)
+        best = int(np.nanargmax(probs))
+        return TargetSummary(
+            prompt=self.prompts[prompt],
+            target=self.target_tokens[prompt][target],
+            target_id=self.target_ids[prompt][target],
+            threshold=threshold,
+            first_layer_above=self.first_layer_above(threshold, prompt, position, target),
+            first_layer_top1=self.first_layer_top1(prompt, position, target),
+            max_prob=float(probs[best]),
+            max_prob_layer=self.layers[best],
+            final_prob=float(probs[-1]),
+        )
+
+    def top_tokens(
+        self, prompt: int = 0, layer: int | str = -1, position: int = -1
+    ) -> list[TopToken]:
         """The top-k table of one layer at one position (``layer=-1``: the last one)."""
         ids, probs = self.require("top_ids"), self.require("top_probs")
         row = len(self.layers) - 1 if layer == -1 else self.layer_index(layer)
@@ -172,6 +207,54 @@ class LensResult:
             label: self.top_tokens(prompt, layer if layer != EMBED else "embed", position)
             for label, layer in zip(self.layer_labels, self.layers, strict=True)
         }
+
+    # ----- slicing and joining -------------------------------------------------------
+
+    def subset(self, prompts: list[int]) -> LensResult:
+        """The same result restricted to some prompts (in the given order)."""
+        for prompt in prompts:
+            self._check_prompt(prompt)
+        kwargs: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, np.ndarray):
+                value = value[prompts]
+            elif isinstance(value, list) and item.name != "layers":
+                value = [value[p] for p in prompts]
+            kwargs[item.name] = value
+        return LensResult(**kwargs)
+
+    @classmethod
+    def concat(cls, results: list[LensResult]) -> LensResult:
+        """Join results of the same model, lens, layers and metrics along prompts."""
+        if not results:
+            raise InputError("Nothing to concatenate: give at least one result.")
+        first = results[0]
+        for other in results[1:]:
+            if (other.model_name, other.lens, other.layers, other.k) != (
+                first.model_name,
+                first.lens,
+                first.layers,
+                first.k,
+            ):
+                raise InputError("Results differ in model, lens, layers or k and cannot be joined.")
+        columns = max(r.positions.shape[1] for r in results)
+        kwargs: dict[str, Any] = {}
+        for item in fields(cls):
+            values = [getattr(r, item.name) for r in results]
+            if item.name in cls.DIMS:
+                if any(v is None for v in values):
+                    kwargs[item.name] = None
+                    continue
+                axis = cls.DIMS[item.name].index("position")
+                kwargs[item.name] = np.concatenate([_pad_axis(v, axis, columns) for v in values])
+            elif item.name in ("prompts", "tokens", "token_ids", "target_ids", "target_tokens"):
+                kwargs[item.name] = [row for value in values for row in value]
+            elif item.name == "vocab":
+                kwargs[item.name] = {key: text for value in values for key, text in value.items()}
+            else:
+                kwargs[item.name] = values[0]
+        return cls(**kwargs)
 
     # ----- export -----------------------------------------------------------------
 
@@ -204,11 +287,14 @@ class LensResult:
                 continue
             value = data[item.name]
             if item.name in cls.DIMS and value is not None:
-                floating = item.name in ("top_probs", "target_prob", "target_logit", "entropy",
-                                         "kl")
-                value = np.array(
-                    _none_to_nan(value), dtype=np.float64 if floating else np.int64
+                floating = item.name in (
+                    "top_probs",
+                    "target_prob",
+                    "target_logit",
+                    "entropy",
+                    "kl",
                 )
+                value = np.array(_none_to_nan(value), dtype=np.float64 if floating else np.int64)
             elif item.name == "vocab":
                 value = {int(key): text for key, text in value.items()}
             kwargs[item.name] = value
@@ -265,6 +351,16 @@ class LensResult:
                                 row["target_rank"] = int(self.target_rank[p, li, column, t])
                         rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _pad_axis(values: np.ndarray, axis: int, size: int) -> np.ndarray:
+    missing = size - values.shape[axis]
+    if missing == 0:
+        return values
+    widths = [(0, 0)] * values.ndim
+    widths[axis] = (0, missing)
+    fill = np.nan if np.issubdtype(values.dtype, np.floating) else -1
+    return np.pad(values, widths, constant_values=fill)
 
 
 def _nan_to_none(value: Any) -> Any:

@@ -1,0 +1,79 @@
+"""Rich tables and summaries drawn from results (no computation here)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from ..loading import ModelInfo
+from ..results import LensResult, TargetSummary
+
+
+def info_table(info: ModelInfo) -> Table:
+    table = Table(title="Model", show_header=False)
+    for key, value in vars(info).items():
+        table.add_row(key.replace("_", " "), str(value))
+    return table
+
+
+def topk_table(result: LensResult, prompt: int = 0, position: int = -1, show: int = 5) -> Table:
+    """Layers as rows, the top ``show`` tokens with probabilities as columns."""
+    column = result.column(prompt, position)
+    token_index = int(result.positions[prompt, column])
+    title = (
+        f"Top-{min(show, result.k)} per layer ({result.lens} lens) after "
+        f"{result.tokens[prompt][token_index]!r} (position {token_index})"
+    )
+    table = Table(title=title)
+    table.add_column("layer", justify="right")
+    for rank in range(min(show, result.k)):
+        table.add_column(f"#{rank + 1}")
+    for label, rows in result.topk_table(prompt, position).items():
+        table.add_row(label, *[f"{row.token!r} {row.prob:.3f}" for row in rows[:show]])
+    return table
+
+
+def track_table(result: LensResult, prompt: int = 0, position: int = -1, target: int = 0) -> Table:
+    """Per-layer probability, logit and rank of one target, with a text bar."""
+    token = result.target_tokens[prompt][target]
+    table = Table(title=f"P({token!r}) per layer ({result.lens} lens)")
+    for name in ("layer", "prob", "logit", "rank", ""):
+        table.add_column(name, justify="left" if name == "" else "right")
+    probs = result.trajectory("target_prob", prompt, position, target)
+    logits = result.trajectory("target_logit", prompt, position, target)
+    ranks = result.trajectory("target_rank", prompt, position, target)
+    for label, prob, logit, rank in zip(result.layer_labels, probs, logits, ranks, strict=True):
+        bar = "█" * round(40 * float(prob))
+        shown = f"{prob:.4f}" if prob >= 1e-3 else f"{prob:.1e}"
+        table.add_row(label, shown, f"{logit:.2f}", str(int(rank)), bar)
+    return table
+
+
+def summary_sentences(summary: TargetSummary) -> list[str]:
+    """Say plainly when (or that never) the target crosses the threshold / is top-1."""
+    token, threshold = summary.target, summary.threshold
+    above, top1 = summary.first_layer_above, summary.first_layer_top1
+    return [
+        f"{token!r} first exceeds {threshold} at layer {above}."
+        if above is not None
+        else f"{token!r} never exceeds {threshold} at any layer "
+        f"(highest: {summary.max_prob:.4f} at layer {summary.max_prob_layer}).",
+        f"{token!r} first becomes the top-1 token at layer {top1}."
+        if top1 is not None
+        else f"{token!r} never becomes the top-1 token at any layer.",
+    ]
+
+
+def compare_table(summaries: list[TargetSummary]) -> Table:
+    table = Table(title="Target probability across layers, per prompt")
+    for name in ("prompt", "target", "first > thr", "first top-1", "max (layer)", "final"):
+        table.add_column(name)
+    for s in summaries:
+        table.add_row(
+            s.prompt if len(s.prompt) <= 50 else s.prompt[:47] + "...",
+            repr(s.target),
+            "never" if s.first_layer_above is None else str(s.first_layer_above),
+            "never" if s.first_layer_top1 is None else str(s.first_layer_top1),
+            f"{s.max_prob:.4f} ({s.max_prob_layer})",
+            f"{s.final_prob:.4f}",
+        )
+    return table
