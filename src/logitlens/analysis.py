@@ -366,27 +366,27 @@ def lens_reductions(
         chunk_layers = plan.layers[first : first + per_chunk]
         logits = lens.project(unembedding, stacked[first : first + per_chunk], chunk_layers)
         logits = logits.float()
-        log_norm = logits.logsumexp(-1, keepdim=True)
-        if "topk" in plan.metrics:
-            values, indices = logits.topk(plan.k, dim=-1)
-            out.setdefault("top_ids", []).append(indices)
-            out.setdefault("top_probs", []).append((values - log_norm).exp())
         if "target" in plan.metrics:
             chosen = targets.expand(len(chunk_layers), -1, -1)
-            target_logit = logits.gather(-1, chosen)
-            out.setdefault("target_logit", []).append(target_logit)
-            out.setdefault("target_prob", []).append((target_logit - log_norm).exp())
-            out.setdefault("target_rank", []).append(token_rank(logits, chosen))
+            out.setdefault("target_logit", []).append(logits.gather(-1, chosen))
+        # log_softmax is one fused pass (far faster than logsumexp on CPU); ranks and
+        # top-k are the same on log-probabilities as on logits.
+        logprobs = logits.log_softmax(-1)
+        del logits
+        if "topk" in plan.metrics:
+            values, indices = logprobs.topk(plan.k, dim=-1)
+            out.setdefault("top_ids", []).append(indices)
+            out.setdefault("top_probs", []).append(values.exp())
+        if "target" in plan.metrics:
+            out.setdefault("target_prob", []).append(logprobs.gather(-1, chosen).exp())
+            out.setdefault("target_rank", []).append(token_rank(logprobs, chosen))
         if "final_rank" in plan.metrics:
-            chosen = final_top.expand(len(chunk_layers), -1, -1)
-            out.setdefault("final_rank", []).append(token_rank(logits, chosen)[..., 0])
-        if plan.metrics & {"entropy", "kl"}:
-            logprobs = logits - log_norm
-            del logits
-            if "entropy" in plan.metrics:
-                out.setdefault("entropy", []).append(entropy(logprobs))
-            if "kl" in plan.metrics:
-                out.setdefault("kl", []).append(kl_divergence(reference, logprobs))
+            chosen_final = final_top.expand(len(chunk_layers), -1, -1)
+            out.setdefault("final_rank", []).append(token_rank(logprobs, chosen_final)[..., 0])
+        if "entropy" in plan.metrics:
+            out.setdefault("entropy", []).append(entropy(logprobs))
+        if "kl" in plan.metrics:
+            out.setdefault("kl", []).append(kl_divergence(reference, logprobs))
 
     shaped = {
         name: torch.cat(parts).reshape(len(plan.layers), batch, columns, *parts[0].shape[2:])

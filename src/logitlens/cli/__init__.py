@@ -13,6 +13,7 @@ from .common import app, err_console
 
 # Importing a topic module registers its commands.
 from . import analysis_commands  # noqa: F401  isort: skip
+from . import picture_commands  # noqa: F401  isort: skip
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .. import plots
 from ..analysis import analyze
 from ..errors import InputError
 from ..results import LensResult
@@ -26,6 +27,7 @@ from .common import (
     TunedPathOption,
     app,
     console,
+    err_console,
     open_model,
     parse_metrics,
     print_json,
@@ -39,6 +41,9 @@ ThresholdOption = Annotated[
     float, typer.Option("--threshold", help="Report the first layer above this probability.")
 ]
 ShowOption = Annotated[int, typer.Option("--show", help="Tokens shown per layer in the table.")]
+PlotOption = Annotated[
+    Path | None, typer.Option("--plot", help="Also save a picture (.png, .svg or .pdf).")
+]
 
 
 @app.command()
@@ -65,8 +70,11 @@ def top(
     show: ShowOption = 5,
     metrics: MetricsOption = None,
     json_output: JsonOption = False,
+    plot: PlotOption = None,
 ):
-    """Top-k next-token predictions at every layer."""
+    """Top-k next-token predictions at every layer (--plot: the logit-lens grid)."""
+    if plot:
+        plots.check_output_path(plot)
     lens_model = open_model(model, remote, device)
     result = analyze(
         lens_model,
@@ -76,8 +84,10 @@ def top(
         layers=layers,
         positions=positions,
         k=k,
-        metrics=parse_metrics(metrics, "topk"),
+        metrics=parse_metrics(metrics, "topk", *(["final_rank"] if plot else [])),
     )
+    if plot:
+        _save_plot(plots.plot_grid(result), plot, json_output)
     if json_output:
         print_json(result.to_dict())
         return
@@ -100,8 +110,11 @@ def track(
     threshold: ThresholdOption = 0.1,
     metrics: MetricsOption = None,
     json_output: JsonOption = False,
+    plot: PlotOption = None,
 ):
     """Probability, logit and rank of one target token at every layer."""
+    if plot:
+        plots.check_output_path(plot)
     lens_model = open_model(model, remote, device)
     result = analyze(
         lens_model,
@@ -113,12 +126,20 @@ def track(
         metrics=parse_metrics(metrics),
     )
     summary = result.target_summary(threshold)
+    if plot:
+        _save_plot(plots.plot_trajectory(result, threshold=threshold), plot, json_output)
     if json_output:
         print_json({"summary": asdict(summary), "result": result.to_dict()})
         return
     console.print(track_table(result))
     for line in summary_sentences(summary):
         console.print(line, highlight=False)
+
+
+def _save_plot(figure, path: Path, json_output: bool) -> None:
+    """Save a figure; its path goes to stderr under --json so stdout stays JSON."""
+    written = plots.save_figure(figure, path)
+    (err_console if json_output else console).print(f"Plot written to {written}")
 
 
 def _target_value(target: str) -> str | int:
@@ -178,6 +199,7 @@ def compare(
     threshold: ThresholdOption = 0.1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward.")] = 16,
     json_output: JsonOption = False,
+    plot: PlotOption = None,
 ):
     """Several prompt/target pairs (the notebook's pun comparison), batched."""
     pairs = [_split_pair(text) for text in pair or []]
@@ -187,6 +209,8 @@ def compare(
         raise InputError(
             "Nothing to compare: give --pair 'PROMPT=> TARGET' (repeatable) or --file pairs.jsonl."
         )
+    if plot:
+        plots.check_output_path(plot)
     lens_model = open_model(model, remote, device)
     prompts = [p for p, _ in pairs]
     targets = [_target_value(t) for _, t in pairs]
@@ -198,6 +222,8 @@ def compare(
     else:
         result = analyze(lens_model, prompts, targets=targets, batch_size=batch_size, **options)
     summaries = [result.target_summary(threshold, prompt=i) for i in range(len(prompts))]
+    if plot:
+        _save_plot(plots.plot_comparison(result), plot, json_output)
     if json_output:
         print_json({"summaries": [asdict(s) for s in summaries], "result": result.to_dict()})
         return

@@ -54,6 +54,9 @@ MetricsOption = Annotated[
 
 def open_model(model: str | None, remote: bool, device: str | None = None) -> LensModel:
     """Load the model named on the command line, with a status line on stderr."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the status line below says what is happening
     with err_console.status(f"Loading {model or 'the bundled SmolLM2-135M'}..."):
         return load_model(model, remote=remote, device=device)
 

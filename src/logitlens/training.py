@@ -1,0 +1,321 @@
+"""Training a tuned lens: KL(final || lens) at every layer, from one forward pass per batch.
+
+The model is frozen and runs under ``no_grad``; its residual stream is read with hooks
+(:func:`logitlens.evaluation.residual_stream`), and every translator is trained at once
+through the lens's own :meth:`TunedLens.project`, so training and inference share code.
+Layers are unembedded a few at a time and their gradients accumulated, so the full
+``[layers, tokens, vocab]`` tensor never exists.
+
+Runs are deterministic for a seed: batch ``k`` is a pure function of the seed and
+``k`` (:func:`logitlens.corpus.batch_order`), and a checkpoint holds the translators,
+the optimizer state and the step, so a resumed run ends bit-identical to an
+uninterrupted one.
+
+Example:
+    >>> lens = train_tuned_lens(model, "lens.safetensors", TrainingConfig(tokens=16384))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .corpus import BIBLE, batch_order, load_documents, split_documents, tokenize_documents
+from .errors import InputError, LensFileError
+from .evaluation import final_logprobs, lens_layer_chunks, residual_stream
+from .lenses import EMBED, Unembedding
+from .tuned import TunedLens, read_safetensors, write_safetensors
+
+SCHEDULES = ("linear", "cosine", "constant")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Options of one training run. The defaults train the bundled model on 2 CPU cores
+    in a few minutes; real runs want ``tokens`` in the millions (the paper: 250 steps
+    of 262k tokens) and a GPU.
+
+    Attributes:
+        tokens: token budget (rounded down to whole batches of ``batch_size * seq_len``).
+        lr, schedule, warmup_steps, weight_decay: AdamW; ``schedule`` decays the rate
+            after warm-up: ``linear`` to 0, ``cosine`` to 0, or ``constant``.
+        device, dtype: where and in what precision the model runs (the model is moved);
+            translators are kept in float32 either way.
+        checkpoint_every: steps between checkpoints (and one on Ctrl-C).
+    """
+
+    corpus: str = BIBLE
+    tokens: int = 4096
+    seq_len: int = 128
+    batch_size: int = 4
+    lr: float = 1e-3
+    schedule: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    device: str | None = None
+    dtype: str | None = None
+    seed: int = 0
+    checkpoint_every: int = 2
+    chunk_rows: int = 4096
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.tokens_per_step
+
+    def validate(self) -> None:
+        if self.tokens <= 0:
+            raise InputError(f"The token budget must be positive, got {self.tokens}.")
+        if self.seq_len < 2 or self.batch_size < 1:
+            raise InputError(
+                f"seq_len must be >= 2 and batch_size >= 1 (got {self.seq_len}, {self.batch_size})."
+            )
+        if self.steps == 0:
+            raise InputError(
+                f"The token budget ({self.tokens}) is smaller than one batch "
+                f"({self.batch_size} x {self.seq_len} = {self.tokens_per_step} tokens); "
+                "raise --tokens or lower --batch-size / --seq-len."
+            )
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"Unknown schedule {self.schedule!r}; choose from {SCHEDULES}.")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise InputError(f"Unknown dtype {self.dtype!r}; choose from {list(DTYPES)}.")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise InputError("lr must be positive and weight_decay non-negative.")
+
+    def learning_rate(self, step: int) -> float:
+        """The rate for step ``step`` (0-based): linear warm-up, then the schedule."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return self.lr
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        if self.schedule == "linear":
+            return self.lr * (1 - progress)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class StepReport:
+    """What a progress callback sees after each optimizer step."""
+
+    step: int
+    steps: int
+    loss: float
+    tokens_per_second: float
+
+
+def checkpoint_path_for(output: str | Path) -> Path:
+    output = Path(output).expanduser()
+    return output.with_name(output.name + ".checkpoint")
+
+
+def _optimizer(lens: TunedLens, config: TrainingConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(lens.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _save_checkpoint(
+    path: Path,
+    lens: TunedLens,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    config: TrainingConfig,
+    losses: list[float],
+) -> None:
+    state = optimizer.state_dict()
+    tensors = {"weight": lens.weight.detach(), "bias": lens.bias.detach()}
+    for index, slots in state["state"].items():
+        for key, value in slots.items():
+            tensors[f"optimizer.{index}.{key}"] = value.detach().reshape(-1)
+    metadata = {
+        "step": step,
+        "config": asdict(config),
+        "param_groups": state["param_groups"],
+        "losses": losses,
+        "fingerprint": lens.fingerprint,
+    }
+    write_safetensors(
+        path,
+        {k: v.cpu().contiguous() for k, v in tensors.items()},
+        {"checkpoint": json.dumps(metadata)},
+    )
+
+
+def _load_checkpoint(
+    path: Path, lens: TunedLens, optimizer: torch.optim.Optimizer, config: TrainingConfig
+) -> tuple[int, list[float]]:
+    """Restore translators and optimizer from ``path``; return (next step, losses)."""
+    tensors, header = read_safetensors(path, "training checkpoint")
+    try:
+        metadata = json.loads(header["checkpoint"])
+    except (KeyError, ValueError):
+        raise LensFileError(f"{path} is not a logitlens training checkpoint.") from None
+    saved = {k: v for k, v in metadata["config"].items() if k not in ("checkpoint_every",)}
+    wanted = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every",)}
+    if saved != wanted or metadata["fingerprint"] != lens.fingerprint:
+        changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        raise InputError(
+            f"The checkpoint {path} is from a different run (differs in: "
+            f"{', '.join(changed) or 'model'}). Resume with the same options, or delete "
+            "it (CLI: --no-resume) to start over."
+        )
+    with torch.no_grad():
+        lens.weight.copy_(tensors["weight"])
+        lens.bias.copy_(tensors["bias"])
+    state: dict[str, Any] = {"state": {}, "param_groups": metadata["param_groups"]}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            parameter = lens.parameters()[int(index)]
+            shaped = value.reshape(() if key == "step" else parameter.shape)
+            state["state"].setdefault(int(index), {})[key] = shaped
+    optimizer.load_state_dict(state)
+    return int(metadata["step"]), list(metadata["losses"])
+
+
+def _prepare_model(model: Any, config: TrainingConfig) -> None:
+    if config.device is not None or config.dtype is not None:
+        model.module.to(device=config.device, dtype=DTYPES[config.dtype] if config.dtype else None)
+
+
+def lens_loss(
+    lens: TunedLens,
+    unembedding: Unembedding,
+    residuals: torch.Tensor,
+    chunk_rows: int,
+    backward: bool = True,
+) -> float:
+    """Sum over trained layers of mean KL(final || lens); gradients accumulated per chunk.
+
+    ``residuals`` is ``[n_layers + 1, batch, seq, d]`` from :func:`residual_stream`.
+    Returns the mean KL per trained layer (nats).
+    """
+    slots, batch, positions, d_model = residuals.shape
+    rows = batch * positions
+    flat = residuals.reshape(slots, rows, d_model)
+    reference = final_logprobs(unembedding, flat[-1:])
+    reference_probs = reference.exp()
+    trained = [EMBED, *range(slots - 2)]  # the last layer's translator stays the identity
+    total = 0.0
+    offset = 0
+    for chunk in lens_layer_chunks(trained, rows, chunk_rows):
+        logprobs = lens.project(unembedding, flat[offset : offset + len(chunk)], chunk)
+        logprobs = logprobs.float().log_softmax(-1)
+        kl = (reference_probs * (reference - logprobs)).sum(-1).mean(-1).sum()
+        if backward:
+            kl.backward()
+        total += kl.item()
+        offset += len(chunk)
+    return total / len(trained)
+
+
+def train_tuned_lens(
+    model: Any,
+    output: str | Path,
+    config: TrainingConfig | None = None,
+    *,
+    documents: Sequence[str] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    on_step: Callable[[StepReport], None] | None = None,
+) -> TunedLens:
+    """Train a tuned lens for ``model`` and save it to ``output`` (safetensors).
+
+    Args:
+        documents: training text; default: ``config.corpus`` (``"bible"``, a file or a
+            directory). Its held-out split (:func:`logitlens.corpus.split_documents`) is
+            never trained on.
+        resume: continue from ``<output>.checkpoint`` if an earlier run left one.
+        on_step: called after every step (a Ctrl-C raised in it is handled like one
+            from the keyboard: a checkpoint is written first).
+
+    Raises:
+        InputError: empty corpus, a corpus smaller than one batch, a zero budget.
+    """
+    config = config or TrainingConfig()
+    config.validate()
+    output = Path(output).expanduser()
+    if output.suffix != ".safetensors":
+        raise InputError(f"Save the lens as a .safetensors file, not {output.name!r}.")
+    texts = load_documents(config.corpus if documents is None else documents)
+    train_texts, _ = split_documents(texts)
+    sequences = tokenize_documents(model.tokenizer, train_texts, config.seq_len)
+    if len(sequences) < config.batch_size:
+        have = len(sequences) * config.seq_len
+        raise InputError(
+            f"The training text packs into {len(sequences)} sequence(s) of {config.seq_len} "
+            f"tokens (~{have} tokens), less than one batch of {config.batch_size}. Give "
+            "more text, or lower --batch-size / --seq-len."
+        )
+    _prepare_model(model, config)
+    torch.manual_seed(config.seed)
+    lens = TunedLens.identity(model)
+    for tensor in lens.parameters():
+        tensor.requires_grad_(True)
+    optimizer = _optimizer(lens, config)
+    checkpoint = checkpoint_path_for(output)
+    start, losses = 0, []
+    if resume and checkpoint.is_file():
+        start, losses = _load_checkpoint(checkpoint, lens, optimizer, config)
+    unembedding = Unembedding(model.module, model.architecture, model.config)
+    device = next(model.module.parameters()).device
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=config.steps * config.tokens_per_step,
+        initial=start * config.tokens_per_step,
+        unit="tok",
+        unit_scale=True,
+        desc="tuned lens",
+        disable=not progress,
+    )
+    step = start
+    began = time.perf_counter()
+    try:
+        for step in range(start, config.steps):
+            index = batch_order(len(sequences), config.batch_size, step, config.seed)
+            residuals = residual_stream(model, sequences[index].to(device))
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate(step)
+            loss = lens_loss(lens, unembedding, residuals, config.chunk_rows)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss)
+            speed = (step + 1 - start) * config.tokens_per_step / (time.perf_counter() - began)
+            bar.update(config.tokens_per_step)
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:.0f}")
+            if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+                _save_checkpoint(checkpoint, lens, optimizer, step + 1, config, losses)
+            if on_step is not None:
+                on_step(StepReport(step + 1, config.steps, loss, speed))
+    except KeyboardInterrupt:
+        done = len(losses)
+        _save_checkpoint(checkpoint, lens, optimizer, done, config, losses)
+        bar.close()
+        raise
+    bar.close()
+    for tensor in lens.parameters():
+        tensor.requires_grad_(False)
+    lens.info = {
+        "corpus": config.corpus if documents is None else "given documents",
+        "config": asdict(config),
+        "steps": config.steps,
+        "tokens": config.steps * config.tokens_per_step,
+        "final_loss": losses[-1] if losses else None,
+        "losses": losses,
+    }
+    lens.path = str(lens.save(output))
+    checkpoint.unlink(missing_ok=True)
+    return lens

