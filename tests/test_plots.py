@@ -211,7 +211,7 @@ def test_save_figure_writes_the_file(pun_all, tmp_path, suffix):
 
 def test_save_errors_are_clear(pun_all, tmp_path, monkeypatch):
     fig = plots.plot_trajectory(pun_all)
-    with pytest.raises(InputError, match="does not exist.*mkdir -p"):
+    with pytest.raises(InputError, match=r"does not exist.*mkdir -p"):
         plots.save_figure(fig, tmp_path / "missing" / "t.png")
     with pytest.raises(InputError, match=r"\.png, \.svg, \.pdf"):
         plots.save_figure(fig, tmp_path / "t.jpeg")
@@ -286,3 +286,17 @@ def test_cli_json_stays_clean_with_plot(cli, tmp_path):
     assert result.exit_code == 0
     json.loads(result.stdout)
     assert path.is_file()
+
+
+@pytest.mark.bundled
+def test_readme_pictures_script(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_readme_pictures.py"
+    spec = importlib.util.spec_from_file_location("make_readme_pictures", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    written = module.main(tmp_path)
+    assert [p.name for p in written] == ["pun_trajectory.png", "pun_heatmap.png", "pun_grid.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)

@@ -110,3 +110,54 @@ def test_bad_corpora_are_clear_errors(wrap_tiny, tmp_path):
     with pytest.raises(InputError, match=r"\.safetensors"):
         train_tuned_lens(model, tmp_path / "lens.pt", SMALL, documents=DOCUMENTS)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_train_eval_and_tuned_analysis(tmp_path):
+    """`logitlens tuned train`, `tuned eval` and `top --lens tuned` on a tiny model dir."""
+    from tiny_models import tiny_model
+    from typer.testing import CliRunner
+
+    from logitlens.cli import app
+
+    hf_model, tokenizer = tiny_model("llama")
+    model_dir = tmp_path / "tiny"
+    hf_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    (tmp_path / "texts").mkdir()
+    for index, document in enumerate(DOCUMENTS[:60]):
+        (tmp_path / "texts" / f"{index}.txt").write_text(document)
+    lens_path = tmp_path / "lens.safetensors"
+    runner = CliRunner()
+    common = ["--model", str(model_dir), "--corpus", str(tmp_path / "texts"), "--seq-len", "32"]
+    trained = runner.invoke(
+        app, ["tuned", "train", *common, "-o", str(lens_path), "--tokens", "256", "--device", "cpu"]
+    )
+    assert trained.exit_code == 0, trained.output
+    assert lens_path.is_file()
+    evaluated = runner.invoke(
+        app, ["tuned", "eval", *common, "--tuned-path", str(lens_path), "--tokens", "64", "--json"]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    import json
+
+    payload = json.loads(evaluated.output)
+    assert payload["lenses"] == ["raw", "logit", "tuned"]
+    shown = runner.invoke(
+        app,
+        [
+            "top",
+            "hello there",
+            "-m",
+            str(model_dir),
+            "--lens",
+            "tuned",
+            "--tuned-path",
+            str(lens_path),
+            "--json",
+        ],
+    )
+    assert shown.exit_code == 0, shown.output
+    missing = runner.invoke(
+        app, ["top", "hi", "-m", str(model_dir), "--lens", "tuned", "--tuned-path", "nope.st"]
+    )
+    assert missing.exit_code != 0

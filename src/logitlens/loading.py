@@ -126,7 +126,7 @@ def bundled_model_dir() -> Path:
     gguf = bundled_gguf_path()
     stat = gguf.stat()
     target = cache_dir() / "models" / f"{BUNDLED_NAME}-fp32-{stat.st_size}"
-    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+    if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -142,14 +142,20 @@ def bundled_model_dir() -> Path:
         model.hf_quantizer = None
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
+        if target.exists() and not _is_complete(target):
+            shutil.rmtree(target)  # damaged by hand or by an old version: replace it
         try:
             work.rename(target)
         except OSError:  # another process finished first: keep its copy
-            if not (target / "model.safetensors").is_file():
+            if not _is_complete(target):
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _is_complete(directory: Path) -> bool:
+    return (directory / "model.safetensors").is_file() and (directory / "config.json").is_file()
 
 
 def _default_device() -> str:
@@ -231,7 +237,15 @@ def load_model(
                 "The bundled model runs locally only; for NDIF name a hosted model, "
                 "e.g. load_model('meta-llama/Llama-3.1-70B', remote=True)."
             )
-        return _wrap(TransformersModel(str(name)), str(name), remote)
+        try:
+            nn_model = TransformersModel(str(name))
+        except Exception as error:  # config fetch: network, auth, unknown id
+            raise ModelLoadError(
+                f"Could not prepare {str(name)!r} for NDIF: {type(error).__name__}: {error}. "
+                "Remote runs need network access to the hub for the model's config, and a "
+                "model that NDIF hosts."
+            ) from error
+        return _wrap(nn_model, str(name), remote)
     else:
         source, label = _resolve_source(name)
         try:

@@ -53,7 +53,7 @@ def resolve_target(tokenizer: Any, target: Target, vocab_size: int) -> ResolvedT
             f"Target {target!r} is {len(ids)} tokens {pieces}; using the first, "
             f"{pieces[0]!r} (id {ids[0]}). Pass a token id to choose another.",
             MultiTokenTargetWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of analyze(), via resolve_targets
         )
     return ResolvedTarget(target, ids[0], pieces[0])
 
@@ -84,4 +84,9 @@ def resolve_targets(
     counts = {len(t) for t in per_prompt}
     if len(counts) != 1 or 0 in counts:
         raise InputError("Every prompt needs the same number (at least one) of targets.")
-    return [[resolve_target(tokenizer, t, vocab_size) for t in row] for row in per_prompt]
+    resolved: list[list[ResolvedTarget]] = []
+    for row in per_prompt:  # plain loops: the warning's stacklevel must not see comprehensions
+        resolved.append([])
+        for target in row:
+            resolved[-1].append(resolve_target(tokenizer, target, vocab_size))
+    return resolved

@@ -309,7 +309,7 @@ def train_tuned_lens(
     for tensor in lens.parameters():
         tensor.requires_grad_(False)
     lens.info = {
-        "corpus": config.corpus if documents is None else "given documents",
+        "corpus": config.corpus if documents is None else "given texts",
         "config": asdict(config),
         "steps": config.steps,
         "tokens": config.steps * config.tokens_per_step,
