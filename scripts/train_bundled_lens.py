@@ -35,13 +35,13 @@ def markdown_table(evaluation: logitlens.evaluation.LensEvaluation) -> str:
         ratio = kl["tuned"][i] / kl["logit"][i] if kl["logit"][i] > 0 else float("nan")
         lines.append(
             f"| {label} | {kl['raw'][i]:.2f} | {kl['logit'][i]:.3f} | {kl['tuned'][i]:.3f} "
-            f"| {ratio:.2f} | {ppl['logit'][i]:,.0f} | {ppl['tuned'][i]:,.0f} |"
+            f"| {ratio:.2f} | {ppl['logit'][i]:.3g} | {ppl['tuned'][i]:.3g} |"
         )
     return "\n".join(lines)
 
 
 def pun_table(model: logitlens.LensModel, lens: logitlens.Lens) -> str:
-    """Top-1 token and p(' current') at every layer of the pun, under each lens."""
+    """Top-1 token and the rank of ' current' at every layer of the pun, under each lens."""
     results = {
         name: logitlens.analyze(model, PUN, lens=chosen, targets=TARGET, include_embed=True)
         for name, chosen in (("raw", "raw"), ("logit", "logit"), ("tuned", lens))
@@ -49,7 +49,7 @@ def pun_table(model: logitlens.LensModel, lens: logitlens.Lens) -> str:
     lines = [
         f"Prompt: {PUN!r}, target {TARGET!r}",
         "",
-        "| layer | raw: top-1 (p current) | logit: top-1 (p current) | tuned: top-1 (p current) |",
+        "| layer | raw: top-1 (rank of current) | logit: top-1 (rank) | tuned: top-1 (rank) |",
         "|---|---|---|---|",
     ]
     reference = results["logit"]
@@ -57,13 +57,15 @@ def pun_table(model: logitlens.LensModel, lens: logitlens.Lens) -> str:
         cells = []
         for result in results.values():
             top = result.top_tokens(layer=result.layers[row] if row else "embed")[0]
-            cells.append(f"{top.token!r} ({result.trajectory()[row]:.3f})")
+            rank = int(result.trajectory("target_rank")[row])
+            cells.append(f"`{top.token!r}` ({rank:,})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for name, result in results.items():
         summary = result.target_summary()
         lines.append(
             f"\n{name}: first layer with p > 0.1: {summary.first_layer_above}, first top-1 "
-            f"layer: {summary.first_layer_top1}, final p: {summary.final_prob:.3f}"
+            f"layer: {summary.first_layer_top1}, best p: {summary.max_prob:.4f} at layer "
+            f"{summary.max_prob_layer}, final p: {summary.final_prob:.4f}"
         )
     return "\n".join(lines)
 

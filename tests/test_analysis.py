@@ -187,8 +187,33 @@ def _assert_results_close(a: LensResult, b: LensResult, atol: float = 1e-4) -> N
         if np.issubdtype(left.dtype, np.floating):
             np.testing.assert_array_equal(np.isnan(left), np.isnan(right), err_msg=name)
             np.testing.assert_allclose(left, right, rtol=1e-4, atol=atol, err_msg=name)
+        elif name in ("target_rank", "final_rank"):
+            _assert_ranks_close(left, right, name)
+        elif name == "top_ids":
+            _assert_top_ids_close(a, b)
         else:
             np.testing.assert_array_equal(left, right, err_msg=name)
+
+
+def _assert_ranks_close(left: np.ndarray, right: np.ndarray, name: str) -> None:
+    """Ranks equal, except a near-tie flipped by float rounding (one place, rarely).
+
+    Batching and chunking change matmul shapes, which changes the last bits of the
+    logits; a rank is discontinuous, so two tokens within ~1e-7 may swap places.
+    """
+    differ = left != right
+    assert np.abs(left - right).max(initial=0) <= 1, name
+    assert differ.mean() <= 0.02, f"{name}: {differ.sum()} of {differ.size} ranks differ"
+
+
+def _assert_top_ids_close(a: LensResult, b: LensResult) -> None:
+    """Top-k ids equal wherever the probabilities are not tied to within rounding."""
+    differ = a.top_ids != b.top_ids
+    gaps = np.abs(np.diff(b.top_probs, axis=-1))
+    near_tie = np.zeros_like(differ)
+    near_tie[..., :-1] |= gaps < 1e-5
+    near_tie[..., 1:] |= gaps < 1e-5
+    assert not (differ & ~near_tie).any(), "top_ids differ where probabilities are not tied"
 
 
 def _select(result: LensResult, prompt: int) -> LensResult:
@@ -607,6 +632,20 @@ def test_prompt_longer_than_the_context():
         InputError, match=rf"Prompt 1 is {n} tokens, longer than the model's context of 8"
     ):
         logitlens.analyze(model, [ok, long])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_prompt_of_exactly_the_context_length_is_accepted(model_type):
+    prompt = "Why do electricians make good swimmers?"
+    n = len(_ids(_tiny(model_type), prompt))
+    field = "n_positions" if model_type == "gpt2" else "max_position_embeddings"
+    exact = _tiny(model_type, **{field: n})
+    assert exact.context_length == n
+    result = logitlens.analyze(exact, prompt, positions="all", metrics=["kl", "final_rank"])
+    assert (result.final_rank[0, -1] == 1).all()
+    short = _tiny(model_type, **{field: n - 1})
+    with pytest.raises(InputError, match=rf"Prompt 0 is {n} tokens.*context of {n - 1} tokens"):
+        logitlens.analyze(short, prompt)
 
 
 def test_input_errors_are_value_errors():

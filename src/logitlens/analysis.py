@@ -353,48 +353,85 @@ def lens_reductions(
     stacked = stacked.reshape(len(plan.layers), rows, -1)
     targets = target_ids.to(device).repeat_interleave(columns, dim=0)
 
-    reference = final_top = None
-    if plan.need_final:
-        final = hidden[plan.n_layers - 1].reshape(1, rows, -1)
-        final_logits = unembedding.logits(unembedding.norm(final)).float()
-        reference = final_logits.log_softmax(-1)
-        final_top = final_logits.argmax(-1, keepdim=True)
+    final_hidden = hidden[plan.n_layers - 1].reshape(1, rows, -1) if plan.need_final else None
+    out: dict[str, torch.Tensor] = {}
+    reference: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    out: dict[str, list[torch.Tensor]] = {}
-    per_chunk = max(1, plan.chunk_rows // rows)
-    for first in range(0, len(plan.layers), per_chunk):
-        chunk_layers = plan.layers[first : first + per_chunk]
-        logits = lens.project(unembedding, stacked[first : first + per_chunk], chunk_layers)
-        logits = logits.float()
+    def final_distribution(row_part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model's own log-probs ``[1, r, vocab]`` and top-1 ``[1, r, 1]`` for some rows."""
+        key = (row_part.start, row_part.stop)
+        if key not in reference:
+            reference.clear()  # row chunks come in order: keep one at a time
+            final_logits = unembedding.logits(unembedding.norm(final_hidden[:, row_part]))
+            final_logits = final_logits.float()
+            top = final_logits.argmax(-1, keepdim=True)
+            reference[key] = (final_logits.log_softmax(-1), top)
+            model_top = out.setdefault("model_top_ids", top.new_empty((rows,)))
+            model_top[row_part] = top.reshape(-1)
+        return reference[key]
+
+    def put(name: str, where: tuple[slice, slice], value: torch.Tensor) -> None:
+        if name not in out:
+            out[name] = value.new_empty((len(plan.layers), rows, *value.shape[2:]))
+        out[name][where] = value
+
+    for layer_part, row_part in _chunks(len(plan.layers), rows, plan.chunk_rows):
+        chunk_layers = plan.layers[layer_part]
+        where = (layer_part, row_part)
+        logits = lens.project(unembedding, stacked[where], chunk_layers).float()
+        n_chunk_layers = logits.shape[0]
         if "target" in plan.metrics:
-            chosen = targets.expand(len(chunk_layers), -1, -1)
-            out.setdefault("target_logit", []).append(logits.gather(-1, chosen))
+            chosen = targets[row_part].expand(n_chunk_layers, -1, -1)
+            put("target_logit", where, logits.gather(-1, chosen))
         # log_softmax is one fused pass (far faster than logsumexp on CPU); ranks and
         # top-k are the same on log-probabilities as on logits.
         logprobs = logits.log_softmax(-1)
         del logits
         if "topk" in plan.metrics:
             values, indices = logprobs.topk(plan.k, dim=-1)
-            out.setdefault("top_ids", []).append(indices)
-            out.setdefault("top_probs", []).append(values.exp())
+            put("top_ids", where, indices)
+            put("top_probs", where, values.exp())
         if "target" in plan.metrics:
-            out.setdefault("target_prob", []).append(logprobs.gather(-1, chosen).exp())
-            out.setdefault("target_rank", []).append(token_rank(logprobs, chosen))
-        if "final_rank" in plan.metrics:
-            chosen_final = final_top.expand(len(chunk_layers), -1, -1)
-            out.setdefault("final_rank", []).append(token_rank(logprobs, chosen_final)[..., 0])
+            put("target_prob", where, logprobs.gather(-1, chosen).exp())
+            put("target_rank", where, token_rank(logprobs, chosen))
         if "entropy" in plan.metrics:
-            out.setdefault("entropy", []).append(entropy(logprobs))
-        if "kl" in plan.metrics:
-            out.setdefault("kl", []).append(kl_divergence(reference, logprobs))
+            put("entropy", where, entropy(logprobs))
+        if plan.need_final:
+            final_logprobs, final_top = final_distribution(row_part)
+            if "final_rank" in plan.metrics:
+                chosen_final = final_top.expand(n_chunk_layers, -1, -1)
+                put("final_rank", where, token_rank(logprobs, chosen_final)[..., 0])
+            if "kl" in plan.metrics:
+                put("kl", where, kl_divergence(final_logprobs, logprobs))
 
-    shaped = {
-        name: torch.cat(parts).reshape(len(plan.layers), batch, columns, *parts[0].shape[2:])
-        for name, parts in out.items()
+    return {
+        name: value.reshape(
+            *(() if name == "model_top_ids" else (len(plan.layers),)),
+            batch,
+            columns,
+            *value.shape[(1 if name == "model_top_ids" else 2) :],
+        )
+        for name, value in out.items()
     }
-    if final_top is not None:
-        shaped["model_top_ids"] = final_top.reshape(batch, columns)
-    return shaped
+
+
+def _chunks(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, slice]]:
+    """(layer slice, row slice) pairs covering ``[n_layers, rows]``, ~``chunk_rows`` each.
+
+    Several whole layers share a chunk when a layer has few rows (one batched matmul,
+    the fast case); a layer with more rows than ``chunk_rows`` is split by rows, so
+    peak memory stays near ``chunk_rows x vocab`` however long the prompt.
+    """
+    if rows >= chunk_rows:  # rows outermost, so the final-layer reference is made once each
+        return [
+            (slice(layer, layer + 1), slice(start, start + chunk_rows))
+            for start in range(0, rows, chunk_rows)
+            for layer in range(n_layers)
+        ]
+    per_chunk = chunk_rows // rows
+    return [
+        (slice(first, first + per_chunk), slice(0, rows)) for first in range(0, n_layers, per_chunk)
+    ]
 
 
 def _store(

@@ -122,7 +122,7 @@ def report(
         layers=layers,
         positions=positions,
         k=k,
-        targets=(targets[0] if len(targets) == 1 else targets) or None,
+        targets=None if not targets else targets[0] if len(targets) == 1 else targets,
         metrics=["topk", "entropy", "kl", "final_rank"],
     )
     console.print(f"Report written to {write_report(result, out, title)}")
