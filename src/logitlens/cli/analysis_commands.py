@@ -99,7 +99,8 @@ def top(
 def track(
     prompt: Annotated[str, typer.Argument(help="The prompt to analyse.")],
     target: Annotated[
-        str, typer.Option("--target", "-t", help="Token to follow, e.g. ' current'.")
+        str,
+        typer.Option("--target", "-t", help="Token to follow, e.g. ' current', or id:1234."),
     ],
     model: ModelOption = None,
     remote: RemoteOption = False,
@@ -107,6 +108,8 @@ def track(
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
     layers: LayersOption = None,
+    positions: PositionsOption = "last",
+    k: KOption = 10,
     threshold: ThresholdOption = 0.1,
     metrics: MetricsOption = None,
     json_output: JsonOption = False,
@@ -122,18 +125,23 @@ def track(
         lens=lens,
         tuned_path=tuned_path,
         layers=layers,
+        positions=positions,
+        k=k,
         targets=_target_value(target),
         metrics=parse_metrics(metrics),
     )
-    summary = result.target_summary(threshold)
+    analysed = [int(p) for p in result.positions[0]]
+    summary = result.target_summary(threshold, position=analysed[-1])
     if plot:
-        _save_plot(plots.plot_trajectory(result, threshold=threshold), plot, json_output)
+        figure = plots.plot_trajectory(result, position=analysed[-1], threshold=threshold)
+        _save_plot(figure, plot, json_output)
     if json_output:
         print_json({"summary": asdict(summary), "result": result.to_dict()})
         return
-    console.print(track_table(result))
-    for line in summary_sentences(summary):
-        console.print(line, highlight=False)
+    for position in analysed:
+        console.print(track_table(result, position=position))
+        for line in summary_sentences(result.target_summary(threshold, position=position)):
+            console.print(line, highlight=False)
 
 
 def _save_plot(figure, path: Path, json_output: bool) -> None:

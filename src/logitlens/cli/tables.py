@@ -8,6 +8,11 @@ from ..loading import ModelInfo
 from ..results import LensResult, TargetSummary
 
 
+def format_prob(prob: float) -> str:
+    """Four decimals, or scientific notation for the tiny values early layers give."""
+    return f"{prob:.4f}" if prob >= 1e-3 else f"{prob:.1e}"
+
+
 def info_table(info: ModelInfo) -> Table:
     table = Table(title="Model", show_header=False)
     for key, value in vars(info).items():
@@ -35,7 +40,11 @@ def topk_table(result: LensResult, prompt: int = 0, position: int = -1, show: in
 def track_table(result: LensResult, prompt: int = 0, position: int = -1, target: int = 0) -> Table:
     """Per-layer probability, logit and rank of one target, with a text bar."""
     token = result.target_tokens[prompt][target]
-    table = Table(title=f"P({token!r}) per layer ({result.lens} lens)")
+    index = int(result.positions[prompt, result.column(prompt, position)])
+    after = result.tokens[prompt][index]
+    table = Table(
+        title=f"P({token!r}) per layer after {after!r} (position {index}, {result.lens} lens)"
+    )
     for name in ("layer", "prob", "logit", "rank", ""):
         table.add_column(name, justify="left" if name == "" else "right")
     probs = result.trajectory("target_prob", prompt, position, target)
@@ -43,8 +52,7 @@ def track_table(result: LensResult, prompt: int = 0, position: int = -1, target:
     ranks = result.trajectory("target_rank", prompt, position, target)
     for label, prob, logit, rank in zip(result.layer_labels, probs, logits, ranks, strict=True):
         bar = "█" * round(40 * float(prob))
-        shown = f"{prob:.4f}" if prob >= 1e-3 else f"{prob:.1e}"
-        table.add_row(label, shown, f"{logit:.2f}", str(int(rank)), bar)
+        table.add_row(label, format_prob(prob), f"{logit:.2f}", str(int(rank)), bar)
     return table
 
 
@@ -56,7 +64,7 @@ def summary_sentences(summary: TargetSummary) -> list[str]:
         f"{token!r} first exceeds {threshold} at layer {above}."
         if above is not None
         else f"{token!r} never exceeds {threshold} at any layer "
-        f"(highest: {summary.max_prob:.4f} at layer {summary.max_prob_layer}).",
+        f"(highest: {format_prob(summary.max_prob)} at layer {summary.max_prob_layer}).",
         f"{token!r} first becomes the top-1 token at layer {top1}."
         if top1 is not None
         else f"{token!r} never becomes the top-1 token at any layer.",
@@ -73,7 +81,7 @@ def compare_table(summaries: list[TargetSummary]) -> Table:
             repr(s.target),
             "never" if s.first_layer_above is None else str(s.first_layer_above),
             "never" if s.first_layer_top1 is None else str(s.first_layer_top1),
-            f"{s.max_prob:.4f} ({s.max_prob_layer})",
-            f"{s.final_prob:.4f}",
+            f"{format_prob(s.max_prob)} ({s.max_prob_layer})",
+            format_prob(s.final_prob),
         )
     return table
