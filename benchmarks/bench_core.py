@@ -33,11 +33,45 @@ import logitlens
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 TARGET = " current"
-WORDS = (
-    "the a model river bank current water light electric swim fish cow bell horn "
-    "interest banker girlfriend wire carry know good make why because they what "
-    "call eyes without city capital country France Paris language small large"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "river",
+    "bank",
+    "current",
+    "water",
+    "light",
+    "electric",
+    "swim",
+    "fish",
+    "cow",
+    "bell",
+    "horn",
+    "interest",
+    "banker",
+    "girlfriend",
+    "wire",
+    "carry",
+    "know",
+    "good",
+    "make",
+    "why",
+    "because",
+    "they",
+    "what",
+    "call",
+    "eyes",
+    "without",
+    "city",
+    "capital",
+    "country",
+    "France",
+    "Paris",
+    "language",
+    "small",
+    "large",
+]
 
 
 def hook_residuals(hf: torch.nn.Module, layers: list[torch.nn.Module], select):
@@ -204,7 +238,9 @@ def measure_memory() -> None:
     for kind, arg in kinds.items():
         out = subprocess.run(
             [sys.executable, __file__, "--memory-child", arg],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         data = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  {kind:<34} {data['peak_mib']:8.1f} MiB  ({data['tokens']} tokens)")
@@ -233,8 +269,12 @@ def main() -> None:
         },
         args.rounds,
     )
-    report("W1: last-position top-10, all layers", w1, "logitlens",
-           ["plain forward", "floor (hooks + batched unembed)", "notebook loop (nnsight)"])
+    report(
+        "W1: last-position top-10, all layers",
+        w1,
+        "logitlens",
+        ["plain forward", "floor (hooks + batched unembed)", "notebook loop (nnsight)"],
+    )
 
     w2 = race(
         {
@@ -247,8 +287,12 @@ def main() -> None:
         },
         args.rounds,
     )
-    report("W2: target probability, every layer x position", w2, "logitlens",
-           ["floor (hooks + batched unembed)"])
+    report(
+        "W2: target probability, every layer x position",
+        w2,
+        "logitlens",
+        ["floor (hooks + batched unembed)"],
+    )
 
     prompts = random_prompts(64, 8, 30)
     batch = encode(model, prompts)
@@ -261,8 +305,12 @@ def main() -> None:
         },
         max(3, args.rounds // 3),
     )
-    report("W3: 64 prompts of 8-30 tokens, last-position top-10 + target", w3, "logitlens",
-           ["floor (hooks + batched unembed)"])
+    report(
+        "W3: 64 prompts of 8-30 tokens, last-position top-10 + target",
+        w3,
+        "logitlens",
+        ["floor (hooks + batched unembed)"],
+    )
     if not args.skip_memory:
         measure_memory()
 
