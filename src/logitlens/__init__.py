@@ -22,9 +22,12 @@ from .errors import (
 )
 from .lenses import EMBED, LENSES, Lens, LogitLens, RawLens, Unembedding, get_lens
 from .loading import LensModel, ModelInfo, load_model
+from .evaluation import LensEvaluation, evaluate_lenses
 from .metrics import METRICS
 from .results import LensResult, TopToken
 from .targets import MultiTokenTargetWarning
+from .training import TrainingConfig, train_tuned_lens
+from .tuned import TunedLens
 
 __version__ = "0.1.0"
 
@@ -36,6 +39,7 @@ __all__ = [
     "InputError",
     "Lens",
     "LensFileError",
+    "LensEvaluation",
     "LensModel",
     "LensResult",
     "LogitLens",
@@ -45,9 +49,12 @@ __all__ = [
     "MultiTokenTargetWarning",
     "RawLens",
     "TopToken",
+    "TrainingConfig",
+    "TunedLens",
     "Unembedding",
     "UnsupportedArchitectureError",
     "analyze",
+    "evaluate_lenses",
     "get_architecture",
     "get_lens",
     "load_model",
@@ -55,4 +62,5 @@ __all__ = [
     "parse_positions",
     "register",
     "supported_model_types",
+    "train_tuned_lens",
 ]
