@@ -172,9 +172,8 @@ def test_bundled_trained_lens_beats_the_logit_lens(bundled):
     """The paper's central claim, on held-out text the lens never saw in training."""
     from logitlens.corpus import bible_documents, split_documents
     from logitlens.evaluation import evaluate_lenses
-    from logitlens.tuned import default_lens_path
-
     from logitlens.training import TrainingConfig, train_tuned_lens
+    from logitlens.tuned import default_lens_path
 
     path = default_lens_path(bundled)
     if path.is_file():  # made by scripts/train_bundled_lens.py or an earlier run of this test

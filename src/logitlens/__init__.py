@@ -20,9 +20,9 @@ from .errors import (
     ModelLoadError,
     UnsupportedArchitectureError,
 )
+from .evaluation import LensEvaluation, evaluate_lenses
 from .lenses import EMBED, LENSES, Lens, LogitLens, RawLens, Unembedding, get_lens
 from .loading import LensModel, ModelInfo, load_model
-from .evaluation import LensEvaluation, evaluate_lenses
 from .metrics import METRICS
 from .results import LensResult, TopToken
 from .targets import MultiTokenTargetWarning
@@ -38,8 +38,8 @@ __all__ = [
     "Architecture",
     "InputError",
     "Lens",
-    "LensFileError",
     "LensEvaluation",
+    "LensFileError",
     "LensModel",
     "LensResult",
     "LogitLens",
