@@ -245,25 +245,27 @@ def analyze(
         )
         _store(arrays, saved, batch, len(prompts), position_table[batch])
 
-    ids_seen = set()
+    ids_seen = {i for ids in token_ids for i in ids}
     for name in ("top_ids", "model_top_ids"):
         if name in arrays:
             ids_seen.update(int(i) for i in np.unique(arrays[name]) if i >= 0)
     for row in resolved:
         ids_seen.update(t.token_id for t in row)
-    tokenizer = model.tokenizer
+    ordered = sorted(ids_seen)
+    # One batched call: decoding token by token costs more than the lens on short prompts.
+    vocab = dict(zip(ordered, model.tokenizer.batch_decode([[i] for i in ordered]), strict=True))
     return LensResult(
         model_name=model.name,
         lens=lens.name,
         prompts=prompts,
-        tokens=[[tokenizer.decode([i]) for i in ids] for ids in token_ids],
+        tokens=[[vocab[i] for i in ids] for ids in token_ids],
         token_ids=token_ids,
         layers=layer_list,
         positions=position_table,
         k=k if "topk" in plan.metrics else 0,
         target_ids=[[t.token_id for t in row] for row in resolved],
         target_tokens=[[t.token for t in row] for row in resolved],
-        vocab={i: tokenizer.decode([i]) for i in sorted(ids_seen)},
+        vocab=vocab,
         **arrays,
     )
 
