@@ -17,7 +17,8 @@ import time
 
 import logitlens
 from logitlens.corpus import bible_documents, split_documents
-from logitlens.evaluation import evaluate_lenses, plot_evaluation
+from logitlens.evaluation import evaluate_lenses
+from logitlens.plots import plot_evaluation, save_figure
 from logitlens.training import TrainingConfig, train_tuned_lens
 from logitlens.tuned import default_lens_path
 
@@ -110,7 +111,7 @@ def main() -> None:
         with open(args.json, "w") as handle:
             json.dump(payload, handle, indent=1)
     if args.plot:
-        plot_evaluation(evaluation, args.plot)
+        save_figure(plot_evaluation(evaluation), args.plot)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import reference
 import torch
@@ -11,7 +12,8 @@ from tiny_models import TINY_MODEL_TYPES
 
 from logitlens.corpus import bible_documents
 from logitlens.errors import InputError
-from logitlens.evaluation import evaluate_lenses, plot_evaluation, residual_stream
+from logitlens.evaluation import evaluate_lenses, residual_stream
+from logitlens.plots import plot_evaluation, save_figure
 from logitlens.tuned import TunedLens
 
 TEXTS = bible_documents()[:3]
@@ -59,8 +61,16 @@ def test_table_and_plot(wrap_tiny, tmp_path):
     assert len(frame) == 2 * (model.n_layers + 1)
     wide = evaluation.wide("kl")
     assert list(wide.columns) == ["raw", "logit"] and wide.index[0] == "embed"
-    plot_evaluation(evaluation, str(tmp_path / "plot.png"))
-    assert (tmp_path / "plot.png").stat().st_size > 0
+    figure = plot_evaluation(evaluation)
+    kl_axis, ppl_axis = figure.axes
+    for axis, values in ((kl_axis, evaluation.kl), (ppl_axis, None)):
+        lines = {line.get_label(): line.get_ydata() for line in axis.get_lines()}
+        assert set(lines) == {"raw", "logit"}
+        for lens, ydata in lines.items():
+            expected = values[lens] if values else evaluation.perplexity(lens)
+            np.testing.assert_allclose(ydata, expected)
+    save_figure(figure, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_too_little_text_is_a_clear_error(wrap_tiny):

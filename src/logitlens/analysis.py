@@ -377,7 +377,7 @@ def lens_reductions(
             out[name] = value.new_empty((len(plan.layers), rows, *value.shape[2:]))
         out[name][where] = value
 
-    for layer_part, row_part in _chunks(len(plan.layers), rows, plan.chunk_rows):
+    for layer_part, row_part in chunk_plan(len(plan.layers), rows, plan.chunk_rows):
         chunk_layers = plan.layers[layer_part]
         where = (layer_part, row_part)
         logits = lens.project(unembedding, stacked[where], chunk_layers).float()
@@ -417,7 +417,7 @@ def lens_reductions(
     }
 
 
-def _chunks(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, slice]]:
+def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, slice]]:
     """(layer slice, row slice) pairs covering ``[n_layers, rows]``, ~``chunk_rows`` each.
 
     Several whole layers share a chunk when a layer has few rows (one batched matmul,
@@ -426,13 +426,14 @@ def _chunks(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, slic
     """
     if rows >= chunk_rows:  # rows outermost, so the final-layer reference is made once each
         return [
-            (slice(layer, layer + 1), slice(start, start + chunk_rows))
+            (slice(layer, layer + 1), slice(start, min(start + chunk_rows, rows)))
             for start in range(0, rows, chunk_rows)
             for layer in range(n_layers)
         ]
     per_chunk = chunk_rows // rows
     return [
-        (slice(first, first + per_chunk), slice(0, rows)) for first in range(0, n_layers, per_chunk)
+        (slice(first, min(first + per_chunk, n_layers)), slice(0, rows))
+        for first in range(0, n_layers, per_chunk)
     ]
 
 

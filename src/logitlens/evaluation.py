@@ -24,10 +24,12 @@ from typing import Any
 
 import torch
 
+from .analysis import chunk_plan
 from .architectures import resolve
 from .corpus import tokenize_documents
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
+from .metrics import kl_divergence
 
 DEFAULT_CHUNK_ROWS = 2048
 """Layer x position rows unembedded at once (each row is one vocab-sized vector)."""
@@ -72,12 +74,6 @@ def final_logprobs(unembedding: Unembedding, last_layer: torch.Tensor) -> torch.
     """The model's own next-token log-probabilities (fp32) from the last layer's output."""
     with torch.no_grad():
         return unembedding.logits(unembedding.norm(last_layer)).float().log_softmax(-1)
-
-
-def lens_layer_chunks(layers: Sequence[int], rows: int, chunk_rows: int) -> list[list[int]]:
-    """Split ``layers`` into groups of at most ``chunk_rows`` unembedded rows (>= 1 layer)."""
-    per_chunk = max(1, chunk_rows // max(rows, 1))
-    return [list(layers[i : i + per_chunk]) for i in range(0, len(layers), per_chunk)]
 
 
 @dataclass
@@ -199,15 +195,15 @@ def evaluate_lenses(
         next_ids = input_ids[:, 1:].reshape(1, rows, 1).to(hidden.device)
         with torch.no_grad():
             for lens in lens_objects:
-                offset = 0
-                for chunk in lens_layer_chunks(layers, rows, chunk_rows):
-                    part = hidden[offset : offset + len(chunk)]
-                    logprobs = lens.project(unembedding, part, chunk).float().log_softmax(-1)
-                    kl = (reference.exp() * (reference - logprobs)).sum(-1).sum(-1)
-                    ce = -logprobs.gather(-1, next_ids.expand(len(chunk), -1, -1)).sum((-1, -2))
-                    kl_sums[lens.name][offset : offset + len(chunk)] += kl.double().cpu()
-                    ce_sums[lens.name][offset : offset + len(chunk)] += ce.double().cpu()
-                    offset += len(chunk)
+                for layer_part, row_part in chunk_plan(len(layers), rows, chunk_rows):
+                    part = hidden[layer_part, row_part]
+                    logprobs = lens.project(unembedding, part, layers[layer_part])
+                    logprobs = logprobs.float().log_softmax(-1)
+                    kl = kl_divergence(reference[:, row_part], logprobs).sum(-1)
+                    chosen = next_ids[:, row_part].expand(len(logprobs), -1, -1)
+                    ce = -logprobs.gather(-1, chosen).sum((-1, -2))
+                    kl_sums[lens.name][layer_part] += kl.double().cpu()
+                    ce_sums[lens.name][layer_part] += ce.double().cpu()
         count += rows
     names = [lens.name for lens in lens_objects]
     return LensEvaluation(
@@ -219,27 +215,3 @@ def evaluate_lenses(
         tokens=count,
         seconds=time.perf_counter() - start,
     )
-
-
-def plot_evaluation(evaluation: LensEvaluation, path: str | None = None) -> Any:
-    """KL to the final layer and perplexity per layer, one line per lens (matplotlib)."""
-    import matplotlib.pyplot as plt
-
-    figure, (kl_axis, ppl_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = evaluation.layer_labels()
-    positions = range(len(labels))
-    for lens in evaluation.lenses:
-        kl_axis.plot(positions, evaluation.kl[lens], marker=".", label=lens)
-        ppl_axis.plot(positions, evaluation.perplexity(lens), marker=".", label=lens)
-    for axis, title in ((kl_axis, "KL(final || lens), nats"), (ppl_axis, "perplexity")):
-        axis.set_title(title)
-        axis.set_xlabel("layer")
-        axis.set_xticks(list(positions)[:: max(1, len(labels) // 10)])
-        axis.set_xticklabels(labels[:: max(1, len(labels) // 10)])
-        axis.set_yscale("log")
-        axis.legend()
-    figure.suptitle(f"{evaluation.model_name}: lenses on {evaluation.tokens} held-out tokens")
-    figure.tight_layout()
-    if path is not None:
-        figure.savefig(path, dpi=120)
-    return figure

@@ -24,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .errors import InputError
+from .evaluation import LensEvaluation
 from .results import LensResult
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -409,3 +410,26 @@ __all__ = [
     "save_figure",
     "token_label",
 ]
+
+
+# ----- lens evaluation ------------------------------------------------------------------
+
+
+def plot_evaluation(evaluation: LensEvaluation) -> Figure:
+    """KL to the final layer and perplexity per layer, one line per lens."""
+    figure, (kl_axis, ppl_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = evaluation.layer_labels()
+    positions = range(len(labels))
+    for lens in evaluation.lenses:
+        kl_axis.plot(positions, evaluation.kl[lens], marker=".", label=lens)
+        ppl_axis.plot(positions, evaluation.perplexity(lens), marker=".", label=lens)
+    for axis, title in ((kl_axis, "KL(final || lens), nats"), (ppl_axis, "perplexity")):
+        axis.set_title(title)
+        axis.set_xlabel("layer")
+        axis.set_xticks(list(positions)[:: max(1, len(labels) // 10)])
+        axis.set_xticklabels(labels[:: max(1, len(labels) // 10)])
+        axis.set_yscale("log")
+        axis.legend()
+    figure.suptitle(f"{evaluation.model_name}: lenses on {evaluation.tokens} held-out tokens")
+    figure.tight_layout()
+    return figure

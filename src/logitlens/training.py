@@ -27,10 +27,12 @@ from typing import Any
 
 import torch
 
+from .analysis import chunk_plan
 from .corpus import BIBLE, batch_order, load_documents, split_documents, tokenize_documents
 from .errors import InputError, LensFileError
-from .evaluation import final_logprobs, lens_layer_chunks, residual_stream
+from .evaluation import final_logprobs, residual_stream
 from .lenses import EMBED, Unembedding
+from .metrics import kl_divergence
 from .tuned import TunedLens, read_safetensors, write_safetensors
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -205,18 +207,16 @@ def lens_loss(
     rows = batch * positions
     flat = residuals.reshape(slots, rows, d_model)
     reference = final_logprobs(unembedding, flat[-1:])
-    reference_probs = reference.exp()
     trained = [EMBED, *range(slots - 2)]  # the last layer's translator stays the identity
     total = 0.0
-    offset = 0
-    for chunk in lens_layer_chunks(trained, rows, chunk_rows):
-        logprobs = lens.project(unembedding, flat[offset : offset + len(chunk)], chunk)
+    for layer_part, row_part in chunk_plan(len(trained), rows, chunk_rows):
+        logprobs = lens.project(unembedding, flat[layer_part, row_part], trained[layer_part])
         logprobs = logprobs.float().log_softmax(-1)
-        kl = (reference_probs * (reference - logprobs)).sum(-1).mean(-1).sum()
+        # Sum over chunks of (KL summed over rows / rows) = mean KL per layer, summed.
+        kl = kl_divergence(reference[:, row_part], logprobs).sum() / rows
         if backward:
             kl.backward()
         total += kl.item()
-        offset += len(chunk)
     return total / len(trained)
 
 

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from .. import plots
 from ..corpus import BIBLE, load_documents, sample_documents, split_documents
 from ..errors import InputError
-from ..evaluation import LensEvaluation, evaluate_lenses, plot_evaluation
+from ..evaluation import LensEvaluation, evaluate_lenses
 from ..training import SCHEDULES, TrainingConfig, train_tuned_lens
 from ..tuned import TunedLens, default_lens_path
 from .common import (
@@ -128,6 +129,8 @@ def evaluate(
     """Per-layer KL to the final layer, cross-entropy and perplexity: raw, logit, tuned."""
     if tokens < 1:
         raise InputError(f"--tokens must be positive, got {tokens}.")
+    if plot is not None:
+        plots.check_output_path(plot)
     lens_model = open_model(model, False, device)
     lens = TunedLens.load(tuned_path or default_lens_path(lens_model))
     seed = lens.info.get("config", {}).get("seed", 0) + 1  # never the training samples
@@ -142,7 +145,7 @@ def evaluate(
         progress=not json_output,
     )
     if plot is not None:
-        plot_evaluation(evaluation, str(plot))
+        plots.save_figure(plots.plot_evaluation(evaluation), plot)
     if json_output:
         print_json(evaluation.to_dict())
         return
