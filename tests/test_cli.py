@@ -1,0 +1,157 @@
+"""The analysis commands: tables, --json payloads, JSONL input and clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import logitlens
+from logitlens.cli import analysis_commands, app, main
+
+PUN = "Why do electricians make good swimmers? Because they know the"
+LITERAL = "Electricians work with wires that carry electrical"
+
+
+@pytest.fixture
+def tiny(wrap_tiny):
+    return wrap_tiny("llama")
+
+
+@pytest.fixture
+def cli(tiny, monkeypatch):
+    """``run(*args)``: the CLI on the tiny model, returning click's Result."""
+    monkeypatch.setattr(analysis_commands, "open_model", lambda *args, **kwargs: tiny)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_info_json_describes_the_model(cli, tiny):
+    info = _json(cli("info", "--json"))
+    assert info["n_layers"] == tiny.n_layers
+    assert info["vocab_size"] == tiny.vocab_size
+    assert info["model_type"] == "llama"
+
+
+def test_top_json_is_the_library_result(cli, tiny):
+    payload = _json(cli("top", PUN, "--k", "3", "--layers", "0,-1", "--positions", "all", "--json"))
+    expected = logitlens.analyze(tiny, PUN, k=3, layers="0,-1", positions="all")
+    np.testing.assert_array_equal(np.array(payload["top_ids"]), expected.top_ids)
+    assert payload["layers"] == [0, tiny.n_layers - 1]
+    assert payload["dims"]["top_ids"] == ["prompt", "layer", "position", "k"]
+
+
+def test_top_table_lists_every_layer(cli, tiny):
+    result = cli("top", PUN, "--k", "4", "--show", "2")
+    assert result.exit_code == 0, result.output
+    expected = logitlens.analyze(tiny, PUN, k=4)
+    for layer in range(tiny.n_layers):
+        best = expected.top_tokens(layer=layer)[0]
+        assert f"{best.token!r} {best.prob:.3f}" in result.output
+
+
+def test_track_json_summary_matches_the_result(cli, tiny):
+    payload = _json(cli("track", PUN, "--target", " current", "--threshold", "0.01", "--json"))
+    expected = logitlens.analyze(tiny, PUN, targets=" current")
+    summary = payload["summary"]
+    assert summary["first_layer_above"] == expected.first_layer_above(0.01)
+    assert summary["first_layer_top1"] == expected.first_layer_top1()
+    assert summary["target"] == " current"
+    assert summary["final_prob"] == pytest.approx(float(expected.target_prob[0, -1, 0, 0]))
+
+
+def test_track_says_plainly_when_the_target_never_rises(cli):
+    result = cli("track", PUN, "--target", " current", "--threshold", "1.0")
+    assert result.exit_code == 0, result.output
+    assert "never exceeds 1.0" in " ".join(result.output.split())
+
+
+def test_track_accepts_token_ids(cli, tiny):
+    payload = _json(cli("track", PUN, "--target", "id:7", "--json"))
+    assert payload["summary"]["target_id"] == 7
+
+
+def test_compare_pairs_and_jsonl_file(cli, tiny, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        json.dumps({"prompt": LITERAL, "target": " current"})
+        + "\n\n"
+        + json.dumps({"prompt": "The capital of France is", "target": " Paris"})
+        + "\n"
+    )
+    payload = _json(cli("compare", "--pair", f"{PUN}=> current", "--file", str(pairs), "--json"))
+    assert [s["prompt"] for s in payload["summaries"]] == [PUN, LITERAL, "The capital of France is"]
+    assert [s["target"] for s in payload["summaries"]] == [" current", " current", " Paris"]
+    expected = logitlens.analyze(
+        tiny, [PUN, LITERAL, "The capital of France is"], targets=[" current", " current", " Paris"]
+    )
+    np.testing.assert_allclose(np.array(payload["result"]["target_prob"]), expected.target_prob)
+
+
+def test_compare_out_writes_a_resumable_file(cli, tmp_path):
+    out = tmp_path / "results.jsonl"
+    first = cli("compare", "--pair", f"{PUN}=> current", "--out", str(out))
+    assert first.exit_code == 0, first.output
+    assert len(out.read_text().splitlines()) == 1
+    second = cli(
+        "compare", "--pair", f"{PUN}=> current", "--pair", f"{LITERAL}=> current", "--out", str(out)
+    )
+    assert second.exit_code == 0, second.output
+    assert len(out.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare"], "Nothing to compare"),
+        (["compare", "--pair", "no separator"], "PROMPT=>TARGET"),
+        (["top", ""], "empty"),
+        (["top", PUN, "--layers", "99"], "out of range"),
+        (["top", PUN, "--k", "0"], "k must be between"),
+        (["top", PUN, "--lens", "magic"], "Unknown lens"),
+        (["track", PUN, "--target", "id:x"], "id:1234"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_code_2(tiny, monkeypatch, capsys, args, message):
+    monkeypatch.setattr(analysis_commands, "open_model", lambda *a, **k: tiny)
+    monkeypatch.setattr(sys, "argv", ["logitlens", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert error.startswith("Error:") and message in error
+    assert "Traceback" not in error
+
+
+def test_a_bad_jsonl_line_names_the_line(cli, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "a", "target": " b"}\nnot json\n')
+    result = cli("compare", "--file", str(pairs))
+    assert isinstance(result.exception, logitlens.InputError)
+    assert f"{pairs}:2" in str(result.exception)
+
+
+@pytest.mark.bundled
+def test_demo_on_the_bundled_model_as_a_user_runs_it(bundled):
+    completed = subprocess.run(
+        [sys.executable, "-m", "logitlens", "demo", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    payload = json.loads(completed.stdout)
+    expected = logitlens.analyze(bundled, PUN, targets=" current").target_summary(0.1)
+    assert payload["summary"]["first_layer_above"] == expected.first_layer_above
+    assert payload["summary"]["first_layer_top1"] == expected.first_layer_top1
+    assert payload["summary"]["final_prob"] == pytest.approx(expected.final_prob, rel=1e-4)
+    assert len(payload["result"]["layers"]) == 30
