@@ -11,6 +11,7 @@ extra memory is a few ``[chunk_rows, vocab]`` blocks.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import nnsight
 import numpy as np
 import torch
 
+from .architectures import resolve
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
@@ -311,8 +313,6 @@ def _run_batch(
 
 
 def _accepts_position_ids(model: LensModel) -> bool:
-    import inspect
-
     return "position_ids" in inspect.signature(model.module.forward).parameters
 
 
@@ -332,8 +332,6 @@ def lens_reductions(
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
-    from .architectures import resolve
-
     layer_modules = resolve(root, architecture.layers)
     hidden: dict[int, torch.Tensor] = {}
 
