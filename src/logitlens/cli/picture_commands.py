@@ -57,6 +57,11 @@ def heatmap(
     console.print(f"Heatmap written to {plots.save_figure(plots.plot_heatmap(result), out)}")
 
 
+AllPositionsOption = Annotated[
+    str, typer.Option("--positions", help="all (default), last, or indices like 0,-1.")
+]
+
+
 @app.command()
 def grid(
     prompt: PromptArgument,
@@ -70,9 +75,7 @@ def grid(
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
     layers: LayersOption = None,
-    positions: Annotated[
-        str, typer.Option("--positions", help="all (default), last, or indices like 0,-1.")
-    ] = "all",
+    positions: AllPositionsOption = "all",
 ):
     """The classic logit-lens grid: top-1 token per layer and position, coloured."""
     plots.check_output_path(out)
@@ -105,9 +108,7 @@ def report(
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
     layers: LayersOption = None,
-    positions: Annotated[
-        str, typer.Option("--positions", help="all (default), last, or indices like 0,-1.")
-    ] = "all",
+    positions: AllPositionsOption = "all",
     k: KOption = 10,
     title: Annotated[str, typer.Option("--title", help="Page title.")] = "logitlens report",
 ):
