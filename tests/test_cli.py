@@ -155,3 +155,16 @@ def test_demo_on_the_bundled_model_as_a_user_runs_it(bundled):
     assert payload["summary"]["first_layer_top1"] == expected.first_layer_top1
     assert payload["summary"]["final_prob"] == pytest.approx(expected.final_prob, rel=1e-4)
     assert len(payload["result"]["layers"]) == 30
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [("auto", {"device_map": "auto"}), ("cpu", {"device": "cpu"}), (None, {"device": None})],
+)
+def test_device_auto_spreads_the_model_over_gpus(monkeypatch, device, expected):
+    from logitlens.cli import common
+
+    calls = []
+    monkeypatch.setattr(common, "load_model", lambda *args, **kwargs: calls.append(kwargs))
+    common.open_model("some/model", False, device)
+    assert calls == [{"remote": False, **expected}]

@@ -30,7 +30,12 @@ ModelOption = Annotated[
 ]
 RemoteOption = Annotated[bool, typer.Option("--remote", help="Run on NDIF (needs NDIF_API_KEY).")]
 DeviceOption = Annotated[
-    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")
+    str | None,
+    typer.Option(
+        "--device",
+        help="cpu, cuda, cuda:1 ..., or auto to spread a large model over all GPUs "
+        "(device_map='auto'). Default: cuda if present, else cpu.",
+    ),
 ]
 LensOption = Annotated[str, typer.Option("--lens", "-l", help="logit, raw or tuned.")]
 TunedPathOption = Annotated[
@@ -58,6 +63,8 @@ def open_model(model: str | None, remote: bool, device: str | None = None) -> Le
 
     hf_logging.disable_progress_bar()  # the status line below says what is happening
     with err_console.status(f"Loading {model or 'the bundled SmolLM2-135M'}..."):
+        if device == "auto":
+            return load_model(model, remote=remote, device_map="auto")
         return load_model(model, remote=remote, device=device)
 
 
