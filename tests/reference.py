@@ -36,6 +36,7 @@ LAYER_PATHS: dict[str, str] = {
     "gemma": "model.layers",
     "gemma2": "model.layers",
     "gemma3_text": "model.layers",
+    "gemma3": "model.language_model.layers",
     "gpt2": "transformer.h",
     "gpt_neox": "gpt_neox.layers",
     "opt": "model.decoder.layers",
@@ -57,6 +58,7 @@ FINAL_NORM_PATHS: dict[str, str] = {
     "gemma": "model.norm",
     "gemma2": "model.norm",
     "gemma3_text": "model.norm",
+    "gemma3": "model.language_model.norm",
     "gpt2": "transformer.ln_f",
     "gpt_neox": "gpt_neox.final_layer_norm",
     # None when config.do_layer_norm_before is False (post-LN, e.g. OPT-350m)

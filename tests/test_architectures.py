@@ -120,7 +120,7 @@ def test_tiny_model_is_deterministic_in_seed():
 def test_tiny_model_is_small_and_not_trivial(model_type):
     model, _, out, hidden = _built(model_type)
     logits = out.logits
-    config = model.config
+    config = model.config.get_text_config()
     assert not model.training
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert config.num_hidden_layers == len(hidden) == 2
@@ -141,7 +141,7 @@ def test_tiny_model_is_small_and_not_trivial(model_type):
 def test_reference_logit_lens_on_last_layer_is_the_model_output(model_type):
     model, _, out, hidden = _built(model_type)
     logits = out.logits
-    config = model.config
+    config = model.config.get_text_config()
     assert hidden.shape == (config.num_hidden_layers, *logits.shape[:2], config.hidden_size)
     torch.testing.assert_close(
         ref.logit_lens_logits(model, hidden[-1]), logits, atol=ATOL, rtol=RTOL
@@ -187,7 +187,7 @@ def test_adapter_paths_resolve_to_the_right_modules(model_type):
 
     layers = resolve(model, arch.layers)
     assert isinstance(layers, nn.ModuleList)
-    assert len(layers) == model.config.num_hidden_layers
+    assert len(layers) == model.config.get_text_config().num_hidden_layers
     assert layers is ref.decoder_layers(model)
 
     norm = resolve(model, arch.final_norm)

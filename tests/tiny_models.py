@@ -52,6 +52,7 @@ from transformers import (
     BloomConfig,
     FalconConfig,
     Gemma2Config,
+    Gemma3Config,
     Gemma3TextConfig,
     GemmaConfig,
     GPT2Config,
@@ -69,6 +70,7 @@ from transformers import (
     Qwen2Config,
     Qwen3Config,
     Qwen3MoeConfig,
+    SiglipVisionConfig,
 )
 
 __all__ = [
@@ -253,6 +255,28 @@ _CONFIGS: dict[str, tuple[type[PretrainedConfig], Callable[[], dict[str, Any]]]]
             "final_logit_softcapping": SOFTCAP,
         },
     ),
+    # Multimodal Gemma 3 (4B and up): a tiny SigLIP tower beside the language model.
+    "gemma3": (
+        Gemma3Config,
+        lambda: {
+            "text_config": Gemma3TextConfig(
+                **_gemma_kwargs(), query_pre_attn_scalar=HEAD_DIM, sliding_window=64
+            ),
+            "vision_config": SiglipVisionConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                image_size=28,
+                patch_size=14,
+            ),
+            "mm_tokens_per_image": 4,
+            # Ids of the tokenizer's specials, so text prompts never contain an image token.
+            "image_token_index": 3,
+            "boi_token_index": 2,
+            "eoi_token_index": 2,
+        },
+    ),
     "gpt2": (
         GPT2Config,
         lambda: {
@@ -353,6 +377,7 @@ def _boost_sandwich_norms(model: torch.nn.Module) -> None:
 _POST_INIT: dict[str, Callable[[torch.nn.Module], None]] = {
     "gemma2": _boost_sandwich_norms,
     "gemma3_text": _boost_sandwich_norms,
+    "gemma3": _boost_sandwich_norms,
 }
 
 

@@ -40,8 +40,8 @@ class Architecture:
             order; a path resolving to ``None`` is skipped (OPT's ``project_out``).
         logit_softcap: name of a config field holding a final logit soft-cap
             (Gemma 2/3: ``logits = cap * tanh(logits / cap)``); ``None`` when absent.
-        context_length: config fields that may hold the maximum sequence length,
-            tried in order.
+        context_length: config fields (dotted paths allowed, for multimodal configs)
+            that may hold the maximum sequence length, tried in order.
     """
 
     model_types: tuple[str, ...]
@@ -50,7 +50,12 @@ class Architecture:
     unembed: str
     pre_unembed: tuple[str, ...] = ()
     logit_softcap: str | None = None
-    context_length: tuple[str, ...] = ("max_position_embeddings", "n_positions", "seq_length")
+    context_length: tuple[str, ...] = (
+        "max_position_embeddings",
+        "n_positions",
+        "seq_length",
+        "text_config.max_position_embeddings",
+    )
 
     @property
     def name(self) -> str:
@@ -112,7 +117,7 @@ def resolve(root: Any, path: str | None) -> Any:
 def context_length(config: Any, architecture: Architecture) -> int | None:
     """The model's maximum sequence length, if its config states one."""
     for field in architecture.context_length:
-        value = getattr(config, field, None)
+        value = resolve(config, field)
         if isinstance(value, int) and value > 0:
             return value
     return None
@@ -146,6 +151,14 @@ _register_all(
         _llama_like("gemma"),
         _llama_like("gemma2", softcap="final_logit_softcapping"),
         _llama_like("gemma3_text", softcap="final_logit_softcapping"),
+        # Gemma 3 checkpoints of 4B and up: a vision tower beside the language model
+        # (Gemma3ForConditionalGeneration, which applies no logit soft-cap).
+        Architecture(
+            model_types=("gemma3",),
+            layers="model.language_model.layers",
+            final_norm="model.language_model.norm",
+            unembed="lm_head",
+        ),
         Architecture(
             model_types=("phi",),
             layers="model.layers",

@@ -88,7 +88,7 @@ class LensModel:
             name=self.name,
             model_type=self.config.model_type,
             n_layers=self.n_layers,
-            d_model=self.config.hidden_size,
+            d_model=self.config.get_text_config().hidden_size,
             vocab_size=self.vocab_size,
             context_length=self.context_length,
             dtype=str(parameter.dtype).removeprefix("torch."),

@@ -80,7 +80,7 @@ def model_fingerprint(model: Any) -> dict[str, Any]:
         "name": model.name,
         "model_type": model.config.model_type,
         "n_layers": model.n_layers,
-        "d_model": int(model.config.hidden_size),
+        "d_model": int(model.config.get_text_config().hidden_size),
         "vocab_size": model.vocab_size,
         "weights_sha256": None if remote else _cached_digest(module, weights),
     }
