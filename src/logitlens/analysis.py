@@ -19,6 +19,7 @@ from typing import Any
 import nnsight
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .architectures import resolve
 from .errors import InputError
@@ -238,8 +239,6 @@ def analyze(
     arrays: dict[str, np.ndarray] = {}
     starts = range(0, len(prompts), batch_size)
     show = progress if progress is not None else len(starts) > 1
-    from tqdm.auto import tqdm
-
     for start in tqdm(starts, desc="logit lens", unit="batch", disable=not show):
         batch = slice(start, start + batch_size)
         saved = _run_batch(
