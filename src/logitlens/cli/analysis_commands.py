@@ -30,6 +30,7 @@ from .common import (
     err_console,
     open_model,
     parse_metrics,
+    parse_target,
     print_json,
 )
 from .tables import compare_table, info_table, summary_sentences, topk_table, track_table
@@ -127,7 +128,7 @@ def track(
         layers=layers,
         positions=positions,
         k=k,
-        targets=_target_value(target),
+        targets=parse_target(target),
         metrics=parse_metrics(metrics),
     )
     analysed = [int(p) for p in result.positions[0]]
@@ -148,16 +149,6 @@ def _save_plot(figure, path: Path, json_output: bool) -> None:
     """Save a figure; its path goes to stderr under --json so stdout stays JSON."""
     written = plots.save_figure(figure, path)
     (err_console if json_output else console).print(f"Plot written to {written}")
-
-
-def _target_value(target: str) -> str | int:
-    """``--target`` text, or a token id written as ``id:1234``."""
-    if target.startswith("id:"):
-        try:
-            return int(target[3:])
-        except ValueError:
-            raise InputError(f"Bad token id {target!r}: write it as id:1234.") from None
-    return target
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -221,7 +212,7 @@ def compare(
         plots.check_output_path(plot)
     lens_model = open_model(model, remote, device)
     prompts = [p for p, _ in pairs]
-    targets = [_target_value(t) for _, t in pairs]
+    targets = [parse_target(t) for _, t in pairs]
     options = {"lens": lens, "tuned_path": tuned_path, "layers": layers}
     if out is not None:
         result = analyze_to_jsonl(

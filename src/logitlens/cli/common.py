@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from ..errors import InputError
 from ..loading import LensModel, load_model
 
 app = typer.Typer(
@@ -71,6 +72,16 @@ def open_model(model: str | None, remote: bool, device: str | None = None) -> Le
 def parse_metrics(metrics: str | None, *always: str) -> list[str]:
     chosen = [m.strip() for m in (metrics or "").split(",") if m.strip()]
     return list(dict.fromkeys([*always, *chosen]))
+
+
+def parse_target(target: str) -> str | int:
+    """``--target`` text, or a token id written as ``id:1234``."""
+    if target.startswith("id:"):
+        try:
+            return int(target[3:])
+        except ValueError:
+            raise InputError(f"Bad token id {target!r}: write it as id:1234.") from None
+    return target
 
 
 def print_json(payload: Any) -> None:

@@ -10,7 +10,6 @@ import typer
 from .. import plots
 from ..analysis import analyze
 from ..report import write_report
-from .analysis_commands import _target_value
 from .common import (
     DeviceOption,
     KOption,
@@ -22,9 +21,13 @@ from .common import (
     app,
     console,
     open_model,
+    parse_target,
 )
 
 PromptArgument = Annotated[str, typer.Argument(help="The prompt to analyse.")]
+AllPositionsOption = Annotated[
+    str, typer.Option("--positions", help="all (default), last, or indices like 0,-1.")
+]
 
 
 def _out_option(example: str) -> object:
@@ -52,14 +55,9 @@ def heatmap(
         tuned_path=tuned_path,
         layers=layers,
         positions="all",
-        targets=_target_value(target),
+        targets=parse_target(target),
     )
     console.print(f"Heatmap written to {plots.save_figure(plots.plot_heatmap(result), out)}")
-
-
-AllPositionsOption = Annotated[
-    str, typer.Option("--positions", help="all (default), last, or indices like 0,-1.")
-]
 
 
 @app.command()
@@ -114,7 +112,7 @@ def report(
 ):
     """One self-contained interactive HTML page: grid, top-k on hover, trajectories."""
     plots.check_output_path(out, (".html", ".htm"))
-    targets = [_target_value(t) for t in target or []]
+    targets = [parse_target(t) for t in target or []]
     result = analyze(
         open_model(model, remote, device),
         prompts,
