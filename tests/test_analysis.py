@@ -27,6 +27,14 @@ PROMPTS = [
 ]
 # Different targets per prompt, all single tokens on the tiny tokenizer.
 TARGETS = [[" Paris", " current"], [" the", " France"], [" current", " swimmers"]]
+# Every metric, position and layer (embedding included), for whole-result comparisons.
+EVERYTHING = {
+    "positions": "all",
+    "metrics": ALL_METRICS,
+    "targets": TARGETS,
+    "include_embed": True,
+    "k": 5,
+}
 PUN = "Why do electricians make good swimmers? Because they know the"
 
 PROB_TOL = {"rtol": 1e-4, "atol": 1e-5}
@@ -354,16 +362,9 @@ def test_remote_local_equals_local(model_type, wrap_tiny):
     local = _tiny(model_type)
     remote = wrap_tiny(model_type, remote="local")
     assert remote.remote == "local"
-    kwargs = {
-        "positions": "all",
-        "metrics": ALL_METRICS,
-        "targets": TARGETS,
-        "include_embed": True,
-        "k": 5,
-    }
     for lens in ("logit", "raw"):
-        expected = logitlens.analyze(local, PROMPTS, lens=lens, **kwargs)
-        got = logitlens.analyze(remote, PROMPTS, lens=lens, **kwargs)
+        expected = logitlens.analyze(local, PROMPTS, lens=lens, **EVERYTHING)
+        got = logitlens.analyze(remote, PROMPTS, lens=lens, **EVERYTHING)
         _assert_results_close(got, expected, atol=1e-6)
 
 
@@ -383,16 +384,9 @@ def test_remote_attribute_switch(wrap_tiny):
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
 def test_chunking_does_not_change_numbers(model_type):
     model = _tiny(model_type)
-    kwargs = {
-        "positions": "all",
-        "metrics": ALL_METRICS,
-        "targets": TARGETS,
-        "include_embed": True,
-        "k": 5,
-    }
-    default = logitlens.analyze(model, PROMPTS, **kwargs)
+    default = logitlens.analyze(model, PROMPTS, **EVERYTHING)
     for chunk_rows in (1, 7, 10_000):
-        chunked = logitlens.analyze(model, PROMPTS, chunk_rows=chunk_rows, **kwargs)
+        chunked = logitlens.analyze(model, PROMPTS, chunk_rows=chunk_rows, **EVERYTHING)
         _assert_results_close(chunked, default, atol=1e-6)
 
 

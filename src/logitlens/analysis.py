@@ -361,12 +361,12 @@ def lens_reductions(
         key = (row_part.start, row_part.stop)
         if key not in reference:
             reference.clear()  # row chunks come in order: keep one at a time
-            final_logits = unembedding.logits(unembedding.norm(final_hidden[:, row_part]))
-            final_logits = final_logits.float()
-            top = final_logits.argmax(-1, keepdim=True)
-            reference[key] = (final_logits.log_softmax(-1), top)
-            model_top = out.setdefault("model_top_ids", top.new_empty((rows,)))
-            model_top[row_part] = top.reshape(-1)
+            final_logprobs = unembedding.model_logprobs(final_hidden[:, row_part])
+            top = final_logprobs.argmax(-1, keepdim=True)
+            reference[key] = (final_logprobs, top)
+            if "model_top_ids" not in out:
+                out["model_top_ids"] = top.new_empty((rows,))
+            out["model_top_ids"][row_part] = top.reshape(-1)
         return reference[key]
 
     def put(name: str, where: tuple[slice, slice], value: torch.Tensor) -> None:

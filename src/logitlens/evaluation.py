@@ -70,12 +70,6 @@ def residual_stream(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     return torch.stack(captured)
 
 
-def final_logprobs(unembedding: Unembedding, last_layer: torch.Tensor) -> torch.Tensor:
-    """The model's own next-token log-probabilities (fp32) from the last layer's output."""
-    with torch.no_grad():
-        return unembedding.logits(unembedding.norm(last_layer)).float().log_softmax(-1)
-
-
 @dataclass
 class LensEvaluation:
     """Per-lens, per-layer KL, cross-entropy and perplexity on held-out text.
@@ -191,7 +185,7 @@ def evaluate_lenses(
         _, batch, positions, d_model = residuals.shape
         rows = batch * positions
         hidden = residuals.reshape(-1, rows, d_model)[[layer + 1 for layer in layers]]
-        reference = final_logprobs(unembedding, hidden[-1:])
+        reference = unembedding.model_logprobs(hidden[-1:])
         next_ids = input_ids[:, 1:].reshape(1, rows, 1).to(hidden.device)
         with torch.no_grad():
             for lens in lens_objects:

@@ -51,6 +51,15 @@ class Unembedding:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
+    def model_logprobs(self, last_layer: torch.Tensor) -> torch.Tensor:
+        """The model's own next-token log-probabilities (fp32) from its last layer's output.
+
+        The reference every lens is compared with (KL, final rank) and trained towards;
+        never differentiated through.
+        """
+        with torch.no_grad():
+            return self.logits(self.norm(last_layer)).float().log_softmax(-1)
+
 
 class Lens(ABC):
     """Reads residual streams ``[layers, rows, d]`` as logits ``[layers, rows, vocab]``."""

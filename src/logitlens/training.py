@@ -30,7 +30,7 @@ import torch
 from .analysis import chunk_plan
 from .corpus import BIBLE, batch_order, load_documents, split_documents, tokenize_documents
 from .errors import InputError, LensFileError
-from .evaluation import final_logprobs, residual_stream
+from .evaluation import residual_stream
 from .lenses import EMBED, Unembedding
 from .metrics import kl_divergence
 from .tuned import TunedLens, read_safetensors, write_safetensors
@@ -206,7 +206,7 @@ def lens_loss(
     slots, batch, positions, d_model = residuals.shape
     rows = batch * positions
     flat = residuals.reshape(slots, rows, d_model)
-    reference = final_logprobs(unembedding, flat[-1:])
+    reference = unembedding.model_logprobs(flat[-1:])
     trained = [EMBED, *range(slots - 2)]  # the last layer's translator stays the identity
     total = 0.0
     for layer_part, row_part in chunk_plan(len(trained), rows, chunk_rows):
