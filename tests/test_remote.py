@@ -15,11 +15,12 @@ import textwrap
 
 import pytest
 
-from logitlens import analysis, architectures, lenses, metrics, tuned
+from logitlens import analysis, architectures, lenses, metrics, residuals
 
 TRACE_PATH = [
     analysis.lens_reductions,
-    analysis.chunk_plan,
+    residuals.chunk_plan,
+    residuals.layer_output,
     architectures.resolve,
     lenses.Unembedding,
     lenses.LogitLens,
@@ -28,8 +29,8 @@ TRACE_PATH = [
     metrics.kl_divergence,
     metrics.token_rank,
     metrics._count_above,
-    tuned.TunedLens.translate,
-    tuned.TunedLens.project,
+    lenses.TunedLens.translate,
+    lenses.TunedLens.project,
 ]
 
 

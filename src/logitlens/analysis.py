@@ -26,6 +26,7 @@ from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
+from .residuals import chunk_plan, layer_output
 from .results import LensResult
 from .targets import Target, resolve_targets
 
@@ -341,8 +342,7 @@ def lens_reductions(
     if EMBED in plan.layers:
         hidden[EMBED] = pick(layer_modules[0].input)
     for layer in plan.read_layers:
-        output = layer_modules[layer].output
-        hidden[layer] = pick(output[0] if isinstance(output, tuple) else output)
+        hidden[layer] = pick(layer_output(layer_modules[layer].output))
 
     unembedding = Unembedding(root, architecture, config)
     device = hidden[plan.read_layers[-1] if plan.read_layers else EMBED].device
@@ -412,26 +412,6 @@ def lens_reductions(
         )
         for name, value in out.items()
     }
-
-
-def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, slice]]:
-    """(layer slice, row slice) pairs covering ``[n_layers, rows]``, ~``chunk_rows`` each.
-
-    Several whole layers share a chunk when a layer has few rows (one batched matmul,
-    the fast case); a layer with more rows than ``chunk_rows`` is split by rows, so
-    peak memory stays near ``chunk_rows x vocab`` however long the prompt.
-    """
-    if rows >= chunk_rows:  # rows outermost, so the final-layer reference is made once each
-        return [
-            (slice(layer, layer + 1), slice(start, min(start + chunk_rows, rows)))
-            for start in range(0, rows, chunk_rows)
-            for layer in range(n_layers)
-        ]
-    per_chunk = chunk_rows // rows
-    return [
-        (slice(first, min(first + per_chunk, n_layers)), slice(0, rows))
-        for first in range(0, n_layers, per_chunk)
-    ]
 
 
 def _store(

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from .. import plots
 from ..analysis import analyze
 from ..errors import InputError
+from ..paths import check_output_path
+from ..pictures import plots
 from ..results import LensResult
 from ..runs import analyze_to_jsonl
 from .common import (
@@ -75,7 +76,7 @@ def top(
 ):
     """Top-k next-token predictions at every layer (--plot: the logit-lens grid)."""
     if plot:
-        plots.check_output_path(plot)
+        check_output_path(plot)
     lens_model = open_model(model, remote, device)
     result = analyze(
         lens_model,
@@ -118,7 +119,7 @@ def track(
 ):
     """Probability, logit and rank of one target token at every layer."""
     if plot:
-        plots.check_output_path(plot)
+        check_output_path(plot)
     lens_model = open_model(model, remote, device)
     result = analyze(
         lens_model,
@@ -209,7 +210,7 @@ def compare(
             "Nothing to compare: give --pair 'PROMPT=> TARGET' (repeatable) or --file pairs.jsonl."
         )
     if plot:
-        plots.check_output_path(plot)
+        check_output_path(plot)
     lens_model = open_model(model, remote, device)
     prompts = [p for p, _ in pairs]
     targets = [parse_target(t) for _, t in pairs]
