@@ -19,6 +19,8 @@ from logitlens import analysis, architectures, lenses, metrics, residuals
 
 TRACE_PATH = [
     analysis.lens_reductions,
+    analysis.reduce_residuals,
+    residuals.read_positions,
     residuals.chunk_plan,
     residuals.layer_output,
     architectures.resolve,

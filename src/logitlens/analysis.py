@@ -21,12 +21,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .architectures import resolve
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
-from .residuals import chunk_plan, layer_output
+from .residuals import chunk_plan, read_positions
 from .results import LensResult
 from .targets import Target, resolve_targets
 
@@ -38,8 +37,8 @@ DEFAULT_CHUNK_ROWS = 256
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything the trace body needs, validated and in tensors."""
+class ReductionPlan:
+    """What to reduce: layers (sorted, ``EMBED`` first), metrics, k and chunk size."""
 
     layers: list[int]
     metrics: frozenset[str]
@@ -50,14 +49,6 @@ class _Plan:
     @property
     def need_final(self) -> bool:
         return bool(self.metrics & {"kl", "final_rank"})
-
-    @property
-    def read_layers(self) -> list[int]:
-        """Decoder layers to read, in forward order."""
-        wanted = {layer for layer in self.layers if layer != EMBED}
-        if self.need_final:
-            wanted.add(self.n_layers - 1)
-        return sorted(wanted)
 
 
 def parse_layers(layers: Layers, n_layers: int, include_embed: bool = False) -> list[int]:
@@ -224,7 +215,7 @@ def analyze(
     layer_list = parse_layers(layers, n_layers, include_embed)
     token_ids = _tokenize(model, prompts)
     resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)
-    plan = _Plan(
+    plan = ReductionPlan(
         layers=layer_list,
         metrics=_check_metrics(metrics, bool(resolved[0])),
         k=k,
@@ -275,7 +266,7 @@ def analyze(
 def _run_batch(
     model: LensModel,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     token_ids: list[list[int]],
     position_table: np.ndarray,
     resolved: list[list[Any]],
@@ -321,7 +312,7 @@ def lens_reductions(
     architecture: Any,
     config: Any,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     gather_index: torch.Tensor,
     target_ids: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
@@ -332,27 +323,42 @@ def lens_reductions(
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
-    layer_modules = resolve(root, architecture.layers)
-    hidden: dict[int, torch.Tensor] = {}
-
-    def pick(states: torch.Tensor) -> torch.Tensor:
-        index = gather_index.to(states.device)
-        return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
-
-    if EMBED in plan.layers:
-        hidden[EMBED] = pick(layer_modules[0].input)
-    for layer in plan.read_layers:
-        hidden[layer] = pick(layer_output(layer_modules[layer].output))
-
-    unembedding = Unembedding(root, architecture, config)
-    device = hidden[plan.read_layers[-1] if plan.read_layers else EMBED].device
+    final_layer = plan.n_layers - 1 if plan.need_final else None
+    stacked, final_hidden = read_positions(
+        root, architecture, plan.layers, gather_index, final_layer
+    )
     batch, columns = gather_index.shape
-    rows = batch * columns
-    stacked = torch.stack([hidden[layer].to(device) for layer in plan.layers])
-    stacked = stacked.reshape(len(plan.layers), rows, -1)
-    targets = target_ids.to(device).repeat_interleave(columns, dim=0)
+    targets = target_ids.to(stacked.device).repeat_interleave(columns, dim=0)
+    unembedding = Unembedding(root, architecture, config)
+    out = reduce_residuals(unembedding, lens, plan, stacked, final_hidden, targets)
+    return {
+        name: value.reshape(
+            *(() if name == "model_top_ids" else (len(plan.layers),)),
+            batch,
+            columns,
+            *value.shape[(1 if name == "model_top_ids" else 2) :],
+        )
+        for name, value in out.items()
+    }
 
-    final_hidden = hidden[plan.n_layers - 1].reshape(1, rows, -1) if plan.need_final else None
+
+def reduce_residuals(
+    unembedding: Unembedding,
+    lens: Lens,
+    plan: ReductionPlan,
+    stacked: torch.Tensor,
+    final_hidden: torch.Tensor | None,
+    targets: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Unembed residuals in chunks and reduce them to ``plan.metrics``.
+
+    ``stacked`` is ``[len(plan.layers), rows, d]``; ``final_hidden`` ``[rows, d]`` is the
+    last layer's residual at the same rows (needed when ``plan.need_final``);
+    ``targets`` is ``[rows, targets]``. Returns ``[layer, rows, ...]`` tensors, and
+    ``model_top_ids`` ``[rows]`` when the final layer is read. Runs inside a trace
+    (on the server's weights) or locally on saved residuals, the same either way.
+    """
+    rows = stacked.shape[1]
     out: dict[str, torch.Tensor] = {}
     reference: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -361,7 +367,7 @@ def lens_reductions(
         key = (row_part.start, row_part.stop)
         if key not in reference:
             reference.clear()  # row chunks come in order: keep one at a time
-            final_logprobs = unembedding.model_logprobs(final_hidden[:, row_part])
+            final_logprobs = unembedding.model_logprobs(final_hidden[None, row_part])
             top = final_logprobs.argmax(-1, keepdim=True)
             reference[key] = (final_logprobs, top)
             if "model_top_ids" not in out:
@@ -403,15 +409,7 @@ def lens_reductions(
             if "kl" in plan.metrics:
                 put("kl", where, kl_divergence(final_logprobs, logprobs))
 
-    return {
-        name: value.reshape(
-            *(() if name == "model_top_ids" else (len(plan.layers),)),
-            batch,
-            columns,
-            *value.shape[(1 if name == "model_top_ids" else 2) :],
-        )
-        for name, value in out.items()
-    }
+    return out
 
 
 def _store(
