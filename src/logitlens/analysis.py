@@ -26,6 +26,7 @@ from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
+from .remote import trace_backend
 from .results import LensResult
 from .targets import Target, resolve_targets
 
@@ -187,6 +188,7 @@ def analyze(
     batch_size: int = 16,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool | None = None,
+    timeout: float | None = None,
 ) -> LensResult:
     """Run a lens over prompts and reduce it to the requested metrics.
 
@@ -206,6 +208,7 @@ def analyze(
         batch_size: prompts per forward pass.
         chunk_rows: layer x position rows unembedded at once (memory bound).
         progress: show a progress bar; default: when there is more than one batch.
+        timeout: seconds one remote batch may take on NDIF (default: ``model.timeout``).
 
     Example:
         >>> result = analyze(model, "Why do electricians ... know the", targets=" current")
@@ -242,7 +245,7 @@ def analyze(
     for start in tqdm(starts, desc="logit lens", unit="batch", disable=not show):
         batch = slice(start, start + batch_size)
         saved = _run_batch(
-            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch]
+            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch], timeout
         )
         _store(arrays, saved, batch, len(prompts), position_table[batch])
 
@@ -278,6 +281,7 @@ def _run_batch(
     token_ids: list[list[int]],
     position_table: np.ndarray,
     resolved: list[list[Any]],
+    timeout: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward pass over a left-padded batch; returns the saved reductions."""
     lengths = [len(ids) for ids in token_ids]
@@ -301,7 +305,8 @@ def _run_batch(
         target_ids = target_ids.reshape(len(token_ids), 0)
 
     nn_model = model.nn
-    with nn_model.trace(inputs, remote=model.remote) as tracer:
+    backend = trace_backend(model, timeout)
+    with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
         saved = nnsight.save(
             lens_reductions(
                 nn_model, model.architecture, model.config, lens, plan, gather_index, target_ids

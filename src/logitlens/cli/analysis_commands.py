@@ -24,10 +24,12 @@ from .common import (
     ModelOption,
     PositionsOption,
     RemoteOption,
+    TimeoutOption,
     TunedPathOption,
     app,
     console,
     err_console,
+    keep,
     open_model,
     parse_metrics,
     parse_target,
@@ -48,9 +50,14 @@ PlotOption = Annotated[
 
 
 @app.command()
-def info(model: ModelOption = None, remote: RemoteOption = False, json_output: JsonOption = False):
+def info(
+    model: ModelOption = None,
+    remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
+    json_output: JsonOption = False,
+):
     """Load a model and print its configuration (layers, sizes, dtype, device)."""
-    details = open_model(model, remote).info()
+    details = open_model(model, remote, timeout=timeout).info()
     if json_output:
         print_json(asdict(details))
     else:
@@ -62,6 +69,7 @@ def top(
     prompt: Annotated[str, typer.Argument(help="The prompt to analyse.")],
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -76,7 +84,7 @@ def top(
     """Top-k next-token predictions at every layer (--plot: the logit-lens grid)."""
     if plot:
         plots.check_output_path(plot)
-    lens_model = open_model(model, remote, device)
+    lens_model = open_model(model, remote, device, timeout)
     result = analyze(
         lens_model,
         prompt,
@@ -105,6 +113,7 @@ def track(
     ],
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -119,7 +128,7 @@ def track(
     """Probability, logit and rank of one target token at every layer."""
     if plot:
         plots.check_output_path(plot)
-    lens_model = open_model(model, remote, device)
+    lens_model = open_model(model, remote, device, timeout)
     result = analyze(
         lens_model,
         prompt,
@@ -191,6 +200,7 @@ def compare(
     ] = None,
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -210,11 +220,12 @@ def compare(
         )
     if plot:
         plots.check_output_path(plot)
-    lens_model = open_model(model, remote, device)
+    lens_model = open_model(model, remote, device, timeout)
     prompts = [p for p, _ in pairs]
     targets = [parse_target(t) for _, t in pairs]
     options = {"lens": lens, "tuned_path": tuned_path, "layers": layers}
     if out is not None:
+        keep(f"Finished prompts are kept in {out}; run the same command again to resume.")
         result = analyze_to_jsonl(
             lens_model, prompts, out, targets=targets, batch_size=batch_size, **options
         )
@@ -245,6 +256,7 @@ def _split_pair(text: str) -> tuple[str, str]:
 def demo(
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -254,7 +266,7 @@ def demo(
     json_output: JsonOption = False,
 ):
     """The seed notebook's main job: the electricians pun, layer by layer."""
-    lens_model = open_model(model, remote, device)
+    lens_model = open_model(model, remote, device, timeout)
     result = analyze(
         lens_model,
         PUN_PROMPT,

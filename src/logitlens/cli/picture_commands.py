@@ -17,6 +17,7 @@ from .common import (
     LensOption,
     ModelOption,
     RemoteOption,
+    TimeoutOption,
     TunedPathOption,
     app,
     console,
@@ -41,6 +42,7 @@ def heatmap(
     out: Annotated[Path, _out_option("heatmap.png (.png, .svg or .pdf)")],
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -49,7 +51,7 @@ def heatmap(
     """Heatmap of a target's probability at every layer and position."""
     plots.check_output_path(out)
     result = analyze(
-        open_model(model, remote, device),
+        open_model(model, remote, device, timeout),
         prompt,
         lens=lens,
         tuned_path=tuned_path,
@@ -69,6 +71,7 @@ def grid(
     ] = "prob",
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -79,7 +82,7 @@ def grid(
     plots.check_output_path(out)
     spec = plots.grid_metric(metric)
     result = analyze(
-        open_model(model, remote, device),
+        open_model(model, remote, device, timeout),
         prompt,
         lens=lens,
         tuned_path=tuned_path,
@@ -102,6 +105,7 @@ def report(
     ] = None,
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -114,7 +118,7 @@ def report(
     plots.check_output_path(out, (".html", ".htm"))
     targets = [parse_target(t) for t in target or []]
     result = analyze(
-        open_model(model, remote, device),
+        open_model(model, remote, device, timeout),
         prompts,
         lens=lens,
         tuned_path=tuned_path,
