@@ -31,8 +31,16 @@ def main() -> None:
         err_console.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]Interrupted.[/] {Session.kept}", soft_wrap=True)
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exit_:
+        if exit_.code == 130:  # Typer turns Ctrl-C into a silent exit 130
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    err_console.print(f"[yellow]Interrupted.[/] {Session.kept}", soft_wrap=True)
+    sys.exit(130)
 
 
 __all__ = ["app", "main"]

@@ -100,6 +100,7 @@ def options(
 ) -> None:
     """Look inside transformer language models layer by layer."""
     Session.debug = debug
+    Session.kept = "Nothing was written."
 
 
 def parse_metrics(metrics: str | None, *always: str) -> list[str]:
