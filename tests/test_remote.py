@@ -25,6 +25,8 @@ from logitlens import analysis, architectures, lenses, metrics, tuned
 
 TRACE_PATH = [
     analysis.lens_reductions,
+    analysis.read_residuals,
+    analysis.reduce_residuals,
     analysis.chunk_plan,
     architectures.resolve,
     lenses.Unembedding,
@@ -112,10 +114,16 @@ def ndif(tiny_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def healthy(ndif):
+def healthy(ndif, tmp_path, monkeypatch):
+    """A fault-free server, and a fresh cache for the unembeddings fetched from its hub."""
+    from logitlens.remote import weights
+
+    monkeypatch.setattr(weights, "cache_path", lambda repo_id: tmp_path / "head.safetensors")
+    weights._ROOTS.clear()
     ndif.set_fault("none")
     yield ndif
     ndif.set_fault("none")
+    weights._ROOTS.clear()
 
 
 @pytest.fixture(scope="module")
@@ -181,12 +189,19 @@ def test_remote_analysis_equals_local(healthy, remote_tiny, local_tiny, options)
     _assert_equal_results(remote_result, local_result)
 
 
-def test_remote_tuned_lens_equals_local(healthy, remote_tiny, local_tiny, tmp_path):
+def test_remote_tuned_lens_equals_local_and_never_travels(
+    healthy, remote_tiny, local_tiny, tmp_path
+):
     path = _random_tuned_lens(local_tiny, tmp_path / "tuned.safetensors")
     options = {"lens": "tuned", "tuned_path": str(path), "positions": "all", **FULL}
+    before = len(healthy.entries())
     remote_result = logitlens.analyze(remote_tiny, PROMPTS, include_embed=True, **options)
     local_result = logitlens.analyze(local_tiny, PROMPTS, include_embed=True, **options)
     _assert_equal_results(remote_result, local_result)
+    lens_bytes = path.stat().st_size
+    (request,) = healthy.entries()[before:]
+    assert request["up"] < lens_bytes / 4, (request, lens_bytes)
+    assert (tmp_path / "head.safetensors").is_file()  # the unembedding, cached here
 
 
 # --- Failures: one line, exit code 2, quickly, never the key --------------------------------

@@ -27,6 +27,7 @@ from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
 from .remote import trace_backend
+from .remote.weights import unembedding_root
 from .results import LensResult
 from .targets import Target, resolve_targets
 
@@ -306,6 +307,19 @@ def _run_batch(
 
     nn_model = model.nn
     backend = trace_backend(model, timeout)
+    if backend is not None and lens.carries_weights:
+        # The lens stays here: NDIF sends back the residuals, reduced here on a local
+        # copy of the final norm and unembedding (remote.weights).
+        architecture = model.architecture
+        with nn_model.trace(inputs, backend=backend) as tracer:
+            residuals = nnsight.save(read_residuals(nn_model, architecture, plan, gather_index))
+            tracer.stop()
+        unembedding = Unembedding(unembedding_root(model), architecture, model.config)
+        residuals = {name: value.float() for name, value in residuals.items()}
+        saved = reduce_residuals(
+            unembedding, lens, plan, residuals, tuple(gather_index.shape), target_ids
+        )
+        return {name: value.detach().cpu() for name, value in saved.items()}
     with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
         saved = nnsight.save(
             lens_reductions(
@@ -336,6 +350,18 @@ def lens_reductions(
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
+    residuals = read_residuals(root, architecture, plan, gather_index)
+    unembedding = Unembedding(root, architecture, config)
+    return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, target_ids)
+
+
+def read_residuals(
+    root: Any, architecture: Any, plan: _Plan, gather_index: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The requested positions' residuals: ``stacked`` ``[layers, batch * columns, d]``
+    for ``plan.layers``, and ``final`` ``[1, batch * columns, d]`` (the last layer) when
+    a metric compares with the model's own prediction.
+    """
     layer_modules = resolve(root, architecture.layers)
     hidden: dict[int, torch.Tensor] = {}
 
@@ -349,15 +375,35 @@ def lens_reductions(
         output = layer_modules[layer].output
         hidden[layer] = pick(output[0] if isinstance(output, tuple) else output)
 
-    unembedding = Unembedding(root, architecture, config)
     device = hidden[plan.read_layers[-1] if plan.read_layers else EMBED].device
-    batch, columns = gather_index.shape
-    rows = batch * columns
+    rows = gather_index.shape[0] * gather_index.shape[1]
     stacked = torch.stack([hidden[layer].to(device) for layer in plan.layers])
-    stacked = stacked.reshape(len(plan.layers), rows, -1)
+    residuals = {"stacked": stacked.reshape(len(plan.layers), rows, -1)}
+    if plan.need_final:
+        residuals["final"] = hidden[plan.n_layers - 1].reshape(1, rows, -1)
+    return residuals
+
+
+def reduce_residuals(
+    unembedding: Unembedding,
+    lens: Lens,
+    plan: _Plan,
+    residuals: dict[str, torch.Tensor],
+    shape: tuple[int, int],
+    target_ids: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Lens, unembedding and metrics, chunk by chunk, on residuals from :func:`read_residuals`.
+
+    ``shape`` is ``(batch, columns)``. Runs inside the trace (the logit and raw lenses,
+    on NDIF too), or here on saved residuals (lenses with weights on NDIF).
+    """
+    stacked = residuals["stacked"]
+    device = stacked.device
+    batch, columns = shape
+    rows = batch * columns
     targets = target_ids.to(device).repeat_interleave(columns, dim=0)
 
-    final_hidden = hidden[plan.n_layers - 1].reshape(1, rows, -1) if plan.need_final else None
+    final_hidden = residuals["final"].to(device) if plan.need_final else None
     out: dict[str, torch.Tensor] = {}
     reference: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -116,6 +116,7 @@ class TunedLens(Lens):
     """
 
     name = "tuned"
+    carries_weights = True
 
     def __init__(
         self,
