@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 import logitlens
-from logitlens.corpus import bible_documents, split_documents, tokenize_documents
-from logitlens.evaluation import evaluate_lenses, residual_stream
-from logitlens.lenses import Unembedding
-from logitlens.training import TrainingConfig, lens_loss
-from logitlens.tuned import TunedLens
+from logitlens.evaluation import evaluate_lenses
+from logitlens.lenses import TunedLens, Unembedding
+from logitlens.residuals import residual_stream
+from logitlens.training.corpus import bible_documents, split_documents, tokenize_documents
+from logitlens.training.tuned import TrainingConfig, lens_loss
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import logitlens
-from logitlens import plots
+from logitlens.pictures import plots
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 TARGET = " current"

@@ -1,6 +1,6 @@
 """Train, evaluate and save the tuned lens of the bundled SmolLM2-135M, offline.
 
-Writes the lens to the user cache (``logitlens.tuned.default_lens_path``, about 40 MB,
+Writes the lens to the user cache (``logitlens.lenses.files.default_lens_path``, about 40 MB,
 too big to commit), then evaluates raw, logit and tuned lenses on the held-out
 split of the King James Bible and prints the Markdown table and the electricians
 pun under all three lenses, as shown in the README (section "The tuned lens").
@@ -16,11 +16,11 @@ import json
 import time
 
 import logitlens
-from logitlens.corpus import bible_documents, split_documents
 from logitlens.evaluation import evaluate_lenses
-from logitlens.plots import plot_evaluation, save_figure
+from logitlens.lenses.files import default_lens_path
+from logitlens.pictures.plots import plot_evaluation, save_figure
 from logitlens.training import TrainingConfig, train_tuned_lens
-from logitlens.tuned import default_lens_path
+from logitlens.training.corpus import bible_documents, split_documents
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 TARGET = " current"

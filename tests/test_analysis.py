@@ -211,7 +211,8 @@ def _assert_ranks_close(left: np.ndarray, right: np.ndarray, name: str) -> None:
     """
     differ = left != right
     assert np.abs(left - right).max(initial=0) <= 1, name
-    assert differ.mean() <= 0.02, f"{name}: {differ.sum()} of {differ.size} ranks differ"
+    allowed = max(1, int(0.02 * differ.size))  # the docstring's "one place" on small arrays
+    assert differ.sum() <= allowed, f"{name}: {differ.sum()} of {differ.size} ranks differ"
 
 
 def _assert_top_ids_close(a: LensResult, b: LensResult) -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from tiny_models import tiny_tokenizer
 
-from logitlens.corpus import (
+from logitlens.errors import InputError
+from logitlens.training.corpus import (
     batch_order,
     bible_documents,
     is_heldout,
@@ -17,7 +18,6 @@ from logitlens.corpus import (
     split_documents,
     tokenize_documents,
 )
-from logitlens.errors import InputError
 
 
 def test_plain_text_splits_at_blank_lines(tmp_path):

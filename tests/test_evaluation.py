@@ -10,11 +10,12 @@ import reference
 import torch
 from tiny_models import TINY_MODEL_TYPES
 
-from logitlens.corpus import bible_documents
 from logitlens.errors import InputError
-from logitlens.evaluation import evaluate_lenses, residual_stream
-from logitlens.plots import plot_evaluation, save_figure
-from logitlens.tuned import TunedLens
+from logitlens.evaluation import evaluate_lenses
+from logitlens.lenses import TunedLens
+from logitlens.pictures.plots import plot_evaluation, save_figure
+from logitlens.residuals import residual_stream
+from logitlens.training.corpus import bible_documents
 
 TEXTS = bible_documents()[:3]
 

@@ -14,8 +14,9 @@ from matplotlib import pyplot as plt
 from typer.testing import CliRunner
 
 import logitlens
-from logitlens import InputError, plots
+from logitlens import InputError, paths
 from logitlens.cli import app
+from logitlens.pictures import plots
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 LITERAL = "Electricians work with wires that carry electrical"
@@ -215,7 +216,7 @@ def test_save_errors_are_clear(pun_all, tmp_path, monkeypatch):
         plots.save_figure(fig, tmp_path / "missing" / "t.png")
     with pytest.raises(InputError, match=r"\.png, \.svg, \.pdf"):
         plots.save_figure(fig, tmp_path / "t.jpeg")
-    monkeypatch.setattr(plots.os, "access", lambda *args: False)
+    monkeypatch.setattr(paths.os, "access", lambda *args: False)
     with pytest.raises(InputError, match="No permission"):
         plots.save_figure(fig, tmp_path / "t.png")
 

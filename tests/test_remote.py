@@ -21,13 +21,14 @@ import pytest
 import torch
 
 import logitlens
-from logitlens import analysis, architectures, lenses, metrics, tuned
+from logitlens import analysis, architectures, lenses, metrics, residuals
 
 TRACE_PATH = [
     analysis.lens_reductions,
     analysis.read_residuals,
     analysis.reduce_residuals,
-    analysis.chunk_plan,
+    residuals.chunk_plan,
+    residuals.layer_output,
     architectures.resolve,
     lenses.Unembedding,
     lenses.LogitLens,
@@ -36,8 +37,8 @@ TRACE_PATH = [
     metrics.kl_divergence,
     metrics.token_rank,
     metrics._count_above,
-    tuned.TunedLens.translate,
-    tuned.TunedLens.project,
+    lenses.TunedLens.translate,
+    lenses.TunedLens.project,
 ]
 
 
@@ -151,7 +152,7 @@ def _assert_equal_results(remote_result, local_result, tolerance=1e-6):
 
 
 def _random_tuned_lens(model, path):
-    from logitlens.tuned import TunedLens
+    from logitlens.lenses.tuned import TunedLens
 
     lens = TunedLens.identity(model)
     generator = torch.Generator().manual_seed(0)

@@ -22,7 +22,7 @@ import pytest
 
 import logitlens
 from logitlens import InputError
-from logitlens.report import render_report, report_data, write_report
+from logitlens.pictures.report import render_report, report_data, write_report
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 LITERAL = "Electricians work with wires that carry electrical"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from logitlens.corpus import bible_documents
 from logitlens.errors import InputError
-from logitlens.training import (
+from logitlens.lenses import TunedLens
+from logitlens.training.corpus import bible_documents
+from logitlens.training.tuned import (
     StepReport,
     TrainingConfig,
     checkpoint_path_for,
     train_tuned_lens,
 )
-from logitlens.tuned import TunedLens
 
 DOCUMENTS = bible_documents()[:150]
 SMALL = TrainingConfig(tokens=6 * 4 * 32, seq_len=32, batch_size=4, lr=3e-3, checkpoint_every=2)

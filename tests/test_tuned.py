@@ -11,8 +11,9 @@ from tiny_models import TINY_MODEL_TYPES, tiny_model
 
 import logitlens
 from logitlens.errors import InputError, LensFileError
-from logitlens.lenses import get_lens
-from logitlens.tuned import CONFIG_KEY, TunedLens, model_fingerprint, write_safetensors
+from logitlens.lenses import TunedLens, get_lens
+from logitlens.lenses.files import model_fingerprint, write_safetensors
+from logitlens.lenses.tuned import CONFIG_KEY
 
 PROMPTS = ["Why do electricians make good swimmers? Because they know the", "The river bank"]
 METRICS = ["topk", "target", "entropy", "kl", "final_rank"]
@@ -170,10 +171,10 @@ def test_bundled_identity_lens_and_refusal(bundled, wrap_tiny, tmp_path):
 @pytest.mark.bundled
 def test_bundled_trained_lens_beats_the_logit_lens(bundled):
     """The paper's central claim, on held-out text the lens never saw in training."""
-    from logitlens.corpus import bible_documents, split_documents
     from logitlens.evaluation import evaluate_lenses
+    from logitlens.lenses.files import default_lens_path
     from logitlens.training import TrainingConfig, train_tuned_lens
-    from logitlens.tuned import default_lens_path
+    from logitlens.training.corpus import bible_documents, split_documents
 
     path = default_lens_path(bundled)
     if path.is_file():  # made by scripts/train_bundled_lens.py or an earlier run of this test

@@ -21,13 +21,12 @@ from .errors import (
     UnsupportedArchitectureError,
 )
 from .evaluation import LensEvaluation, evaluate_lenses
-from .lenses import EMBED, LENSES, Lens, LogitLens, RawLens, Unembedding, get_lens
+from .lenses import EMBED, LENSES, Lens, LogitLens, RawLens, TunedLens, Unembedding, get_lens
 from .loading import LensModel, ModelInfo, load_model
 from .metrics import METRICS
 from .results import LensResult, TopToken
 from .targets import MultiTokenTargetWarning
 from .training import TrainingConfig, train_tuned_lens
-from .tuned import TunedLens
 
 __version__ = "0.1.0"
 

@@ -28,6 +28,7 @@ from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
 from .remote import trace_backend
 from .remote.weights import unembedding_root
+from .residuals import chunk_plan, layer_output
 from .results import LensResult
 from .targets import Target, resolve_targets
 
@@ -372,8 +373,7 @@ def read_residuals(
     if EMBED in plan.layers:
         hidden[EMBED] = pick(layer_modules[0].input)
     for layer in plan.read_layers:
-        output = layer_modules[layer].output
-        hidden[layer] = pick(output[0] if isinstance(output, tuple) else output)
+        hidden[layer] = pick(layer_output(layer_modules[layer].output))
 
     device = hidden[plan.read_layers[-1] if plan.read_layers else EMBED].device
     rows = gather_index.shape[0] * gather_index.shape[1]
@@ -463,26 +463,6 @@ def reduce_residuals(
         )
         for name, value in out.items()
     }
-
-
-def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, slice]]:
-    """(layer slice, row slice) pairs covering ``[n_layers, rows]``, ~``chunk_rows`` each.
-
-    Several whole layers share a chunk when a layer has few rows (one batched matmul,
-    the fast case); a layer with more rows than ``chunk_rows`` is split by rows, so
-    peak memory stays near ``chunk_rows x vocab`` however long the prompt.
-    """
-    if rows >= chunk_rows:  # rows outermost, so the final-layer reference is made once each
-        return [
-            (slice(layer, layer + 1), slice(start, min(start + chunk_rows, rows)))
-            for start in range(0, rows, chunk_rows)
-            for layer in range(n_layers)
-        ]
-    per_chunk = chunk_rows // rows
-    return [
-        (slice(first, min(first + per_chunk, n_layers)), slice(0, rows))
-        for first in range(0, n_layers, per_chunk)
-    ]
 
 
 def _store(

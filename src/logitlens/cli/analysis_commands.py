@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from .. import plots
 from ..analysis import analyze
 from ..errors import InputError
+from ..paths import check_output_path
+from ..pictures import plots
 from ..results import LensResult
 from ..runs import analyze_to_jsonl
 from .common import (
@@ -83,7 +84,7 @@ def top(
 ):
     """Top-k next-token predictions at every layer (--plot: the logit-lens grid)."""
     if plot:
-        plots.check_output_path(plot)
+        check_output_path(plot)
     lens_model = open_model(model, remote, device, timeout)
     result = analyze(
         lens_model,
@@ -127,7 +128,7 @@ def track(
 ):
     """Probability, logit and rank of one target token at every layer."""
     if plot:
-        plots.check_output_path(plot)
+        check_output_path(plot)
     lens_model = open_model(model, remote, device, timeout)
     result = analyze(
         lens_model,
@@ -219,7 +220,7 @@ def compare(
             "Nothing to compare: give --pair 'PROMPT=> TARGET' (repeatable) or --file pairs.jsonl."
         )
     if plot:
-        plots.check_output_path(plot)
+        check_output_path(plot)
     lens_model = open_model(model, remote, device, timeout)
     prompts = [p for p, _ in pairs]
     targets = [parse_target(t) for _, t in pairs]

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from .. import plots
 from ..analysis import analyze
-from ..report import write_report
+from ..paths import REPORT_SUFFIXES, check_output_path
+from ..pictures import plots
+from ..pictures.report import write_report
 from .common import (
     DeviceOption,
     KOption,
@@ -49,7 +50,7 @@ def heatmap(
     layers: LayersOption = None,
 ):
     """Heatmap of a target's probability at every layer and position."""
-    plots.check_output_path(out)
+    check_output_path(out)
     result = analyze(
         open_model(model, remote, device, timeout),
         prompt,
@@ -79,7 +80,7 @@ def grid(
     positions: AllPositionsOption = "all",
 ):
     """The classic logit-lens grid: top-1 token per layer and position, coloured."""
-    plots.check_output_path(out)
+    check_output_path(out)
     spec = plots.grid_metric(metric)
     result = analyze(
         open_model(model, remote, device, timeout),
@@ -115,7 +116,7 @@ def report(
     title: Annotated[str, typer.Option("--title", help="Page title.")] = "logitlens report",
 ):
     """One self-contained interactive HTML page: grid, top-k on hover, trajectories."""
-    plots.check_output_path(out, (".html", ".htm"))
+    check_output_path(out, REPORT_SUFFIXES)
     targets = [parse_target(t) for t in target or []]
     result = analyze(
         open_model(model, remote, device, timeout),

@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .. import plots
-from ..corpus import BIBLE, load_documents, sample_documents, split_documents
 from ..errors import InputError
 from ..evaluation import LensEvaluation, evaluate_lenses
+from ..lenses import TunedLens
+from ..lenses.files import default_lens_path
+from ..paths import check_output_path
+from ..pictures import plots
 from ..training import SCHEDULES, TrainingConfig, train_tuned_lens
-from ..tuned import TunedLens, default_lens_path
+from ..training.corpus import BIBLE, load_documents, sample_documents, split_documents
 from .common import (
     DeviceOption,
     JsonOption,
@@ -130,7 +132,7 @@ def evaluate(
     if tokens < 1:
         raise InputError(f"--tokens must be positive, got {tokens}.")
     if plot is not None:
-        plots.check_output_path(plot)
+        check_output_path(plot)
     lens_model = open_model(model, False, device)
     lens = TunedLens.load(tuned_path or default_lens_path(lens_model))
     seed = lens.info.get("config", {}).get("seed", 0) + 1  # never the training samples

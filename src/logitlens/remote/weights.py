@@ -83,7 +83,7 @@ def _tensor_names(root: torch.nn.Module, modules: list[torch.nn.Module]) -> dict
 
 
 def cache_path(repo_id: str) -> Path:
-    from ..loading import cache_dir
+    from ..paths import cache_dir
 
     return cache_dir() / "remote-unembeddings" / f"{repo_id.replace('/', '--')}.safetensors"
 

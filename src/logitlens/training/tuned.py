@@ -27,13 +27,12 @@ from typing import Any
 
 import torch
 
-from .analysis import chunk_plan
+from ..errors import InputError, LensFileError
+from ..lenses import EMBED, TunedLens, Unembedding
+from ..lenses.files import read_safetensors, write_safetensors
+from ..metrics import kl_divergence
+from ..residuals import chunk_plan, residual_stream
 from .corpus import BIBLE, batch_order, load_documents, split_documents, tokenize_documents
-from .errors import InputError, LensFileError
-from .evaluation import residual_stream
-from .lenses import EMBED, Unembedding
-from .metrics import kl_divergence
-from .tuned import TunedLens, read_safetensors, write_safetensors
 
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

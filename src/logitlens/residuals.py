@@ -1,0 +1,78 @@
+"""Reading the residual stream: a decoder layer's output, the embedding, chunking.
+
+One place for what analysis (inside an nnsight trace), evaluation and training (plain
+PyTorch hooks) all need: unwrapping a layer's output, reading every layer's residual,
+and the chunk plan that bounds the memory of unembedding many rows at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .architectures import resolve
+
+
+def layer_output(output: Any) -> Any:
+    """The hidden states of a decoder layer's output.
+
+    With transformers 5 most layers return a tensor; falcon and bloom still return a
+    tuple whose first item is the hidden states. Works on tensors and nnsight proxies.
+    """
+    return output[0] if isinstance(output, tuple) else output
+
+
+def residual_stream(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """Residuals ``[n_layers + 1, batch, seq, d]``: ``EMBED`` first, then each layer's output.
+
+    Runs the plain module under ``no_grad``, with hooks, and stops after the last
+    decoder layer (the model's own head is not needed: the final distribution is the
+    logit lens at the last layer).
+    """
+    layers = resolve(model.module, model.architecture.layers)
+    captured: list[torch.Tensor] = []
+
+    class _Done(Exception):
+        pass
+
+    def before_first(module: Any, args: tuple, kwargs: dict) -> None:
+        captured.append(args[0] if args else kwargs["hidden_states"])
+
+    def after(module: Any, args: tuple, output: Any) -> None:
+        captured.append(layer_output(output))
+        if len(captured) == len(layers) + 1:
+            raise _Done
+
+    handles = [layers[0].register_forward_pre_hook(before_first, with_kwargs=True)]
+    handles += [layer.register_forward_hook(after) for layer in layers]
+    device = next(model.module.parameters()).device
+    try:
+        with torch.no_grad():
+            model.module(input_ids=input_ids.to(device))
+    except _Done:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(captured)
+
+
+def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, slice]]:
+    """(layer slice, row slice) pairs covering ``[n_layers, rows]``, ~``chunk_rows`` each.
+
+    Several whole layers share a chunk when a layer has few rows (one batched matmul,
+    the fast case); a layer with more rows than ``chunk_rows`` is split by rows, so
+    peak memory stays near ``chunk_rows x vocab`` however long the prompt.
+    """
+    if rows >= chunk_rows:  # rows outermost, so the final-layer reference is made once each
+        return [
+            (slice(layer, layer + 1), slice(start, min(start + chunk_rows, rows)))
+            for start in range(0, rows, chunk_rows)
+            for layer in range(n_layers)
+        ]
+    per_chunk = chunk_rows // rows
+    return [
+        (slice(first, min(first + per_chunk, n_layers)), slice(0, rows))
+        for first in range(0, n_layers, per_chunk)
+    ]
