@@ -407,10 +407,12 @@ def test_reduce_residuals_runs_locally_on_saved_residuals():
         n_layers=model.n_layers,
     )
     stream = residual_stream(model, torch.tensor([ids]))[:, 0]  # [n_layers + 1, seq, d]
-    stacked = stream[[layer + 1 for layer in result.layers]]
-    targets = torch.tensor(result.target_ids[0]).expand(len(ids), -1)
+    saved = {"stacked": stream[[layer + 1 for layer in result.layers]], "final": stream[-1:]}
+    target_ids = torch.tensor(result.target_ids)  # [batch, targets]
     unembedding = logitlens.Unembedding(model.module, model.architecture, model.config)
-    out = reduce_residuals(unembedding, logitlens.LogitLens(), plan, stacked, stream[-1], targets)
+    lens = logitlens.LogitLens()
+    out = reduce_residuals(unembedding, lens, plan, saved, (1, len(ids)), target_ids)
+    out = {key: value[0] if key == "model_top_ids" else value[:, 0] for key, value in out.items()}
     for name in ("target_prob", "target_logit", "entropy", "kl", "top_probs"):
         np.testing.assert_allclose(
             out[name].numpy(), getattr(result, name)[0], rtol=1e-4, atol=1e-5, err_msg=name

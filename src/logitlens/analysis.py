@@ -25,7 +25,9 @@ from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
-from .residuals import chunk_plan, read_positions
+from .remote import trace_backend
+from .remote.weights import unembedding_root
+from .residuals import chunk_plan, read_residuals
 from .results import LensResult
 from .targets import Target, resolve_targets
 
@@ -49,6 +51,11 @@ class ReductionPlan:
     @property
     def need_final(self) -> bool:
         return bool(self.metrics & {"kl", "final_rank"})
+
+    @property
+    def final_layer(self) -> int | None:
+        """The last layer, read as the reference when a metric compares with it."""
+        return self.n_layers - 1 if self.need_final else None
 
 
 def parse_layers(layers: Layers, n_layers: int, include_embed: bool = False) -> list[int]:
@@ -179,6 +186,7 @@ def analyze(
     batch_size: int = 16,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool | None = None,
+    timeout: float | None = None,
 ) -> LensResult:
     """Run a lens over prompts and reduce it to the requested metrics.
 
@@ -198,6 +206,7 @@ def analyze(
         batch_size: prompts per forward pass.
         chunk_rows: layer x position rows unembedded at once (memory bound).
         progress: show a progress bar; default: when there is more than one batch.
+        timeout: seconds one remote batch may take on NDIF (default: ``model.timeout``).
 
     Example:
         >>> result = analyze(model, "Why do electricians ... know the", targets=" current")
@@ -234,7 +243,7 @@ def analyze(
     for start in tqdm(starts, desc="logit lens", unit="batch", disable=not show):
         batch = slice(start, start + batch_size)
         saved = _run_batch(
-            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch]
+            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch], timeout
         )
         _store(arrays, saved, batch, len(prompts), position_table[batch])
 
@@ -270,6 +279,7 @@ def _run_batch(
     token_ids: list[list[int]],
     position_table: np.ndarray,
     resolved: list[list[Any]],
+    timeout: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward pass over a left-padded batch; returns the saved reductions."""
     lengths = [len(ids) for ids in token_ids]
@@ -293,7 +303,23 @@ def _run_batch(
         target_ids = target_ids.reshape(len(token_ids), 0)
 
     nn_model = model.nn
-    with nn_model.trace(inputs, remote=model.remote) as tracer:
+    backend = trace_backend(model, timeout)
+    if backend is not None and lens.carries_weights:
+        # The lens stays here: NDIF sends back the residuals, reduced here on a local
+        # copy of the final norm and unembedding (remote.weights).
+        architecture = model.architecture
+        with nn_model.trace(inputs, backend=backend) as tracer:
+            residuals = nnsight.save(
+                read_residuals(nn_model, architecture, plan.layers, gather_index, plan.final_layer)
+            )
+            tracer.stop()
+        unembedding = Unembedding(unembedding_root(model), architecture, model.config)
+        residuals = {name: value.float() for name, value in residuals.items()}
+        saved = reduce_residuals(
+            unembedding, lens, plan, residuals, tuple(gather_index.shape), target_ids
+        )
+        return {name: value.detach().cpu() for name, value in saved.items()}
+    with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
         saved = nnsight.save(
             lens_reductions(
                 nn_model, model.architecture, model.config, lens, plan, gather_index, target_ids
@@ -323,42 +349,31 @@ def lens_reductions(
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
-    final_layer = plan.n_layers - 1 if plan.need_final else None
-    stacked, final_hidden = read_positions(
-        root, architecture, plan.layers, gather_index, final_layer
-    )
-    batch, columns = gather_index.shape
-    targets = target_ids.to(stacked.device).repeat_interleave(columns, dim=0)
+    residuals = read_residuals(root, architecture, plan.layers, gather_index, plan.final_layer)
     unembedding = Unembedding(root, architecture, config)
-    out = reduce_residuals(unembedding, lens, plan, stacked, final_hidden, targets)
-    return {
-        name: value.reshape(
-            *(() if name == "model_top_ids" else (len(plan.layers),)),
-            batch,
-            columns,
-            *value.shape[(1 if name == "model_top_ids" else 2) :],
-        )
-        for name, value in out.items()
-    }
+    return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, target_ids)
 
 
 def reduce_residuals(
     unembedding: Unembedding,
     lens: Lens,
     plan: ReductionPlan,
-    stacked: torch.Tensor,
-    final_hidden: torch.Tensor | None,
-    targets: torch.Tensor,
+    residuals: dict[str, torch.Tensor],
+    shape: tuple[int, int],
+    target_ids: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """Unembed residuals in chunks and reduce them to ``plan.metrics``.
+    """Lens, unembedding and metrics, chunk by chunk, on residuals from :func:`read_residuals`.
 
-    ``stacked`` is ``[len(plan.layers), rows, d]``; ``final_hidden`` ``[rows, d]`` is the
-    last layer's residual at the same rows (needed when ``plan.need_final``);
-    ``targets`` is ``[rows, targets]``. Returns ``[layer, rows, ...]`` tensors, and
-    ``model_top_ids`` ``[rows]`` when the final layer is read. Runs inside a trace
-    (on the server's weights) or locally on saved residuals, the same either way.
+    ``shape`` is ``(batch, columns)``. Runs inside the trace (the logit and raw lenses,
+    on NDIF too), or here on saved residuals (lenses with weights on NDIF).
     """
-    rows = stacked.shape[1]
+    stacked = residuals["stacked"]
+    device = stacked.device
+    batch, columns = shape
+    rows = batch * columns
+    targets = target_ids.to(device).repeat_interleave(columns, dim=0)
+
+    final_hidden = residuals["final"].to(device) if plan.need_final else None
     out: dict[str, torch.Tensor] = {}
     reference: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -367,7 +382,7 @@ def reduce_residuals(
         key = (row_part.start, row_part.stop)
         if key not in reference:
             reference.clear()  # row chunks come in order: keep one at a time
-            final_logprobs = unembedding.model_logprobs(final_hidden[None, row_part])
+            final_logprobs = unembedding.model_logprobs(final_hidden[:, row_part])
             top = final_logprobs.argmax(-1, keepdim=True)
             reference[key] = (final_logprobs, top)
             if "model_top_ids" not in out:
@@ -409,7 +424,15 @@ def reduce_residuals(
             if "kl" in plan.metrics:
                 put("kl", where, kl_divergence(final_logprobs, logprobs))
 
-    return out
+    return {
+        name: value.reshape(
+            *(() if name == "model_top_ids" else (len(plan.layers),)),
+            batch,
+            columns,
+            *value.shape[(1 if name == "model_top_ids" else 2) :],
+        )
+        for name, value in out.items()
+    }
 
 
 def _store(

@@ -80,21 +80,21 @@ def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, s
     ]
 
 
-def read_positions(
+def read_residuals(
     root: Any,
     architecture: Any,
     layers: Sequence[int],
     gather_index: torch.Tensor,
     final_layer: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> dict[str, torch.Tensor]:
     """Inside a trace: the residuals of ``layers`` at some positions, stacked.
 
     ``root`` is the model's nnsight envoy; ``layers`` are sorted, ``EMBED`` (-1) for the
     embedding output; ``gather_index`` ``[batch, columns]`` picks positions in the padded
     input. Returns ``stacked`` ``[len(layers), batch * columns, d]`` and, when
-    ``final_layer`` is given, that layer's residual ``[batch * columns, d]`` (the
-    reference for KL and final rank) or ``None``. Layers are read in forward order, as
-    nnsight requires.
+    ``final_layer`` is given, ``final`` ``[1, batch * columns, d]``: that layer's
+    residual, the reference for KL and final rank. Layers are read in forward order,
+    as nnsight requires.
     """
     layer_modules = resolve(root, architecture.layers)
 
@@ -110,10 +110,10 @@ def read_positions(
         wanted.add(final_layer)
     for layer in sorted(wanted):
         hidden[layer] = pick(layer_output(layer_modules[layer].output))
-    device = hidden[max(hidden)].device
+    device = hidden[max(hidden)].device  # the last layer read
     rows = gather_index.shape[0] * gather_index.shape[1]
-    stacked = torch.stack([hidden[layer].to(device) for layer in layers]).reshape(
-        len(layers), rows, -1
-    )
-    final_hidden = None if final_layer is None else hidden[final_layer].reshape(rows, -1)
-    return stacked, final_hidden
+    stacked = torch.stack([hidden[layer].to(device) for layer in layers])
+    residuals = {"stacked": stacked.reshape(len(layers), rows, -1)}
+    if final_layer is not None:
+        residuals["final"] = hidden[final_layer].reshape(1, rows, -1)
+    return residuals
