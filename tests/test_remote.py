@@ -37,6 +37,12 @@ TRACE_PATH = [
     metrics.kl_divergence,
     metrics.token_rank,
     metrics._count_above,
+    *(
+        reduce
+        for metric in metrics.REGISTRY.values()
+        for reduce in (metric.on_logits, metric.on_logprobs)
+        if reduce is not None
+    ),
     lenses.TunedLens.translate,
     lenses.TunedLens.project,
 ]

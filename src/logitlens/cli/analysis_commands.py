@@ -139,7 +139,7 @@ def track(
         positions=positions,
         k=k,
         targets=parse_target(target),
-        metrics=parse_metrics(metrics),
+        metrics=parse_metrics(metrics, "target_rank"),
     )
     analysed = [int(p) for p in result.positions[0]]
     summary = result.target_summary(threshold, position=analysed[-1])
@@ -275,7 +275,7 @@ def demo(
         tuned_path=tuned_path,
         k=k,
         targets=PUN_TARGET,
-        metrics=["topk"],
+        metrics=["topk", "target_rank"],
     )
     summary = result.target_summary(threshold)
     if json_output:

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from ..errors import InputError
 from ..loading import LensModel, load_model
+from ..metrics import REGISTRY
 
 app = typer.Typer(
     help="Look inside transformer language models layer by layer (logit, raw and tuned lenses).",
@@ -60,7 +61,12 @@ JsonOption = Annotated[
 ]
 MetricsOption = Annotated[
     str | None,
-    typer.Option("--metrics", help="Extra metrics, comma separated: entropy,kl,final_rank."),
+    typer.Option(
+        "--metrics",
+        help="Extra metrics, comma separated: "
+        + ", ".join(f"{metric.name} ({metric.description})" for metric in REGISTRY.values())
+        + ".",
+    ),
 ]
 
 
