@@ -169,7 +169,7 @@ def test_wrong_type_and_empty_file_and_suffix(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_formats_round_trip(tmp_path, suffix):
-    items = load_items()[:40] + [StudyItem("x-1", "fact", "Rome is in", " Italy")]
+    items = [*load_items()[:40], StudyItem("x-1", "fact", "Rome is in", " Italy")]
     path = save_items(items, tmp_path / f"items{suffix}")
     assert load_items(path) == items
 
@@ -269,6 +269,7 @@ def test_bundled_items_on_the_smollm2_tokenizer():
     report = check_single_tokens(items, tokenizer)
     split = {w.text for w in report.multi_token}
     assert split == {" waved", " dawned", " hoarse", " mugged", " racket"}  # as README says
-    assert all(w.field == "target" and w.item_id.startswith(("pun-", "literal-")) for w in report.multi_token)
+    for word in report.multi_token:
+        assert word.field == "target" and word.item_id.startswith(("pun-", "literal-"))
     for word in report.multi_token:
         assert _token_count(tokenizer, word.text) > 1

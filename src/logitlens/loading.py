@@ -23,7 +23,6 @@ from .errors import ModelLoadError
 from .paths import cache_dir, package_file
 
 
-
 @dataclass(frozen=True)
 class BundledModel:
     """A real model that pip ships as a GGUF file, converted once to fp32 safetensors.

@@ -13,7 +13,9 @@ from ..loading import load_tokenizer
 from ..studies.dataset import CATEGORIES, bundled_items_path, check_single_tokens, load_items
 from .common import JsonOption, app, console, err_console, print_json
 
-dataset_app = typer.Typer(help="Study items: the bundled set or your own file.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Study items: the bundled set or your own file.", no_args_is_help=True
+)
 app.add_typer(dataset_app, name="dataset")
 
 
@@ -70,5 +72,6 @@ def check(
         for column in ("item", "field", "word", "tokens"):
             table.add_column(column)
         for word in report.multi_token:
-            table.add_row(word.item_id, word.field, repr(word.text), " | ".join(map(repr, word.tokens)))
+            tokens = " | ".join(map(repr, word.tokens))
+            table.add_row(word.item_id, word.field, repr(word.text), tokens)
         console.print(table)
