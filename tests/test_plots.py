@@ -235,10 +235,9 @@ def test_read_only_directory(pun_all, tmp_path):
 @pytest.fixture
 def cli(tiny, monkeypatch):
     """Run the CLI on the tiny model; returns ``run(*args) -> Result``."""
-    from logitlens.cli import analysis_commands, picture_commands
+    from logitlens.cli import common
 
-    for module in (analysis_commands, picture_commands):
-        monkeypatch.setattr(module, "open_model", lambda *args, **kwargs: tiny)
+    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: tiny)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args), catch_exceptions=True)
 

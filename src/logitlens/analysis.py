@@ -26,9 +26,6 @@ from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
-from .remote import trace_backend
-from .remote.weights import unembedding_root
-from .residuals import chunk_plan, layer_output
 from .options import (
     Layers,
     Positions,
@@ -41,9 +38,11 @@ from .options import (
     parse_positions,
     position_items,
 )
+from .remote import trace_backend
+from .remote.weights import unembedding_root
+from .residuals import chunk_plan, layer_output
 from .results import LensResult
 from .targets import Target, resolve_targets
-
 
 DEFAULT_CHUNK_ROWS = 256
 """Rows (layer x position pairs) unembedded at once, unless one layer needs more."""
