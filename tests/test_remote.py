@@ -25,7 +25,7 @@ from logitlens import analysis, architectures, lenses, metrics, residuals
 
 TRACE_PATH = [
     analysis.lens_reductions,
-    analysis.read_residuals,
+    residuals.read_residuals,
     analysis.reduce_residuals,
     residuals.chunk_plan,
     residuals.layer_output,

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .architectures import resolve
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
@@ -40,7 +39,7 @@ from .options import (
 )
 from .remote import trace_backend
 from .remote.weights import unembedding_root
-from .residuals import chunk_plan, layer_output
+from .residuals import chunk_plan, read_residuals
 from .results import LensResult
 from .targets import Target, resolve_targets
 
@@ -49,8 +48,8 @@ DEFAULT_CHUNK_ROWS = 256
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything the trace body needs, validated and in tensors."""
+class ReductionPlan:
+    """What to reduce: layers (sorted, ``EMBED`` first), metrics, k and chunk size."""
 
     layers: list[int]
     metrics: frozenset[str]
@@ -63,12 +62,9 @@ class _Plan:
         return bool(self.metrics & {"kl", "final_rank"})
 
     @property
-    def read_layers(self) -> list[int]:
-        """Decoder layers to read, in forward order."""
-        wanted = {layer for layer in self.layers if layer != EMBED}
-        if self.need_final:
-            wanted.add(self.n_layers - 1)
-        return sorted(wanted)
+    def final_layer(self) -> int | None:
+        """The last layer, read as the reference when a metric compares with it."""
+        return self.n_layers - 1 if self.need_final else None
 
 
 def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
@@ -163,7 +159,7 @@ def analyze(
     layer_list = parse_layers(layers, n_layers, include_embed)
     token_ids = _tokenize(model, prompts)
     resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)
-    plan = _Plan(
+    plan = ReductionPlan(
         layers=layer_list,
         metrics=_check_metrics(metrics, bool(resolved[0])),
         k=k,
@@ -214,7 +210,7 @@ def analyze(
 def _run_batch(
     model: LensModel,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     token_ids: list[list[int]],
     position_table: np.ndarray,
     resolved: list[list[Any]],
@@ -248,7 +244,9 @@ def _run_batch(
         # copy of the final norm and unembedding (remote.weights).
         architecture = model.architecture
         with nn_model.trace(inputs, backend=backend) as tracer:
-            residuals = nnsight.save(read_residuals(nn_model, architecture, plan, gather_index))
+            residuals = nnsight.save(
+                read_residuals(nn_model, architecture, plan.layers, gather_index, plan.final_layer)
+            )
             tracer.stop()
         unembedding = Unembedding(unembedding_root(model), architecture, model.config)
         residuals = {name: value.float() for name, value in residuals.items()}
@@ -275,7 +273,7 @@ def lens_reductions(
     architecture: Any,
     config: Any,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     gather_index: torch.Tensor,
     target_ids: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
@@ -286,43 +284,15 @@ def lens_reductions(
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
-    residuals = read_residuals(root, architecture, plan, gather_index)
+    residuals = read_residuals(root, architecture, plan.layers, gather_index, plan.final_layer)
     unembedding = Unembedding(root, architecture, config)
     return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, target_ids)
-
-
-def read_residuals(
-    root: Any, architecture: Any, plan: _Plan, gather_index: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """The requested positions' residuals: ``stacked`` ``[layers, batch * columns, d]``
-    for ``plan.layers``, and ``final`` ``[1, batch * columns, d]`` (the last layer) when
-    a metric compares with the model's own prediction.
-    """
-    layer_modules = resolve(root, architecture.layers)
-    hidden: dict[int, torch.Tensor] = {}
-
-    def pick(states: torch.Tensor) -> torch.Tensor:
-        index = gather_index.to(states.device)
-        return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
-
-    if EMBED in plan.layers:
-        hidden[EMBED] = pick(layer_modules[0].input)
-    for layer in plan.read_layers:
-        hidden[layer] = pick(layer_output(layer_modules[layer].output))
-
-    device = hidden[plan.read_layers[-1] if plan.read_layers else EMBED].device
-    rows = gather_index.shape[0] * gather_index.shape[1]
-    stacked = torch.stack([hidden[layer].to(device) for layer in plan.layers])
-    residuals = {"stacked": stacked.reshape(len(plan.layers), rows, -1)}
-    if plan.need_final:
-        residuals["final"] = hidden[plan.n_layers - 1].reshape(1, rows, -1)
-    return residuals
 
 
 def reduce_residuals(
     unembedding: Unembedding,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     residuals: dict[str, torch.Tensor],
     shape: tuple[int, int],
     target_ids: torch.Tensor,
