@@ -263,12 +263,12 @@ def test_cli_writes_pictures_and_prints_the_path(cli, tmp_path, args, name):
 
 
 def test_cli_checks_the_path_before_running(cli, tmp_path, monkeypatch):
-    from logitlens.cli import picture_commands
+    from logitlens.cli import common
 
     def fail(*args, **kwargs):
         raise AssertionError("analysis ran before the output path was checked")
 
-    monkeypatch.setattr(picture_commands, "analyze", fail)
+    monkeypatch.setattr(common, "open_model", fail)
     result = cli("grid", PUN, "--out", str(tmp_path / "nope" / "grid.png"))
     assert isinstance(result.exception, InputError)
     assert "does not exist" in str(result.exception)

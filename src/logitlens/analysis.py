@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InputError
-from .lenses import EMBED, Lens, Unembedding, get_lens
+from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
 from .options import (

@@ -60,7 +60,7 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] | None = FIGURE_
             f"The directory {str(parent)!r} does not exist: create it first "
             f"(mkdir -p {parent}) or choose another output path."
         )
-    if not _writable(parent) or (path.exists() and not os.access(path, os.W_OK)):
+    if not writable_directory(parent) or (path.exists() and not os.access(path, os.W_OK)):
         raise InputError(
             f"No permission to write {str(path)!r}: choose a directory you can write to."
         )
@@ -86,9 +86,9 @@ def check_regular_file(path: str | Path, action: str = "read") -> Path:
     return path
 
 
-def _writable(directory: Path) -> bool:
+def writable_directory(directory: Path) -> bool:
     """Can a file be created in ``directory``? (``os.access`` ignores read-only mounts.)"""
-    if not os.access(directory, os.W_OK):
+    if not directory.is_dir() or not os.access(directory, os.W_OK):
         return False
     try:
         handle, probe = tempfile.mkstemp(prefix=".logitlens-probe-", dir=directory)

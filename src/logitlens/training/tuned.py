@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from ..errors import InputError, LensFileError
 from ..lenses import EMBED, TunedLens, Unembedding
 from ..lenses.files import read_safetensors, write_safetensors
 from ..metrics import kl_divergence
-from ..paths import check_output_path, write_error
+from ..paths import check_output_path, writable_directory, write_error
 from ..residuals import chunk_plan, residual_stream
 from .config import DTYPE_NAMES, TrainingConfig
 from .corpus import batch_order, load_documents, split_documents, tokenize_documents
@@ -118,12 +119,13 @@ def _load_checkpoint(
 
 def check_writable_output(output: Path) -> None:
     """Fail now, not after training, if the lens or its checkpoint cannot be written."""
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise write_error(output, error) from None
-    check_output_path(output, (".safetensors",))
-    check_output_path(checkpoint_path_for(output), None)
+    if output.parent.is_dir():
+        check_output_path(output, (".safetensors",))
+        check_output_path(checkpoint_path_for(output), None)
+        return
+    existing = next(p for p in output.parents if p.exists())
+    if not writable_directory(existing):
+        raise write_error(output, PermissionError(errno.EACCES, "no permission"))
 
 
 def _prepare_model(model: Any, config: TrainingConfig) -> None:
