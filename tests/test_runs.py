@@ -133,14 +133,14 @@ def test_fifos_directories_and_devices_are_refused_up_front(model, tmp_path, kin
     path = {"fifo": tmp_path / "pipe", "directory": tmp_path, "device": "/dev/full"}[kind]
     if kind == "fifo":
         os.mkfifo(path)
-    with pytest.raises(InputError, match="not a regular file|is a directory"):
+    with pytest.raises(InputError, match=r"not a regular file|is a directory"):
         runs.analyze_to_jsonl(model, PROMPTS[:1], path)
 
 
 def test_a_corrupt_middle_line_is_set_aside_and_the_rest_kept(model, tmp_path, monkeypatch):
     path = tmp_path / "out.jsonl"
     runs.analyze_to_jsonl(model, PROMPTS[:3], path, targets=TARGETS[:3])
-    header, one, two, three = path.read_text().splitlines()
+    header, one, _two, three = path.read_text().splitlines()
     path.write_text("\n".join([header, one, "garbage {", three]) + "\n")
     seen = _count_analysed(monkeypatch)
     with pytest.warns(UserWarning, match="1 corrupt line"):
