@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from ..errors import InputError
 from ..evaluation import LensEvaluation
 from ..metrics import PICTURES, Picture
-from ..paths import FIGURE_SUFFIXES, check_output_path
+from ..paths import FIGURE_SUFFIXES, atomic_output, check_output_path
 from ..results import LensResult
 
 GridMetric = Picture
@@ -91,9 +91,8 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150, close: bool = Tru
     """Write ``fig`` to ``path`` (.png, .svg or .pdf) and return the path written."""
     path = check_output_path(path)
     try:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    except PermissionError:
-        raise InputError(f"No permission to write {str(path)!r}.") from None
+        with atomic_output(path) as temporary:
+            fig.savefig(temporary, dpi=dpi, bbox_inches="tight", format=path.suffix[1:].lower())
     finally:
         if close:
             plt.close(fig)

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics import PICTURES
-from ..paths import REPORT_SUFFIXES, check_output_path
+from ..paths import REPORT_SUFFIXES, check_output_path, write_text_atomic
 from ..results import LensResult
 
 _TOP1 = "top_probs"
@@ -131,12 +131,7 @@ def write_report(
 ) -> Path:
     """Write the report to ``path`` (.html) and return the path written."""
     path = check_output_path(path, REPORT_SUFFIXES)
-    text = render_report(results, title)
-    try:
-        path.write_text(text, encoding="utf-8")
-    except PermissionError:
-        raise InputError(f"No permission to write {str(path)!r}.") from None
-    return path
+    return write_text_atomic(path, render_report(results, title))
 
 
 __all__ = ["render_report", "report_data", "write_report"]
