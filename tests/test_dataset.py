@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from logitlens.cli import app, dataset_commands
+from logitlens import loading
+from logitlens.cli import app
 from logitlens.errors import InputError
 from logitlens.studies.dataset import (
     CATEGORIES,
@@ -243,7 +244,7 @@ def test_single_token_report_matches_the_tokenizer():
 def test_dataset_check_cli_json(tmp_path, monkeypatch):
     from tiny_models import tiny_tokenizer
 
-    monkeypatch.setattr(dataset_commands, "load_tokenizer", lambda name: tiny_tokenizer())
+    monkeypatch.setattr(loading, "load_tokenizer", lambda name: tiny_tokenizer())
     path = _write_jsonl(tmp_path / "items.jsonl", [GOOD, GOOD | {"id": "b", "target": " zq"}])
     result = CliRunner().invoke(app, ["dataset", "check", str(path), "--json", "-m", "tiny"])
     assert result.exit_code == 0, result.output

@@ -147,6 +147,10 @@ def compare(
     know the=> current' -p 'Electricians work with wires that carry electrical=> current'
     """
     check_threshold(threshold)
+    if out is not None:
+        from ..runs import check_results_path
+
+        check_results_path(out, inputs=[file] if file is not None else [])
     pairs = [split_pair(text) for text in pair or []]
     if file is not None:
         pairs += read_pairs(file)
@@ -155,10 +159,6 @@ def compare(
             "Nothing to compare: give --pair 'PROMPT=> TARGET' (repeatable) or --file pairs.jsonl."
         )
     check_picture_path(plot)
-    if out is not None:
-        from ..runs import check_results_path
-
-        check_results_path(out, inputs=[file] if file is not None else [])
     result = run_analysis(
         request,
         [p for p, _ in pairs],

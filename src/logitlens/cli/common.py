@@ -98,7 +98,8 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Hub id or local directory; default: the bundled SmolLM2-135M (offline).",
+        help="Hub id or local directory, or a bundled model (offline): smollm2 (default) "
+        "or gemma3-270m.",
     ),
 ]
 DeviceOption = Annotated[

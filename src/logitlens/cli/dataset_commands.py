@@ -7,10 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ..loading import load_tokenizer
-from ..studies.dataset import CATEGORIES, bundled_items_path, check_single_tokens, load_items
 from .common import JsonOption, app, console, err_console, print_json
 
 dataset_app = typer.Typer(
@@ -36,7 +33,15 @@ def check(
     ] = None,
     json_output: JsonOption = False,
 ):
-    """Validate an items file and report targets/alternatives that are not one token."""
+    """Validate an items file and report targets/alternatives that are not one token.
+
+    Example: logitlens dataset check my_items.csv -m smollm2 -m gemma3-270m
+    """
+    from rich.table import Table
+
+    from ..loading import load_tokenizer
+    from ..studies.dataset import CATEGORIES, bundled_items_path, check_single_tokens, load_items
+
     items = load_items(path)
     counts = Counter(item.category for item in items)
     reports = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colors as mcolors
@@ -26,6 +27,9 @@ from ..evaluation import LensEvaluation
 from ..metrics import PICTURES, Picture
 from ..paths import FIGURE_SUFFIXES, atomic_output, check_output_path
 from ..results import LensResult
+
+if TYPE_CHECKING:
+    from ..generation import GenerationResult
 
 GridMetric = Picture
 """How one grid metric is read from a result and coloured (a metric's picture)."""
@@ -358,12 +362,31 @@ def plot_grid(
     return fig
 
 
+def plot_generation(result: GenerationResult, metric: str = "prob", width: int = 8) -> Figure:
+    """The grid over generated text: one column per generated token, one row per layer.
+
+    Each cell is the layer's top-1 token at that step (bold where it is already the
+    token the model generated, written above the column); the bottom axis shows the
+    token the model read at each step.
+    """
+    fig = plot_grid(result.lens_result, metric=metric, width=width)
+    ax = fig.axes[0]
+    ax.set_xlabel("Token read at each step (the prompt's last, then each generated one)")
+    ax.set_title(
+        f"{result.lens_result.lens} lens over generated text on {result.lens_result.model_name}"
+        f"\n{_quoted(result.prompt, 60)} -> {_quoted(result.text, 60)}"
+    )
+    fig.tight_layout()
+    return fig
+
+
 __all__ = [
     "FIGURE_SUFFIXES",
     "GRID_METRICS",
     "check_output_path",
     "grid_metric",
     "plot_comparison",
+    "plot_generation",
     "plot_grid",
     "plot_heatmap",
     "plot_lenses",
