@@ -21,12 +21,23 @@ from .errors import (
     UnsupportedArchitectureError,
 )
 from .evaluation import LensEvaluation, evaluate_lenses
-from .lenses import EMBED, LENSES, Lens, LogitLens, RawLens, TunedLens, Unembedding, get_lens
+from .lenses import (
+    EMBED,
+    LENSES,
+    JacobianLens,
+    Lens,
+    LogitLens,
+    RawLens,
+    TunedLens,
+    Unembedding,
+    get_lens,
+    load_lens,
+)
 from .loading import LensModel, ModelInfo, load_model
 from .metrics import METRICS
 from .results import LensResult, TopToken
 from .targets import MultiTokenTargetWarning
-from .training import TrainingConfig, train_tuned_lens
+from .training import JacobianFitConfig, TrainingConfig, fit_jacobian_lens, train_tuned_lens
 
 __version__ = "0.1.0"
 
@@ -36,6 +47,8 @@ __all__ = [
     "METRICS",
     "Architecture",
     "InputError",
+    "JacobianFitConfig",
+    "JacobianLens",
     "Lens",
     "LensEvaluation",
     "LensFileError",
@@ -54,8 +67,10 @@ __all__ = [
     "UnsupportedArchitectureError",
     "analyze",
     "evaluate_lenses",
+    "fit_jacobian_lens",
     "get_architecture",
     "get_lens",
+    "load_lens",
     "load_model",
     "parse_layers",
     "parse_positions",

@@ -38,9 +38,14 @@ DeviceOption = Annotated[
         "(device_map='auto'). Default: cuda if present, else cpu.",
     ),
 ]
-LensOption = Annotated[str, typer.Option("--lens", "-l", help="logit, raw or tuned.")]
+LensOption = Annotated[str, typer.Option("--lens", "-l", help="logit, raw, tuned or jacobian.")]
 TunedPathOption = Annotated[
-    str | None, typer.Option("--tuned-path", help="Trained tuned-lens file, for --lens tuned.")
+    str | None,
+    typer.Option(
+        "--lens-path",
+        "--tuned-path",
+        help="Lens file, for --lens tuned or jacobian (--tuned-path: the older name).",
+    ),
 ]
 LayersOption = Annotated[
     str | None, typer.Option("--layers", help="All by default; e.g. 0,5,-1 or 10:20 or embed,0:5.")
