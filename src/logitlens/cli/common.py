@@ -229,8 +229,9 @@ class Request:
             self.lens = "tuned"
         elif self.tuned_path is not None and self.lens != "jacobian":
             raise InputError(
-                f"--lens-path is for the tuned or jacobian lens, but --lens is {self.lens!r}: "
-                "drop --lens-path or use --lens tuned / --lens jacobian."
+                f"--tuned-path is for a lens with a file (tuned or jacobian; also spelled "
+                f"--lens-path), but --lens is {self.lens!r}: drop it or use --lens tuned / "
+                "--lens jacobian."
             )
 
     def metric_list(self, *always: str) -> list[str]:

@@ -37,8 +37,8 @@ def get_lens(lens: str | Lens, path: str | None = None, *, tuned_path: str | Non
         if path is None:
             kind = LENS_FILES[lens]
             raise InputError(
-                f"The {lens} lens needs a lens file: pass its path (analyze: tuned_path=...; "
-                f"CLI: --lens-path PATH); make one with `{kind.make_command}`."
+                f"The {lens} lens needs a trained lens file: pass its path (analyze: "
+                f"tuned_path=...; CLI: --lens-path PATH); make one with `{kind.make_command}`."
             )
         return LENS_FILES[lens].load(path)
     try:

@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..errors import InputError
-from ..evaluation import LensEvaluation
+from ..evaluation import LensEvaluation, Scoreboard
 from ..paths import FIGURE_SUFFIXES, atomic_output, check_output_path
 from ..results import LensResult
 
@@ -430,5 +430,38 @@ def plot_evaluation(evaluation: LensEvaluation) -> Figure:
         axis.set_yscale("log")
         axis.legend()
     figure.suptitle(f"{evaluation.model_name}: lenses on {evaluation.tokens} held-out tokens")
+    figure.tight_layout()
+    return figure
+
+
+def plot_scoreboard(board: Scoreboard) -> Figure:
+    """The lens scoreboard, one line per lens over layers: KL to the model's output,
+    top-1 agreement with it, perplexity of the text, and pass@k on items (largest k)."""
+    evaluation, scored = board.evaluation, board.pass_at_k
+    panels = [
+        ("KL(model || lens), nats", lambda lens: evaluation.kl[lens], "log"),
+        ("top-1 agreement with the model", lambda lens: evaluation.top1_agreement[lens], "linear"),
+        ("perplexity of the next token", evaluation.perplexity, "log"),
+    ]
+    if scored is not None:
+        k = max(scored.ks)
+        title = f"pass@{k} on {scored.categories['all']} items"
+        panels.append((title, lambda lens: scored.values[lens]["all"][k], "linear"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    labels = evaluation.layer_labels()
+    positions = range(len(labels))
+    step = max(1, len(labels) // 8)
+    for axis, (title, values, scale) in zip(np.atleast_1d(axes), panels, strict=True):
+        for lens in evaluation.lenses:
+            axis.plot(positions, values(lens), marker=".", label=lens)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("layer")
+        axis.set_xticks(list(positions)[::step])
+        axis.set_xticklabels(labels[::step])
+        axis.set_yscale(scale)
+    np.atleast_1d(axes)[0].legend()
+    figure.suptitle(
+        f"{evaluation.model_name}: lens scoreboard ({evaluation.tokens} held-out tokens)"
+    )
     figure.tight_layout()
     return figure
