@@ -14,6 +14,7 @@ from .common import app, err_console
 # Importing a topic module registers its commands.
 from . import analysis_commands  # noqa: F401  isort: skip
 from . import picture_commands  # noqa: F401  isort: skip
+from . import study_commands  # noqa: F401  isort: skip
 from . import tuned_commands  # noqa: F401  isort: skip
 
 
