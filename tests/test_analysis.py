@@ -391,6 +391,36 @@ def test_chunking_does_not_change_numbers(model_type):
         _assert_results_close(chunked, default, atol=1e-6)
 
 
+def test_reduce_residuals_runs_locally_on_saved_residuals():
+    """The reduce half, fed with residuals read outside any trace, gives analyze's numbers."""
+    from logitlens.analysis import ReductionPlan, reduce_residuals
+    from logitlens.residuals import residual_stream
+
+    model = _tiny("gemma2")  # final norm and soft-cap
+    ids = _ids(model, PUN)
+    result = logitlens.analyze(model, [PUN], **{**EVERYTHING, "targets": [TARGETS[2]]})
+    plan = ReductionPlan(
+        layers=result.layers,
+        metrics=frozenset(ALL_METRICS),
+        k=result.k,
+        chunk_rows=7,
+        n_layers=model.n_layers,
+    )
+    stream = residual_stream(model, torch.tensor([ids]))[:, 0]  # [n_layers + 1, seq, d]
+    saved = {"stacked": stream[[layer + 1 for layer in result.layers]], "final": stream[-1:]}
+    target_ids = torch.tensor(result.target_ids)  # [batch, targets]
+    unembedding = logitlens.Unembedding(model.module, model.architecture, model.config)
+    lens = logitlens.LogitLens()
+    out = reduce_residuals(unembedding, lens, plan, saved, (1, len(ids)), target_ids)
+    out = {key: value[0] if key == "model_top_ids" else value[:, 0] for key, value in out.items()}
+    for name in ("target_prob", "target_logit", "entropy", "kl", "top_probs"):
+        np.testing.assert_allclose(
+            out[name].numpy(), getattr(result, name)[0], rtol=1e-4, atol=1e-5, err_msg=name
+        )
+    _assert_ranks_close(out["final_rank"].numpy(), result.final_rank[0], "final_rank")
+    np.testing.assert_array_equal(out["model_top_ids"].numpy(), result.model_top_ids[0])
+
+
 # ----- (f) layer and position selection ----------------------------------------------
 
 

@@ -167,4 +167,4 @@ def test_device_auto_spreads_the_model_over_gpus(monkeypatch, device, expected):
     calls = []
     monkeypatch.setattr(common, "load_model", lambda *args, **kwargs: calls.append(kwargs))
     common.open_model("some/model", False, device)
-    assert calls == [{"remote": False, **expected}]
+    assert calls == [{"remote": False, "timeout": None, **expected}]

@@ -250,7 +250,10 @@ def _hub_offline(monkeypatch):
 
 def test_remote_hub_id_without_network_is_a_model_load_error(fake_api_key, monkeypatch):
     """NDIF needs the model's config from the hub; without it: a clear ModelLoadError."""
+    import logitlens.remote
+
     _hub_offline(monkeypatch)
+    monkeypatch.setattr(logitlens.remote, "check_hosted", lambda name: None)  # NDIF says yes
     name = "logitlens-tests/no-such-model"
     with pytest.raises(ModelLoadError) as excinfo:
         logitlens.load_model(name, remote=True)

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .architectures import resolve
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
-from .residuals import chunk_plan, layer_output
+from .remote import trace_backend
+from .remote.weights import unembedding_root
+from .residuals import chunk_plan, read_residuals
 from .results import LensResult
 from .targets import Target, resolve_targets
 
@@ -38,8 +39,8 @@ DEFAULT_CHUNK_ROWS = 256
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything the trace body needs, validated and in tensors."""
+class ReductionPlan:
+    """What to reduce: layers (sorted, ``EMBED`` first), metrics, k and chunk size."""
 
     layers: list[int]
     metrics: frozenset[str]
@@ -52,12 +53,9 @@ class _Plan:
         return bool(self.metrics & {"kl", "final_rank"})
 
     @property
-    def read_layers(self) -> list[int]:
-        """Decoder layers to read, in forward order."""
-        wanted = {layer for layer in self.layers if layer != EMBED}
-        if self.need_final:
-            wanted.add(self.n_layers - 1)
-        return sorted(wanted)
+    def final_layer(self) -> int | None:
+        """The last layer, read as the reference when a metric compares with it."""
+        return self.n_layers - 1 if self.need_final else None
 
 
 def parse_layers(layers: Layers, n_layers: int, include_embed: bool = False) -> list[int]:
@@ -188,6 +186,7 @@ def analyze(
     batch_size: int = 16,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool | None = None,
+    timeout: float | None = None,
 ) -> LensResult:
     """Run a lens over prompts and reduce it to the requested metrics.
 
@@ -207,6 +206,7 @@ def analyze(
         batch_size: prompts per forward pass.
         chunk_rows: layer x position rows unembedded at once (memory bound).
         progress: show a progress bar; default: when there is more than one batch.
+        timeout: seconds one remote batch may take on NDIF (default: ``model.timeout``).
 
     Example:
         >>> result = analyze(model, "Why do electricians ... know the", targets=" current")
@@ -224,7 +224,7 @@ def analyze(
     layer_list = parse_layers(layers, n_layers, include_embed)
     token_ids = _tokenize(model, prompts)
     resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)
-    plan = _Plan(
+    plan = ReductionPlan(
         layers=layer_list,
         metrics=_check_metrics(metrics, bool(resolved[0])),
         k=k,
@@ -243,7 +243,7 @@ def analyze(
     for start in tqdm(starts, desc="logit lens", unit="batch", disable=not show):
         batch = slice(start, start + batch_size)
         saved = _run_batch(
-            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch]
+            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch], timeout
         )
         _store(arrays, saved, batch, len(prompts), position_table[batch])
 
@@ -275,10 +275,11 @@ def analyze(
 def _run_batch(
     model: LensModel,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     token_ids: list[list[int]],
     position_table: np.ndarray,
     resolved: list[list[Any]],
+    timeout: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward pass over a left-padded batch; returns the saved reductions."""
     lengths = [len(ids) for ids in token_ids]
@@ -302,7 +303,23 @@ def _run_batch(
         target_ids = target_ids.reshape(len(token_ids), 0)
 
     nn_model = model.nn
-    with nn_model.trace(inputs, remote=model.remote) as tracer:
+    backend = trace_backend(model, timeout)
+    if backend is not None and lens.carries_weights:
+        # The lens stays here: NDIF sends back the residuals, reduced here on a local
+        # copy of the final norm and unembedding (remote.weights).
+        architecture = model.architecture
+        with nn_model.trace(inputs, backend=backend) as tracer:
+            residuals = nnsight.save(
+                read_residuals(nn_model, architecture, plan.layers, gather_index, plan.final_layer)
+            )
+            tracer.stop()
+        unembedding = Unembedding(unembedding_root(model), architecture, model.config)
+        residuals = {name: value.float() for name, value in residuals.items()}
+        saved = reduce_residuals(
+            unembedding, lens, plan, residuals, tuple(gather_index.shape), target_ids
+        )
+        return {name: value.detach().cpu() for name, value in saved.items()}
+    with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
         saved = nnsight.save(
             lens_reductions(
                 nn_model, model.architecture, model.config, lens, plan, gather_index, target_ids
@@ -321,7 +338,7 @@ def lens_reductions(
     architecture: Any,
     config: Any,
     lens: Lens,
-    plan: _Plan,
+    plan: ReductionPlan,
     gather_index: torch.Tensor,
     target_ids: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
@@ -332,27 +349,31 @@ def lens_reductions(
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
-    layer_modules = resolve(root, architecture.layers)
-    hidden: dict[int, torch.Tensor] = {}
-
-    def pick(states: torch.Tensor) -> torch.Tensor:
-        index = gather_index.to(states.device)
-        return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
-
-    if EMBED in plan.layers:
-        hidden[EMBED] = pick(layer_modules[0].input)
-    for layer in plan.read_layers:
-        hidden[layer] = pick(layer_output(layer_modules[layer].output))
-
+    residuals = read_residuals(root, architecture, plan.layers, gather_index, plan.final_layer)
     unembedding = Unembedding(root, architecture, config)
-    device = hidden[plan.read_layers[-1] if plan.read_layers else EMBED].device
-    batch, columns = gather_index.shape
+    return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, target_ids)
+
+
+def reduce_residuals(
+    unembedding: Unembedding,
+    lens: Lens,
+    plan: ReductionPlan,
+    residuals: dict[str, torch.Tensor],
+    shape: tuple[int, int],
+    target_ids: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Lens, unembedding and metrics, chunk by chunk, on residuals from :func:`read_residuals`.
+
+    ``shape`` is ``(batch, columns)``. Runs inside the trace (the logit and raw lenses,
+    on NDIF too), or here on saved residuals (lenses with weights on NDIF).
+    """
+    stacked = residuals["stacked"]
+    device = stacked.device
+    batch, columns = shape
     rows = batch * columns
-    stacked = torch.stack([hidden[layer].to(device) for layer in plan.layers])
-    stacked = stacked.reshape(len(plan.layers), rows, -1)
     targets = target_ids.to(device).repeat_interleave(columns, dim=0)
 
-    final_hidden = hidden[plan.n_layers - 1].reshape(1, rows, -1) if plan.need_final else None
+    final_hidden = residuals["final"].to(device) if plan.need_final else None
     out: dict[str, torch.Tensor] = {}
     reference: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 

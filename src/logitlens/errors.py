@@ -21,3 +21,7 @@ class UnsupportedArchitectureError(LogitLensError):
 
 class LensFileError(LogitLensError):
     """A saved lens file is missing, corrupt, or belongs to another model."""
+
+
+class RemoteError(LogitLensError):
+    """A remote run on NDIF failed: key, network, service, or the job itself."""

@@ -58,6 +58,8 @@ class LensModel:
     architecture: Architecture
     name: str
     remote: Remote = False
+    timeout: float = 600.0
+    """Seconds one remote job may take, queue included (``remote=True`` only)."""
 
     @property
     def module(self) -> torch.nn.Module:
@@ -188,6 +190,7 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     device_map: str | dict | None = None,
     api_key: str | None = None,
+    timeout: float | None = None,
 ) -> LensModel:
     """Load a model for lens analyses.
 
@@ -201,6 +204,8 @@ def load_model(
             CPU in float32 (bf16 is several times slower on CPUs);
             ``device_map="auto"`` spreads a large model over several GPUs.
         api_key: NDIF key; by default nnsight's own config or ``NDIF_API_KEY``.
+        timeout: seconds one remote job may take before a RemoteError (default
+            ``logitlens.remote.DEFAULT_TIMEOUT``, 600).
 
     Example:
         >>> model = load_model()                      # bundled, offline
@@ -223,20 +228,7 @@ def load_model(
             )
         module, label = name, getattr(name.config, "_name_or_path", "") or "custom"
     elif remote is True:
-        if name in BUNDLED_ALIASES:
-            raise ModelLoadError(
-                "The bundled model runs locally only; for NDIF name a hosted model, "
-                "e.g. load_model('meta-llama/Llama-3.1-70B', remote=True)."
-            )
-        try:
-            nn_model = TransformersModel(str(name))
-        except Exception as error:  # config fetch: network, auth, unknown id
-            raise ModelLoadError(
-                f"Could not prepare {str(name)!r} for NDIF: {type(error).__name__}: {error}. "
-                "Remote runs need network access to the hub for the model's config, and a "
-                "model that NDIF hosts."
-            ) from error
-        return _wrap(nn_model, str(name), remote)
+        return _load_remote(name, timeout)
     else:
         source, label = _resolve_source(name)
         try:
@@ -252,6 +244,28 @@ def load_model(
         tokenizer = tokenizer or loaded_tokenizer
     module.eval().requires_grad_(False)
     return _wrap(TransformersModel(module, tokenizer=tokenizer), label, remote)
+
+
+def _load_remote(name: Any, timeout: float | None) -> LensModel:
+    """A hosted model's meta copy, after checking NDIF runs it (fails fast when it cannot)."""
+    from .remote import DEFAULT_TIMEOUT, build_remote_model, check_hosted
+
+    if name in BUNDLED_ALIASES:
+        raise ModelLoadError(
+            "The bundled model runs locally only; for NDIF name a hosted model, "
+            "e.g. load_model('meta-llama/Llama-3.1-70B', remote=True)."
+        )
+    name = str(name)
+    if Path(name).expanduser().exists() or _looks_like_path(name):
+        raise ModelLoadError(
+            f"{name!r} is a local path, but NDIF runs only the models it hosts, named by "
+            "hub id (e.g. 'meta-llama/Llama-3.1-70B'). Drop remote=True (--remote) to run "
+            "it here; `logitlens remote status` lists the hosted models."
+        )
+    check_hosted(name)
+    lens_model = _wrap(build_remote_model(name), name, True)
+    lens_model.timeout = timeout or DEFAULT_TIMEOUT
+    return lens_model
 
 
 def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:

@@ -7,11 +7,13 @@ and the chunk plan that bounds the memory of unembedding many rows at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .architectures import resolve
+from .lenses.base import EMBED
 
 
 def layer_output(output: Any) -> Any:
@@ -76,3 +78,42 @@ def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, s
         (slice(first, min(first + per_chunk, n_layers)), slice(0, rows))
         for first in range(0, n_layers, per_chunk)
     ]
+
+
+def read_residuals(
+    root: Any,
+    architecture: Any,
+    layers: Sequence[int],
+    gather_index: torch.Tensor,
+    final_layer: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Inside a trace: the residuals of ``layers`` at some positions, stacked.
+
+    ``root`` is the model's nnsight envoy; ``layers`` are sorted, ``EMBED`` (-1) for the
+    embedding output; ``gather_index`` ``[batch, columns]`` picks positions in the padded
+    input. Returns ``stacked`` ``[len(layers), batch * columns, d]`` and, when
+    ``final_layer`` is given, ``final`` ``[1, batch * columns, d]``: that layer's
+    residual, the reference for KL and final rank. Layers are read in forward order,
+    as nnsight requires.
+    """
+    layer_modules = resolve(root, architecture.layers)
+
+    def pick(states: torch.Tensor) -> torch.Tensor:
+        index = gather_index.to(states.device)
+        return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+
+    hidden: dict[int, torch.Tensor] = {}
+    if EMBED in layers:
+        hidden[EMBED] = pick(layer_modules[0].input)
+    wanted = {layer for layer in layers if layer != EMBED}
+    if final_layer is not None:
+        wanted.add(final_layer)
+    for layer in sorted(wanted):
+        hidden[layer] = pick(layer_output(layer_modules[layer].output))
+    device = hidden[max(hidden)].device  # the last layer read
+    rows = gather_index.shape[0] * gather_index.shape[1]
+    stacked = torch.stack([hidden[layer].to(device) for layer in layers])
+    residuals = {"stacked": stacked.reshape(len(layers), rows, -1)}
+    if final_layer is not None:
+        residuals["final"] = hidden[final_layer].reshape(1, rows, -1)
+    return residuals

@@ -25,10 +25,12 @@ from .common import (
     ModelOption,
     PositionsOption,
     RemoteOption,
+    TimeoutOption,
     TunedPathOption,
     app,
     console,
     err_console,
+    keep,
     open_model,
     parse_metrics,
     parse_target,
@@ -49,9 +51,14 @@ PlotOption = Annotated[
 
 
 @app.command()
-def info(model: ModelOption = None, remote: RemoteOption = False, json_output: JsonOption = False):
+def info(
+    model: ModelOption = None,
+    remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
+    json_output: JsonOption = False,
+):
     """Load a model and print its configuration (layers, sizes, dtype, device)."""
-    details = open_model(model, remote).info()
+    details = open_model(model, remote, timeout=timeout).info()
     if json_output:
         print_json(asdict(details))
     else:
@@ -63,6 +70,7 @@ def top(
     prompt: Annotated[str, typer.Argument(help="The prompt to analyse.")],
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -77,7 +85,7 @@ def top(
     """Top-k next-token predictions at every layer (--plot: the logit-lens grid)."""
     if plot:
         check_output_path(plot)
-    lens_model = open_model(model, remote, device)
+    lens_model = open_model(model, remote, device, timeout)
     result = analyze(
         lens_model,
         prompt,
@@ -106,6 +114,7 @@ def track(
     ],
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -120,7 +129,7 @@ def track(
     """Probability, logit and rank of one target token at every layer."""
     if plot:
         check_output_path(plot)
-    lens_model = open_model(model, remote, device)
+    lens_model = open_model(model, remote, device, timeout)
     result = analyze(
         lens_model,
         prompt,
@@ -192,6 +201,7 @@ def compare(
     ] = None,
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -211,11 +221,12 @@ def compare(
         )
     if plot:
         check_output_path(plot)
-    lens_model = open_model(model, remote, device)
+    lens_model = open_model(model, remote, device, timeout)
     prompts = [p for p, _ in pairs]
     targets = [parse_target(t) for _, t in pairs]
     options = {"lens": lens, "tuned_path": tuned_path, "layers": layers}
     if out is not None:
+        keep(f"Finished prompts are kept in {out}; run the same command again to resume.")
         result = analyze_to_jsonl(
             lens_model, prompts, out, targets=targets, batch_size=batch_size, **options
         )
@@ -246,6 +257,7 @@ def _split_pair(text: str) -> tuple[str, str]:
 def demo(
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -255,7 +267,7 @@ def demo(
     json_output: JsonOption = False,
 ):
     """The seed notebook's main job: the electricians pun, layer by layer."""
-    lens_model = open_model(model, remote, device)
+    lens_model = open_model(model, remote, device, timeout)
     result = analyze(
         lens_model,
         PUN_PROMPT,

@@ -30,6 +30,12 @@ ModelOption = Annotated[
     ),
 ]
 RemoteOption = Annotated[bool, typer.Option("--remote", help="Run on NDIF (needs NDIF_API_KEY).")]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout", help="With --remote: seconds one NDIF job may take, queue included (600)."
+    ),
+]
 DeviceOption = Annotated[
     str | None,
     typer.Option(
@@ -58,15 +64,43 @@ MetricsOption = Annotated[
 ]
 
 
-def open_model(model: str | None, remote: bool, device: str | None = None) -> LensModel:
+def open_model(
+    model: str | None,
+    remote: bool,
+    device: str | None = None,
+    timeout: float | None = None,
+) -> LensModel:
     """Load the model named on the command line, with a status line on stderr."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the status line below says what is happening
     with err_console.status(f"Loading {model or 'the bundled SmolLM2-135M'}..."):
         if device == "auto":
-            return load_model(model, remote=remote, device_map="auto")
-        return load_model(model, remote=remote, device=device)
+            return load_model(model, remote=remote, device_map="auto", timeout=timeout)
+        return load_model(model, remote=remote, device=device, timeout=timeout)
+
+
+class Session:
+    """What the entry point reports when a command stops early (see ``cli.main``)."""
+
+    debug = False
+    kept = "Nothing was written."
+
+
+def keep(description: str) -> None:
+    """Say what an interrupted command leaves behind, e.g. a resumable output file."""
+    Session.kept = description
+
+
+@app.callback()
+def options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks (and NDIF's) on errors.")
+    ] = False,
+) -> None:
+    """Look inside transformer language models layer by layer."""
+    Session.debug = debug
+    Session.kept = "Nothing was written."
 
 
 def parse_metrics(metrics: str | None, *always: str) -> list[str]:

@@ -18,6 +18,7 @@ from .common import (
     LensOption,
     ModelOption,
     RemoteOption,
+    TimeoutOption,
     TunedPathOption,
     app,
     console,
@@ -42,6 +43,7 @@ def heatmap(
     out: Annotated[Path, _out_option("heatmap.png (.png, .svg or .pdf)")],
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -50,7 +52,7 @@ def heatmap(
     """Heatmap of a target's probability at every layer and position."""
     check_output_path(out)
     result = analyze(
-        open_model(model, remote, device),
+        open_model(model, remote, device, timeout),
         prompt,
         lens=lens,
         tuned_path=tuned_path,
@@ -70,6 +72,7 @@ def grid(
     ] = "prob",
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -80,7 +83,7 @@ def grid(
     check_output_path(out)
     spec = plots.grid_metric(metric)
     result = analyze(
-        open_model(model, remote, device),
+        open_model(model, remote, device, timeout),
         prompt,
         lens=lens,
         tuned_path=tuned_path,
@@ -103,6 +106,7 @@ def report(
     ] = None,
     model: ModelOption = None,
     remote: RemoteOption = False,
+    timeout: TimeoutOption = None,
     device: DeviceOption = None,
     lens: LensOption = "logit",
     tuned_path: TunedPathOption = None,
@@ -115,7 +119,7 @@ def report(
     check_output_path(out, REPORT_SUFFIXES)
     targets = [parse_target(t) for t in target or []]
     result = analyze(
-        open_model(model, remote, device),
+        open_model(model, remote, device, timeout),
         prompts,
         lens=lens,
         tuned_path=tuned_path,

@@ -64,6 +64,8 @@ class Lens(ABC):
     """Reads residual streams ``[layers, rows, d]`` as logits ``[layers, rows, vocab]``."""
 
     name: ClassVar[str]
+    carries_weights: ClassVar[bool] = False
+    """True for a lens with its own tensors: on NDIF it then runs here, on saved residuals."""
 
     @abstractmethod
     def project(

@@ -47,6 +47,7 @@ class TunedLens(Lens):
     """
 
     name = "tuned"
+    carries_weights = True
 
     def __init__(
         self,

@@ -1,0 +1,85 @@
+"""Bytes over the wire and wall time, NDIF (loopback server) vs local, on the bundled model.
+
+Starts tests/ndif_server.py on 127.0.0.1 hosting the bundled SmolLM2-135M (its hub
+files served from the fp32 cache), runs each analysis locally and over the socket
+side by side, and prints bytes sent and received per analysis (the server's log)
+and the remote wall time relative to local.
+
+    PYTHONPATH=src:tests python benchmarks/bench_remote.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import huggingface_hub.constants as hub
+import torch
+from ndif_server import launch
+from nnsight import CONFIG
+
+import logitlens
+from logitlens.lenses.tuned import TunedLens
+from logitlens.remote import weights
+
+REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PUN = "Why do electricians make good swimmers? Because they know the"
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    server = launch({REPO: logitlens.loading.bundled_model_dir()}, idle_timeout=120)
+    hub.ENDPOINT = server.url
+    hub.HUGGINGFACE_CO_URL_TEMPLATE = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    CONFIG.API.HOST, CONFIG.API.APIKEY = server.url, "benchmark-key"
+    weights.cache_path = lambda repo_id: work / "head.safetensors"
+    try:
+        local = logitlens.load_model()
+        remote = logitlens.load_model(REPO, remote=True)
+        lens = TunedLens.identity(local)
+        lens_path = lens.save(work / "tuned.safetensors")
+        cases = {
+            "track (1 target, last position)": {"prompts": PUN, "targets": " current"},
+            "top (k=10, last position)": {"prompts": PUN, "k": 10},
+            "compare (4 prompts, 1 batch)": {"prompts": [PUN] * 4, "targets": " current"},
+            "all positions (13 tokens)": {"prompts": PUN, "positions": "all", "k": 5},
+            "tuned lens, track": {
+                "prompts": PUN,
+                "targets": " current",
+                "lens": "tuned",
+                "tuned_path": str(lens_path),
+            },
+        }
+        logitlens.analyze(remote, PUN, lens="tuned", tuned_path=str(lens_path))  # head cached
+        print(f"tuned-lens file: {lens_path.stat().st_size:,} bytes (never sent)")
+        print(
+            f"{'analysis':34} {'up':>10} {'down':>10} {'local s':>8} {'remote s':>9} {'ratio':>6}"
+        )
+        for name, options in cases.items():
+            options = dict(options)
+            prompts = options.pop("prompts")
+            started = time.perf_counter()
+            logitlens.analyze(local, prompts, **options)
+            local_seconds = time.perf_counter() - started
+            before = len(server.entries())
+            started = time.perf_counter()
+            logitlens.analyze(remote, prompts, **options)
+            remote_seconds = time.perf_counter() - started
+            entries = server.entries()[before:]
+            up = sum(e["up"] for e in entries)
+            down = sum(e["down"] for e in entries)
+            print(
+                f"{name:34} {up:>10,} {down:>10,} {local_seconds:>8.2f} {remote_seconds:>9.2f} "
+                f"{remote_seconds / local_seconds:>5.1f}x"
+            )
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Running on NDIF: a client that fails clearly and never hangs, and what NDIF hosts.
+
+- :mod:`~logitlens.remote.backend`: ``NdifBackend``, nnsight's client with a deadline,
+  a stderr progress line and one-line errors;
+- :mod:`~logitlens.remote.failures`: the messages, one per way a remote run fails;
+- :mod:`~logitlens.remote.hosting`: NDIF's hosted models, and the local meta copy of one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import DEFAULT_TIMEOUT, NdifBackend, Progress
+from .hosting import HostedModel, build_remote_model, check_hosted, hosted_models
+
+
+def trace_backend(model: Any, timeout: float | None = None) -> NdifBackend | None:
+    """The backend for one trace of ``model`` (a LensModel): NDIF's when remote, else None."""
+    if model.remote is not True:
+        return None
+    return NdifBackend(
+        model.nn.to_model_key(),
+        timeout=timeout or model.timeout,
+        env=model.nn._remoteable_get_env(),
+    )
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "HostedModel",
+    "NdifBackend",
+    "Progress",
+    "build_remote_model",
+    "check_hosted",
+    "hosted_models",
+    "trace_backend",
+]
