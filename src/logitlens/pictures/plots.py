@@ -468,13 +468,15 @@ def plot_decision_depths(summary: StudySummary, groups: Sequence[str] | None = N
     """Distribution of decision depths per group; items never top-1 in a "never" column."""
     chosen = _study_groups(summary, groups)
     n_layers = summary.n_layers
-    edges = np.arange(n_layers + 2) / n_layers + 0.5 / n_layers  # one bin per layer + never
+    never = 1 + max(3 / n_layers, 0.08)  # a column apart from the last layer's
+    half = 0.5 / n_layers
+    edges = [*(np.arange(n_layers + 1) / n_layers + half), never - half, never + half]
     fig, axes = plt.subplots(
         len(chosen), 1, figsize=(9, 1.4 + 1.3 * len(chosen)), sharex=True, squeeze=False
     )
     for index, (ax, group) in enumerate(zip(axes[:, 0], chosen, strict=True)):
         depths = summary.decision_depths[group]
-        shown = np.where(np.isfinite(depths), depths, (n_layers + 1) / n_layers)
+        shown = np.where(np.isfinite(depths), depths, never)
         weights = np.full(len(shown), 1 / max(len(shown), 1))
         ax.hist(shown, bins=edges, weights=weights, color=f"C{index}", alpha=0.8)
         median = next(g for g in summary.groups if g.group == group).depth_top1
@@ -484,7 +486,7 @@ def plot_decision_depths(summary: StudySummary, groups: Sequence[str] | None = N
         ax.set_ylabel("share")
         ax.set_title(f"{group} (n={len(depths)})", fontsize=9, loc="left")
         ax.grid(True, alpha=0.3)
-    ticks = [0.25, 0.5, 0.75, 1.0, (n_layers + 1) / n_layers]
+    ticks = [0.25, 0.5, 0.75, 1.0, never]
     axes[-1, 0].set_xticks(ticks, ["0.25", "0.5", "0.75", "1", "never"])
     axes[-1, 0].set_xlabel("decision depth: first layer where the target is top-1, / n_layers")
     fig.suptitle(
