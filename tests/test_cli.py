@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 import logitlens
-from logitlens.cli import analysis_commands, app, main
+import logitlens.loading
+from logitlens.cli import app, common, main
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 LITERAL = "Electricians work with wires that carry electrical"
@@ -25,7 +26,7 @@ def tiny(wrap_tiny):
 @pytest.fixture
 def cli(tiny, monkeypatch):
     """``run(*args)``: the CLI on the tiny model, returning click's Result."""
-    monkeypatch.setattr(analysis_commands, "open_model", lambda *args, **kwargs: tiny)
+    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: tiny)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))
 
@@ -101,12 +102,12 @@ def test_compare_out_writes_a_resumable_file(cli, tmp_path):
     out = tmp_path / "results.jsonl"
     first = cli("compare", "--pair", f"{PUN}=> current", "--out", str(out))
     assert first.exit_code == 0, first.output
-    assert len(out.read_text().splitlines()) == 1
+    assert len(out.read_text().splitlines()) == 2  # the header, then one result
     second = cli(
         "compare", "--pair", f"{PUN}=> current", "--pair", f"{LITERAL}=> current", "--out", str(out)
     )
     assert second.exit_code == 0, second.output
-    assert len(out.read_text().splitlines()) == 2
+    assert len(out.read_text().splitlines()) == 3
 
 
 @pytest.mark.parametrize(
@@ -116,13 +117,13 @@ def test_compare_out_writes_a_resumable_file(cli, tmp_path):
         (["compare", "--pair", "no separator"], "PROMPT=>TARGET"),
         (["top", ""], "empty"),
         (["top", PUN, "--layers", "99"], "out of range"),
-        (["top", PUN, "--k", "0"], "k must be between"),
+        (["top", PUN, "--k", "0"], "'--k' / '-k': Input should be greater than or equal to 1"),
         (["top", PUN, "--lens", "magic"], "Unknown lens"),
         (["track", PUN, "--target", "id:x"], "id:1234"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(tiny, monkeypatch, capsys, args, message):
-    monkeypatch.setattr(analysis_commands, "open_model", lambda *a, **k: tiny)
+    monkeypatch.setattr(common, "open_model", lambda *a, **k: tiny)
     monkeypatch.setattr(sys, "argv", ["logitlens", *args])
     with pytest.raises(SystemExit) as exit_info:
         main()
@@ -165,6 +166,8 @@ def test_device_auto_spreads_the_model_over_gpus(monkeypatch, device, expected):
     from logitlens.cli import common
 
     calls = []
-    monkeypatch.setattr(common, "load_model", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(
+        logitlens.loading, "load_model", lambda *args, **kwargs: calls.append(kwargs)
+    )
     common.open_model("some/model", False, device)
     assert calls == [{"remote": False, "timeout": None, **expected}]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from logitlens.cli import app, dataset_commands
+from logitlens import loading
+from logitlens.cli import app
 from logitlens.errors import InputError
 from logitlens.studies.dataset import (
     CATEGORIES,
@@ -169,7 +170,7 @@ def test_wrong_type_and_empty_file_and_suffix(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_formats_round_trip(tmp_path, suffix):
-    items = load_items()[:40] + [StudyItem("x-1", "fact", "Rome is in", " Italy")]
+    items = [*load_items()[:40], StudyItem("x-1", "fact", "Rome is in", " Italy")]
     path = save_items(items, tmp_path / f"items{suffix}")
     assert load_items(path) == items
 
@@ -243,7 +244,7 @@ def test_single_token_report_matches_the_tokenizer():
 def test_dataset_check_cli_json(tmp_path, monkeypatch):
     from tiny_models import tiny_tokenizer
 
-    monkeypatch.setattr(dataset_commands, "load_tokenizer", lambda name: tiny_tokenizer())
+    monkeypatch.setattr(loading, "load_tokenizer", lambda name: tiny_tokenizer())
     path = _write_jsonl(tmp_path / "items.jsonl", [GOOD, GOOD | {"id": "b", "target": " zq"}])
     result = CliRunner().invoke(app, ["dataset", "check", str(path), "--json", "-m", "tiny"])
     assert result.exit_code == 0, result.output
@@ -269,6 +270,7 @@ def test_bundled_items_on_the_smollm2_tokenizer():
     report = check_single_tokens(items, tokenizer)
     split = {w.text for w in report.multi_token}
     assert split == {" waved", " dawned", " hoarse", " mugged", " racket"}  # as README says
-    assert all(w.field == "target" and w.item_id.startswith(("pun-", "literal-")) for w in report.multi_token)
+    for word in report.multi_token:
+        assert word.field == "target" and word.item_id.startswith(("pun-", "literal-"))
     for word in report.multi_token:
         assert _token_count(tokenizer, word.text) > 1

@@ -235,10 +235,9 @@ def test_read_only_directory(pun_all, tmp_path):
 @pytest.fixture
 def cli(tiny, monkeypatch):
     """Run the CLI on the tiny model; returns ``run(*args) -> Result``."""
-    from logitlens.cli import analysis_commands, picture_commands
+    from logitlens.cli import common
 
-    for module in (analysis_commands, picture_commands):
-        monkeypatch.setattr(module, "open_model", lambda *args, **kwargs: tiny)
+    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: tiny)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args), catch_exceptions=True)
 
@@ -264,12 +263,12 @@ def test_cli_writes_pictures_and_prints_the_path(cli, tmp_path, args, name):
 
 
 def test_cli_checks_the_path_before_running(cli, tmp_path, monkeypatch):
-    from logitlens.cli import picture_commands
+    from logitlens.cli import common
 
     def fail(*args, **kwargs):
         raise AssertionError("analysis ran before the output path was checked")
 
-    monkeypatch.setattr(picture_commands, "analyze", fail)
+    monkeypatch.setattr(common, "open_model", fail)
     result = cli("grid", PUN, "--out", str(tmp_path / "nope" / "grid.png"))
     assert isinstance(result.exception, InputError)
     assert "does not exist" in str(result.exception)

@@ -49,7 +49,8 @@ def test_results_equal_analyze_and_one_line_per_prompt(model, tmp_path):
     path = tmp_path / "out.jsonl"
     written = runs.analyze_to_jsonl(model, PROMPTS, path, targets=TARGETS, batch_size=2)
     _assert_same(written, logitlens.analyze(model, PROMPTS, targets=TARGETS))
-    lines = path.read_text().splitlines()
+    header, *lines = path.read_text().splitlines()
+    assert json.loads(header)["format"] == runs.FORMAT
     assert len(lines) == len(PROMPTS)
     assert [json.loads(line)["result"]["prompts"] for line in lines] == [[p] for p in PROMPTS]
 
@@ -77,7 +78,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(model, tmp_path, monkeypatc
     monkeypatch.setattr(runs, "analyze", interrupted)
     with pytest.raises(KeyboardInterrupt):
         runs.analyze_to_jsonl(model, PROMPTS, path, targets=TARGETS, batch_size=2)
-    assert len(path.read_text().splitlines()) == 2  # the first batch was kept
+    assert len(path.read_text().splitlines()) == 1 + 2  # header and the first batch
     seen = _count_analysed(monkeypatch)
     resumed = runs.analyze_to_jsonl(model, PROMPTS, path, targets=TARGETS, batch_size=2)
     assert sum(seen) == len(PROMPTS) - 2
@@ -96,13 +97,68 @@ def test_a_torn_last_line_is_dropped_and_recomputed(model, tmp_path, monkeypatch
     _assert_same(result, logitlens.analyze(model, PROMPTS, targets=TARGETS))
 
 
-def test_other_options_are_other_results(model, tmp_path, monkeypatch):
+def test_another_lens_or_option_is_refused_naming_the_part(model, tmp_path):
     path = tmp_path / "out.jsonl"
     runs.analyze_to_jsonl(model, PROMPTS[:2], path, targets=TARGETS[:2], lens="logit")
+    before = path.read_bytes()
+    with pytest.raises(InputError, match=r"differs in lens \(name\)"):
+        runs.analyze_to_jsonl(model, PROMPTS[:2], path, targets=TARGETS[:2], lens="raw")
+    with pytest.raises(InputError, match=r"differs in options \(k\)"):
+        runs.analyze_to_jsonl(model, PROMPTS[:2], path, targets=TARGETS[:2], k=3)
+    assert path.read_bytes() == before
+
+
+def test_two_checkpoints_with_one_name_never_share_results(wrap_tiny, tmp_path):
+    """The key holds the weights' fingerprint, not the directory's basename."""
+    path = tmp_path / "out.jsonl"
+    first, second = wrap_tiny("llama", seed=0), wrap_tiny("llama", seed=1)
+    assert first.name == second.name
+    runs.analyze_to_jsonl(first, PROMPTS[:2], path, targets=TARGETS[:2])
+    with pytest.raises(InputError, match=r"differs in model \(weights_sha256\)"):
+        runs.analyze_to_jsonl(second, PROMPTS[:2], path, targets=TARGETS[:2])
+
+
+def test_a_file_that_is_not_ours_is_never_touched(model, tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_text("my precious notes\n")
+    with pytest.raises(InputError, match="not a logitlens results file"):
+        runs.analyze_to_jsonl(model, PROMPTS[:1], path)
+    assert path.read_text() == "my precious notes\n"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_fifos_directories_and_devices_are_refused_up_front(model, tmp_path, kind):
+    import os
+
+    path = {"fifo": tmp_path / "pipe", "directory": tmp_path, "device": "/dev/full"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(InputError, match=r"not a regular file|is a directory"):
+        runs.analyze_to_jsonl(model, PROMPTS[:1], path)
+
+
+def test_a_corrupt_middle_line_is_set_aside_and_the_rest_kept(model, tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    runs.analyze_to_jsonl(model, PROMPTS[:3], path, targets=TARGETS[:3])
+    header, one, _two, three = path.read_text().splitlines()
+    path.write_text("\n".join([header, one, "garbage {", three]) + "\n")
     seen = _count_analysed(monkeypatch)
-    raw = runs.analyze_to_jsonl(model, PROMPTS[:2], path, targets=TARGETS[:2], lens="raw")
-    assert sum(seen) == 2
-    assert raw.lens == "raw"
+    with pytest.warns(UserWarning, match="1 corrupt line"):
+        result = runs.analyze_to_jsonl(model, PROMPTS[:3], path, targets=TARGETS[:3])
+    assert seen == [1]  # only the prompt of the corrupt line is recomputed
+    assert (tmp_path / "out.jsonl.rejected").read_text() == "garbage {\n"
+    _assert_same(result, logitlens.analyze(model, PROMPTS[:3], targets=TARGETS[:3]))
+
+
+def test_a_second_run_on_the_same_file_stops_with_a_clear_message(model, tmp_path):
+    import fcntl
+
+    path = tmp_path / "out.jsonl"
+    runs.analyze_to_jsonl(model, PROMPTS[:1], path)
+    with path.open("ab") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(logitlens.OutputError, match="Another logitlens run is writing"):
+            runs.analyze_to_jsonl(model, PROMPTS[:2], path)
 
 
 def test_bad_output_directory_and_target_count(model, tmp_path):

@@ -9,57 +9,68 @@ Quick start (offline, on the bundled SmolLM2-135M)::
         targets=" current",
     )
     result.first_layer_above(0.1), result.first_layer_top1()
+
+Names are imported on first use (PEP 562), so ``import logitlens.errors`` and the
+command line's ``--help`` do not pay for torch, transformers and nnsight.
 """
 
-from .analysis import analyze, parse_layers, parse_positions
-from .architectures import Architecture, get_architecture, register, supported_model_types
-from .errors import (
-    InputError,
-    LensFileError,
-    LogitLensError,
-    ModelLoadError,
-    UnsupportedArchitectureError,
-)
-from .evaluation import LensEvaluation, evaluate_lenses
-from .lenses import EMBED, LENSES, Lens, LogitLens, RawLens, TunedLens, Unembedding, get_lens
-from .loading import LensModel, ModelInfo, load_model
-from .metrics import METRICS
-from .results import LensResult, TopToken
-from .targets import MultiTokenTargetWarning
-from .training import TrainingConfig, train_tuned_lens
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EMBED",
-    "LENSES",
-    "METRICS",
-    "Architecture",
-    "InputError",
-    "Lens",
-    "LensEvaluation",
-    "LensFileError",
-    "LensModel",
-    "LensResult",
-    "LogitLens",
-    "LogitLensError",
-    "ModelInfo",
-    "ModelLoadError",
-    "MultiTokenTargetWarning",
-    "RawLens",
-    "TopToken",
-    "TrainingConfig",
-    "TunedLens",
-    "Unembedding",
-    "UnsupportedArchitectureError",
-    "analyze",
-    "evaluate_lenses",
-    "get_architecture",
-    "get_lens",
-    "load_model",
-    "parse_layers",
-    "parse_positions",
-    "register",
-    "supported_model_types",
-    "train_tuned_lens",
-]
+_EXPORTS: dict[str, str] = {
+    "analyze": "analysis",
+    "parse_layers": "options",
+    "parse_positions": "options",
+    "Architecture": "architectures",
+    "get_architecture": "architectures",
+    "register": "architectures",
+    "supported_model_types": "architectures",
+    "InputError": "errors",
+    "LensFileError": "errors",
+    "LogitLensError": "errors",
+    "ModelLoadError": "errors",
+    "OutputError": "errors",
+    "UnsupportedArchitectureError": "errors",
+    "LensEvaluation": "evaluation",
+    "GenerationResult": "generation",
+    "generate_lens": "generation",
+    "evaluate_lenses": "evaluation",
+    "EMBED": "lenses",
+    "LENSES": "lenses",
+    "Lens": "lenses",
+    "LogitLens": "lenses",
+    "RawLens": "lenses",
+    "TunedLens": "lenses",
+    "Unembedding": "lenses",
+    "get_lens": "lenses",
+    "LensModel": "loading",
+    "ModelInfo": "loading",
+    "load_model": "loading",
+    "load_tokenizer": "loading",
+    "METRICS": "metrics",
+    "LensResult": "results",
+    "TopToken": "results",
+    "MultiTokenTargetWarning": "targets",
+    "TrainingConfig": "training",
+    "train_tuned_lens": "training",
+}
+"""Public name -> submodule that defines it."""
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'logitlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -22,17 +22,26 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InputError
-from .lenses import EMBED, Lens, Unembedding, get_lens
+from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import METRICS, entropy, kl_divergence, token_rank
+from .options import (
+    Layers,
+    Positions,
+    check_count,
+    check_index,
+    check_layers_spec,
+    check_prompts,
+    metric_names,
+    parse_layers,
+    parse_positions,
+    position_items,
+)
 from .remote import trace_backend
 from .remote.weights import unembedding_root
 from .residuals import chunk_plan, read_residuals
 from .results import LensResult
 from .targets import Target, resolve_targets
-
-Positions = str | int | Sequence[int]
-Layers = str | int | Sequence[int | str] | None
 
 DEFAULT_CHUNK_ROWS = 256
 """Rows (layer x position pairs) unembedded at once, unless one layer needs more."""
@@ -58,93 +67,6 @@ class ReductionPlan:
         return self.n_layers - 1 if self.need_final else None
 
 
-def parse_layers(layers: Layers, n_layers: int, include_embed: bool = False) -> list[int]:
-    """Layer indices from ``None``/``"all"``, an int, ``"a:b"``, ``"0,5,-1"`` or a list.
-
-    Negative numbers count from the end (-1 is the last layer); ``"embed"`` adds the
-    embedding output, which is listed first.
-    """
-    if layers is None or layers == "all":
-        items: list[int | str] = list(range(n_layers))
-    elif isinstance(layers, int):
-        items = [layers]
-    elif isinstance(layers, str):
-        items = []
-        for part in (p.strip() for p in layers.split(",") if p.strip()):
-            if ":" in part:
-                start, _, stop = part.partition(":")
-                try:
-                    bounds = slice(int(start) if start else None, int(stop) if stop else None)
-                except ValueError:
-                    raise InputError(f"Bad layer range {part!r}; write it as 10:20.") from None
-                items.extend(range(n_layers)[bounds])
-            else:
-                items.append(part if part == "embed" else _to_int(part, "layer"))
-    else:
-        items = list(layers)
-    result: list[int] = [EMBED] if include_embed else []
-    for item in items:
-        if item == "embed":
-            layer = EMBED
-        else:
-            layer = int(item)
-            if not -n_layers <= layer < n_layers:
-                raise InputError(
-                    f"Layer {layer} is out of range: this model has {n_layers} layers "
-                    f"(0..{n_layers - 1}, or -1 for the last)."
-                )
-            layer %= n_layers
-        if layer not in result:
-            result.append(layer)
-    if not result:
-        raise InputError("No layers selected; leave --layers out to use all of them.")
-    return sorted(result)
-
-
-def _to_int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"Bad {what} {text!r}: expected an integer.") from None
-
-
-def parse_positions(positions: Positions, length: int) -> list[int]:
-    """Token indices within one prompt of ``length`` tokens (negative from the end)."""
-    if positions == "last":
-        return [length - 1]
-    if positions == "all":
-        return list(range(length))
-    if isinstance(positions, str):
-        items = [_to_int(p.strip(), "position") for p in positions.split(",") if p.strip()]
-    elif isinstance(positions, int):
-        items = [positions]
-    else:
-        items = [int(p) for p in positions]
-    if not items:
-        raise InputError("No positions selected: use 'last', 'all' or indices like 0,-1.")
-    for item in items:
-        if not -length <= item < length:
-            raise InputError(
-                f"Position {item} is out of range for a prompt of {length} tokens "
-                f"(0..{length - 1}, or negative from the end)."
-            )
-    return [item % length for item in items]
-
-
-def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise InputError("No prompts given: pass at least one prompt.")
-    for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError(
-                f"Prompt {index} is empty; give some text, e.g. 'The capital of France is'."
-            )
-    return prompts
-
-
 def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
     limit = model.context_length
     encoded = []
@@ -159,8 +81,9 @@ def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
     return encoded
 
 
-def _check_metrics(metrics: Sequence[str] | None, has_targets: bool) -> frozenset[str]:
-    chosen = set(metrics) if metrics is not None else {"topk"}
+def _check_metrics(metrics: str | Sequence[str] | None, has_targets: bool) -> frozenset[str]:
+    names = metric_names(metrics)
+    chosen = set(names) if names is not None else {"topk"}
     if has_targets:
         chosen.add("target")
     unknown = chosen - set(METRICS)
@@ -180,7 +103,7 @@ def analyze(
     positions: Positions = "last",
     k: int = 10,
     targets: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
-    metrics: Sequence[str] | None = None,
+    metrics: str | Sequence[str] | None = None,
     include_embed: bool = False,
     tuned_path: str | None = None,
     batch_size: int = 16,
@@ -212,15 +135,27 @@ def analyze(
         >>> result = analyze(model, "Why do electricians ... know the", targets=" current")
         >>> result.first_layer_above(0.1)
     """
-    prompts = _check_prompts(prompts)
+    if not isinstance(model, LensModel):
+        raise InputError(
+            f"analyze() needs a model from logitlens.load_model(), not {model!r}: "
+            f"model = logitlens.load_model({model!r}) first."
+            if isinstance(model, str)
+            else f"analyze() needs a model from logitlens.load_model(), not {type(model).__name__}."
+        )
+    prompts = check_prompts(prompts)
+    check_layers_spec(layers)
+    position_items(positions)
+    k = check_index(k, "k")
+    if k < 1:
+        raise InputError(f"k must be between 1 and the vocabulary size, got {k}.")
+    batch_size = check_count(batch_size, "batch_size")
+    _check_metrics(metrics, targets is not None)
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     n_layers = model.n_layers
     vocab_size = model.vocab_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
+    if k > vocab_size:
         raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
     layer_list = parse_layers(layers, n_layers, include_embed)
     token_ids = _tokenize(model, prompts)
     resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)

@@ -25,3 +25,7 @@ class LensFileError(LogitLensError):
 
 class RemoteError(LogitLensError):
     """A remote run on NDIF failed: key, network, service, or the job itself."""
+
+
+class OutputError(LogitLensError, OSError):
+    """A file cannot be written: missing or read-only directory, full disk, not ours."""

@@ -20,8 +20,7 @@ import torch
 
 from .architectures import Architecture, context_length, get_architecture, resolve
 from .errors import ModelLoadError
-from .paths import cache_dir, package_file
-
+from .paths import cache_dir, package_file, write_error
 
 
 @dataclass(frozen=True)
@@ -177,10 +176,17 @@ def bundled_model_dir(bundled: BundledModel = SMOLLM2) -> Path:
     target = cache_dir() / "models" / f"{bundled.name}-fp32-{size}"
     if _is_complete(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(target, error) from None
+    _remove_dead_conversions(target.parent)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".converting-{os.getpid()}-", dir=target.parent))
+    except OSError as error:
+        raise write_error(target, error) from None
     try:
         if len(parts) == 1 and parts[0].name == bundled.gguf:
             gguf = parts[0]
@@ -209,9 +215,29 @@ def bundled_model_dir(bundled: BundledModel = SMOLLM2) -> Path:
         except OSError:  # another process finished first: keep its copy
             if not _is_complete(target):
                 raise
+    except OSError as error:  # a full disk or a read-only cache: nothing half-written stays
+        raise write_error(target, error) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _remove_dead_conversions(directory: Path) -> None:
+    """Delete ``.converting-<pid>-*`` folders whose process is gone (killed mid-conversion)."""
+    for leftover in directory.glob(".converting-*"):
+        pid = leftover.name.split("-")[1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_complete(directory: Path) -> bool:
@@ -298,16 +324,25 @@ def load_model(
     elif remote is True:
         return _load_remote(name, timeout)
     else:
+        check_placement(device, dtype)
         source, label = _resolve_source(name)
+        if not isinstance(source, Path) and _offline():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # one clear error, not minutes of retries
         try:
             module, loaded_tokenizer = _load_hf(
                 source, dtype=dtype, device=device, device_map=device_map
             )
         except OSError as error:
             raise ModelLoadError(
-                f"Could not load {label!r}: {error}. A hub id needs network access "
-                "to huggingface.co (or a copy in the local HF cache); a local model "
-                "needs a directory with config.json and the weights."
+                f"Could not load {label!r}: {' '.join(str(error).split())[:300]}. A hub id "
+                "needs network access to huggingface.co (or a copy in the local HF cache); a "
+                "local model needs a directory with config.json and the weights."
+            ) from error
+        except ValueError as error:  # a config transformers cannot load as a causal LM
+            raise ModelLoadError(
+                f"{label!r} cannot be loaded as a causal language model "
+                f"({' '.join(str(error).split())[:200]}). logitlens needs a decoder-only "
+                "*ForCausalLM model (not T5, BERT, ...)."
             ) from error
         tokenizer = tokenizer or loaded_tokenizer
     module.eval().requires_grad_(False)
@@ -350,6 +385,50 @@ def load_tokenizer(name: str | Path | None = None) -> Any:
         ) from error
 
 
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "auto")
+
+
+def check_placement(device: str | None, dtype: torch.dtype | str | None) -> None:
+    """Refuse a device this machine lacks or a dtype torch does not know, before loading."""
+    if isinstance(dtype, str) and dtype not in DTYPE_NAMES:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}: use one of {', '.join(DTYPE_NAMES)}.")
+    if device is None or device == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ModelLoadError(
+            f"Unknown device {device!r}: use cpu, cuda, cuda:N, mps or auto."
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"Device {device!r} asked for, but this machine has no CUDA GPU that torch can "
+            "use: use --device cpu (or install a CUDA build of torch)."
+        )
+    if kind == "cuda" and (torch.device(device).index or 0) >= torch.cuda.device_count():
+        raise ModelLoadError(
+            f"Device {device!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)."
+        )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"Device {device!r} is not available here: use --device cpu.")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ModelLoadError(f"Unsupported device {device!r}: use cpu, cuda, cuda:N or mps.")
+
+
+def _offline() -> bool:
+    """No route to the hub: HF_HUB_OFFLINE set, or no TCP connection within 1.5 s."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return True
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=1.5).close()
+    except OSError:
+        return True
+    return False
+
+
 def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:
     bundled = find_bundled(name)
     if bundled is not None:
@@ -360,6 +439,12 @@ def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:
             raise ModelLoadError(
                 f"{str(name)!r} is a directory but has no config.json: point at a "
                 "directory written by save_pretrained()."
+            )
+        weights = ("*.safetensors", "*.bin", "*.gguf")
+        if not any(next(path.glob(pattern), None) for pattern in weights):
+            raise ModelLoadError(
+                f"{str(name)!r} has a config.json but no weights (*.safetensors or *.bin): "
+                "copy the whole directory written by save_pretrained()."
             )
         return path, path.name
     if path.exists() or _looks_like_path(str(name)):

@@ -6,12 +6,16 @@ pictures can share these helpers without importing each other.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
-from collections.abc import Sequence
+import stat
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 """File types the plots can be saved as (matplotlib picks the format by suffix)."""
@@ -35,10 +39,17 @@ def package_file(package: str, filename: str) -> Path | None:
     return None
 
 
-def check_output_path(path: str | Path, suffixes: Sequence[str] = FIGURE_SUFFIXES) -> Path:
-    """Raise a clear error if ``path`` cannot be written, before any work is done."""
+def check_output_path(path: str | Path, suffixes: Sequence[str] | None = FIGURE_SUFFIXES) -> Path:
+    """Raise a clear error if ``path`` cannot be written, before any work is done.
+
+    Refuses directories, FIFOs and devices (never opened: reading ``/dev/full`` or a
+    FIFO would never end), a missing or read-only directory, and, when ``suffixes``
+    is given, a name whose suffix does not say the file type.
+    """
     path = Path(path).expanduser()
-    if path.suffix.lower() not in suffixes:
+    if path.exists() or path.is_symlink():
+        check_regular_file(path, "write")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
         raise InputError(
             f"Cannot tell the file type of {str(path)!r}: end the name with one of "
             f"{', '.join(suffixes)}."
@@ -49,8 +60,91 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] = FIGURE_SUFFIXE
             f"The directory {str(parent)!r} does not exist: create it first "
             f"(mkdir -p {parent}) or choose another output path."
         )
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not writable_directory(parent) or (path.exists() and not os.access(path, os.W_OK)):
         raise InputError(
             f"No permission to write {str(path)!r}: choose a directory you can write to."
         )
+    return path
+
+
+def check_regular_file(path: str | Path, action: str = "read") -> Path:
+    """``path`` itself if it is a regular file; a clear error for directories, FIFOs, devices."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if action == "read":
+            raise InputError(f"No such file {str(path)!r}: check the path.") from None
+        return path
+    except OSError as error:
+        raise InputError(f"Cannot {action} {str(path)!r}: {error.strerror}.") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{str(path)!r} is a directory: give a file name inside it.")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise InputError(f"{str(path)!r} is {kind}, not a regular file: give a file name.")
+    return path
+
+
+def writable_directory(directory: Path) -> bool:
+    """Can a file be created in ``directory``? (``os.access`` ignores read-only mounts.)"""
+    if not directory.is_dir() or not os.access(directory, os.W_OK):
+        return False
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".logitlens-probe-", dir=directory)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(probe)
+    return True
+
+
+def write_error(path: str | Path, error: OSError) -> OutputError:
+    """One line for a failed write: full disk, read-only place, no permission, other."""
+    reason = {
+        errno.ENOSPC: "the disk is full: free some space or choose another directory",
+        errno.EDQUOT: "the disk quota is exceeded: free some space or choose another directory",
+        errno.EROFS: "the file system is read-only: choose a writable directory",
+        errno.EACCES: "no permission: choose a directory you can write to",
+        errno.EPERM: "no permission: choose a directory you can write to",
+        errno.ENOENT: "its directory does not exist: create it first",
+    }.get(error.errno, f"{error.strerror or error}")
+    return OutputError(f"Could not write {str(path)!r}: {reason}. Nothing was written.")
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it into place when the block succeeds.
+
+    A failure (full disk, read-only place, Ctrl-C) removes the temporary file, so no
+    half-written file is ever left, and an ``OSError`` becomes one :class:`OutputError`.
+    """
+    path = Path(path).expanduser()
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise write_error(path, error) from None
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as error:
+        raise write_error(path, error) from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_output`."""
+    path = Path(path).expanduser()
+    with atomic_output(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
     return path

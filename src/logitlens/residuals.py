@@ -91,7 +91,8 @@ def read_residuals(
 
     ``root`` is the model's nnsight envoy; ``layers`` are sorted, ``EMBED`` (-1) for the
     embedding output; ``gather_index`` ``[batch, columns]`` picks positions in the padded
-    input. Returns ``stacked`` ``[len(layers), batch * columns, d]`` and, when
+    input (negative from the end: ``-1`` is the newest token of a generation step).
+    Returns ``stacked`` ``[len(layers), batch * columns, d]`` and, when
     ``final_layer`` is given, ``final`` ``[1, batch * columns, d]``: that layer's
     residual, the reference for KL and final rank. Layers are read in forward order,
     as nnsight requires.
@@ -99,7 +100,7 @@ def read_residuals(
     layer_modules = resolve(root, architecture.layers)
 
     def pick(states: torch.Tensor) -> torch.Tensor:
-        index = gather_index.to(states.device)
+        index = gather_index.to(states.device) % states.shape[1]  # -1: the last position
         return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
 
     hidden: dict[int, torch.Tensor] = {}

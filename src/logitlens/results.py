@@ -111,6 +111,8 @@ class LensResult:
 
     def require(self, name: str) -> np.ndarray:
         """The array ``name``, or an error saying which option computes it."""
+        if name not in _FLAGS:
+            raise InputError(f"This result has no {name!r}; choose one of {sorted(_FLAGS)}.")
         value = getattr(self, name)
         if value is None:
             raise InputError(f"This result has no {name!r}. Compute it with {_FLAGS[name]}.")
@@ -275,12 +277,26 @@ class LensResult:
         """Serialise to JSON text; also write it to ``path`` when given."""
         text = json.dumps(self.to_dict(), ensure_ascii=False)
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            from .paths import check_output_path, write_text_atomic
+
+            write_text_atomic(check_output_path(path, None), text)
         return text
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LensResult:
         """Rebuild a result written by :meth:`to_dict`."""
+        try:
+            return cls._from_dict(data)
+        except InputError:
+            raise
+        except Exception as error:
+            raise InputError(
+                f"This is not a logitlens result ({type(error).__name__}: {error}); "
+                "pass what LensResult.to_dict() or to_json() wrote."
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> LensResult:
         kwargs: dict[str, Any] = {}
         for item in fields(cls):
             if item.name not in data:

@@ -1,49 +1,154 @@
-"""Long runs that write as they go and resume where they stopped.
+"""Long runs that write as they go and resume where they stopped, and cannot mix runs.
 
-``analyze_to_jsonl`` appends one JSON line per prompt as soon as its batch is
-done. Running the same call again skips every prompt already in the file, so an
-interrupted run (Ctrl-C, a dropped NDIF connection) loses at most one batch.
+``analyze_to_jsonl`` appends one JSON line per prompt as soon as its batch is done.
+Running the same call again skips every prompt already in the file, so an interrupted
+run (Ctrl-C, ``kill -9``, a dropped NDIF connection) loses at most one batch.
+
+The file's first line is a header naming the model (its weight fingerprint), the lens
+(its content hash) and every option that changes a number. A run whose header differs
+is refused, naming the part that differs, so two checkpoints with the same directory
+name can never share results. logitlens never truncates a file that is not its own,
+never opens FIFOs or devices, sets corrupt lines aside in ``<file>.rejected`` instead
+of dropping the good lines after them, and holds an exclusive lock while it writes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .analysis import analyze
-from .errors import InputError
+from .errors import InputError, OutputError
+from .lenses import Lens, get_lens
+from .lenses.files import model_fingerprint
 from .loading import LensModel
+from .paths import check_output_path, check_regular_file, write_error
 from .results import LensResult
 from .targets import Target
 
+FORMAT = "logitlens-results/1"
+_NOT_NUMBERS = ("batch_size", "progress", "chunk_rows", "tuned_path")
+"""Options that change speed or how the lens was named, never a number."""
 
-def _key(model: LensModel, prompt: str, target: Any, options: dict[str, Any]) -> str:
-    text = json.dumps([model.name, prompt, target, options], sort_keys=True, default=str)
+
+def check_results_path(path: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
+    """Refuse, before any work, a results path that is not a logitlens results file.
+
+    Directories, FIFOs and devices, a path equal to one of ``inputs``, a missing or
+    read-only directory, and an existing file whose first line is not a logitlens
+    results header are all refused with one line; nothing is opened for writing.
+    """
+    path = check_output_path(path, None)
+    for source in inputs:
+        source = Path(source).expanduser()
+        if source.exists() and path.exists() and os.path.samefile(source, path):
+            raise InputError(
+                f"--out {str(path)!r} is also an input file: write the results elsewhere."
+            )
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 20)
+        if _header_of(first) is None:
+            raise InputError(
+                f"{str(path)!r} exists and is not a logitlens results file; logitlens will "
+                "not overwrite it. Choose another --out path."
+            )
+    return path
+
+
+def _header_of(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("format") == FORMAT else None
+
+
+def _lens_identity(lens: Lens) -> dict[str, Any]:
+    """The lens's name and a hash of its weights (``None`` for lenses without any)."""
+    tensors = [*lens.parameters(), *lens.buffers()] if hasattr(lens, "parameters") else []
+    if not tensors:
+        return {"name": lens.name, "sha256": None}
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        data = tensor.detach().to("cpu").float().contiguous()
+        digest.update(str(tuple(data.shape)).encode())
+        digest.update(data.numpy().tobytes())
+    return {"name": lens.name, "sha256": digest.hexdigest()}
+
+
+def run_header(model: LensModel, lens: Lens, options: dict[str, Any]) -> dict[str, Any]:
+    """What a results file's numbers depend on: model weights, lens weights, options."""
+    numbers = {k: v for k, v in sorted(options.items()) if k not in _NOT_NUMBERS}
+    return {
+        "format": FORMAT,
+        "model": model_fingerprint(model),
+        "lens": _lens_identity(lens),
+        "options": json.loads(json.dumps(numbers, default=str)),
+    }
+
+
+def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    parts = []
+    for part in ("model", "lens", "options"):
+        if saved.get(part) != wanted[part]:
+            old, new = saved.get(part) or {}, wanted[part]
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            parts.append(f"{part} ({', '.join(keys)})")
+    return parts
+
+
+def _key(prompt: str, target: Any) -> str:
+    text = json.dumps([prompt, target], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _read_done(path: Path) -> dict[str, LensResult]:
-    """Results already in ``path``; a torn last line (interrupted write) is dropped."""
+def _lock(handle: IO[Any], path: Path) -> None:
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OutputError(
+            f"Another logitlens run is writing {str(path)!r}: wait for it to finish, or "
+            "choose another --out."
+        ) from None
+
+
+def _read_done(handle: IO[bytes], path: Path) -> tuple[dict[str, LensResult], int]:
+    """Results in the file after its header, and how many corrupt lines were set aside.
+
+    A corrupt line (a torn write, a hand edit) goes to ``<file>.rejected``; the good lines
+    after it are kept, and the file is rewritten without it.
+    """
+    handle.seek(0)
+    lines = handle.read().splitlines(keepends=True)
     done: dict[str, LensResult] = {}
-    if not path.exists():
-        return done
-    good_bytes = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-                done[record["key"]] = LensResult.from_dict(record["result"])
-            except (ValueError, KeyError, TypeError):
-                break
-            good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
-        with path.open("r+b") as handle:
-            handle.truncate(good_bytes)
-    return done
+    good, rejected = lines[:1], []
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+            done[record["key"]] = LensResult.from_dict(record["result"])
+            good.append(line if line.endswith(b"\n") else line + b"\n")
+        except Exception:  # any damage: JSON, fields, array shapes
+            if line.strip():
+                rejected.append(line if line.endswith(b"\n") else line + b"\n")
+    if rejected or (lines and not lines[-1].endswith(b"\n")):
+        try:
+            if rejected:
+                with open(f"{path}.rejected", "ab") as aside:
+                    aside.writelines(rejected)
+            handle.seek(0)
+            handle.truncate()
+            handle.writelines(good)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError as error:
+            raise write_error(path, error) from None
+    return done, len(rejected)
 
 
 def analyze_to_jsonl(
@@ -60,31 +165,96 @@ def analyze_to_jsonl(
 
     ``targets`` is ``None``, one target for all prompts, or one per prompt. Other
     keyword arguments go to ``analyze``. Returns all results, in prompt order.
+
+    Raises:
+        InputError: the file is not a logitlens results file, or was written by another
+            model, lens or options (the message names which).
+        OutputError: another run holds the file, or it cannot be written.
     """
-    prompts = list(prompts)
+    from .options import check_prompts
+
+    prompts = check_prompts(prompts)
     if isinstance(targets, (str, int)) or targets is None:
         per_prompt: list[Any] = [targets] * len(prompts)
     else:
         per_prompt = list(targets)
         if len(per_prompt) != len(prompts):
             raise InputError(f"Got {len(per_prompt)} targets for {len(prompts)} prompts.")
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
+        if any(t is None for t in per_prompt):
+            raise InputError("Give a target for every prompt, or targets=None for none.")
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
         raise InputError(f"Directory {str(path.parent)!r} does not exist; create it first.")
-    keys = [_key(model, p, t, options) for p, t in zip(prompts, per_prompt, strict=True)]
-    done = _read_done(path)
-    todo = [i for i, key in enumerate(keys) if key not in done]
+    check_results_path(path)
+    lens = get_lens(options.pop("lens", "logit"), options.get("tuned_path"))
+    options["lens"] = lens
+    header = run_header(model, lens, {**options, "lens": lens.name})
+    keys = [_key(p, t) for p, t in zip(prompts, per_prompt, strict=True)]
+    try:
+        handle = open(path, "a+b")  # noqa: SIM115  closed below; never truncates
+    except OSError as error:
+        raise write_error(path, error) from None
+    with handle:
+        _lock(handle, path)
+        check_regular_file(path, "write")
+        handle.seek(0)
+        first = handle.readline()
+        if not first:
+            handle.write((json.dumps(header) + "\n").encode())
+        else:
+            saved = _header_of(first)
+            if saved is None:
+                raise InputError(f"{str(path)!r} is not a logitlens results file.")
+            differ = _differences(saved, header)
+            if differ:
+                raise InputError(
+                    f"{str(path)!r} holds results of a different run: differs in "
+                    f"{'; '.join(differ)}. Use another --out, or delete the file to start over."
+                )
+        done, rejected = _read_done(handle, path)
+        if rejected:
+            import warnings
+
+            warnings.warn(
+                f"{rejected} corrupt line(s) of {path} set aside in {path}.rejected; "
+                "their prompts are analysed again.",
+                stacklevel=2,
+            )
+        todo = [i for i, key in enumerate(keys) if key not in done]
+        _write_missing(
+            handle,
+            path,
+            model,
+            prompts,
+            per_prompt,
+            keys,
+            todo,
+            done,
+            batch_size,
+            progress,
+            options,
+        )
+    return LensResult.concat([done[key] for key in keys])
+
+
+def _write_missing(
+    handle: IO[bytes],
+    path: Path,
+    model: LensModel,
+    prompts: list[str],
+    per_prompt: list[Any],
+    keys: list[str],
+    todo: list[int],
+    done: dict[str, LensResult],
+    batch_size: int,
+    progress: bool,
+    options: dict[str, Any],
+) -> None:
     from tqdm.auto import tqdm
 
-    with (
-        path.open("a", encoding="utf-8") as handle,
-        tqdm(
-            total=len(prompts),
-            initial=len(prompts) - len(todo),
-            desc="prompts",
-            disable=not progress,
-        ) as bar,
-    ):
+    with tqdm(
+        total=len(prompts), initial=len(prompts) - len(todo), desc="prompts", disable=not progress
+    ) as bar:
         for start in range(0, len(todo), batch_size):
             chosen = todo[start : start + batch_size]
             chosen_targets = [per_prompt[i] for i in chosen]
@@ -96,12 +266,17 @@ def analyze_to_jsonl(
                 progress=False,
                 **options,
             )
+            lines = []
             for offset, index in enumerate(chosen):
                 single = result.subset([offset])
                 done[keys[index]] = single
                 record = {"key": keys[index], "result": single.to_dict()}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            try:
+                handle.seek(0, os.SEEK_END)
+                handle.write("".join(lines).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as error:
+                raise write_error(path, error) from None
             bar.update(len(chosen))
-    return LensResult.concat([done[key] for key in keys])

@@ -9,6 +9,7 @@ exactly, pass token ids (``int``) instead of strings.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,8 +35,12 @@ class ResolvedTarget:
 
 def resolve_target(tokenizer: Any, target: Target, vocab_size: int) -> ResolvedTarget:
     """The token id for one target (a string or an explicit token id)."""
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        target = int(target)  # NumPy integers too
     if isinstance(target, bool) or not isinstance(target, (str, int)):
-        raise InputError(f"A target must be a string or a token id, not {target!r}.")
+        raise InputError(
+            f"A target must be a string or a token id (e.g. ' current' or 1234), not {target!r}."
+        )
     if isinstance(target, int):
         if not 0 <= target < vocab_size:
             raise InputError(
@@ -58,6 +63,10 @@ def resolve_target(tokenizer: Any, target: Target, vocab_size: int) -> ResolvedT
     return ResolvedTarget(target, ids[0], pieces[0])
 
 
+def _is_single(target: Any) -> bool:
+    return isinstance(target, (str, numbers.Integral)) or not isinstance(target, Sequence)
+
+
 def resolve_targets(
     tokenizer: Any,
     targets: Target | Sequence[Target] | Sequence[Sequence[Target]] | None,
@@ -71,7 +80,7 @@ def resolve_targets(
     """
     if targets is None:
         return [[] for _ in range(n_prompts)]
-    if isinstance(targets, (str, int)):
+    if _is_single(targets):
         per_prompt: list[Sequence[Target]] = [[targets]] * n_prompts
     else:
         targets = list(targets)
@@ -80,7 +89,12 @@ def resolve_targets(
                 f"Got {len(targets)} targets for {n_prompts} prompts. Give one target for "
                 "all prompts, one per prompt, or a list of targets per prompt."
             )
-        per_prompt = [[t] if isinstance(t, (str, int)) else list(t) for t in targets]
+        if any(t is None for t in targets):
+            raise InputError(
+                f"targets[{targets.index(None)}] is None: give a target for every prompt "
+                "(or targets=None for none)."
+            )
+        per_prompt = [[t] if _is_single(t) else list(t) for t in targets]
     counts = {len(t) for t in per_prompt}
     if len(counts) != 1 or 0 in counts:
         raise InputError("Every prompt needs the same number (at least one) of targets.")

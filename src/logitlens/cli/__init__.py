@@ -1,16 +1,23 @@
 """The ``logitlens`` command line: one Typer app, commands grouped by topic.
 
-Each topic module registers its commands on ``app``; ``main`` turns logitlens's own
-errors into one clear line on stderr (exit code 2) instead of a traceback.
+Each topic module registers its commands on ``app``. ``main`` runs it and turns every
+error into one line on stderr (exit code 2): logitlens's own errors, a bad option, an
+unwritable file. ``--debug`` (or ``LOGITLENS_DEBUG=1``) shows the traceback instead.
+Ctrl-C prints "Interrupted" and what was kept, exit code 130.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+from typing import Annotated
+
+import typer
+from typer._click import exceptions as click_errors  # typer ships its own click
 
 from ..errors import LogitLensError
-from .common import Session, app, err_console
+from .common import Session, app, note
 
 # Importing a topic module registers its commands.
 from . import analysis_commands  # noqa: F401  isort: skip
@@ -19,30 +26,62 @@ from . import remote_commands  # noqa: F401  isort: skip
 from . import study_commands  # noqa: F401  isort: skip
 from . import tuned_commands  # noqa: F401  isort: skip
 from . import dataset_commands  # noqa: F401  isort: skip
+from . import generate_commands  # noqa: F401  isort: skip
 
 
-def main() -> None:
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the full traceback of an error (or LOGITLENS_DEBUG=1)."),
+    ] = False,
+) -> None:
+    """Look inside transformer language models layer by layer."""
+    Session.debug = debug or os.environ.get("LOGITLENS_DEBUG", "") not in ("", "0")
+    Session.kept = "Nothing was written."
+
+
+def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``logitlens`` console script."""
+    command = typer.main.get_command(app)
     try:
-        app()
+        code = command.main(args=argv, prog_name="logitlens", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as error:
+        error.show()
+        code = 0
+    except click_errors.UsageError as error:
+        where = error.ctx.command_path if error.ctx else "logitlens"
+        _fail(f"{error.format_message()} (see: {where} --help)")
+    except click_errors.ClickException as error:
+        _fail(error.format_message())
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except LogitLensError as error:
-        if Session.debug:
-            traceback.print_exc()
-            if getattr(error, "server_traceback", None):
-                print(f"NDIF's traceback:\n{error.server_traceback}", file=sys.stderr)
-        err_console.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        _interrupted()
-    except SystemExit as exit_:
-        if exit_.code == 130:  # Typer turns Ctrl-C into a silent exit 130
-            _interrupted()
-        raise
+        _fail(str(error), error)
+    except OSError as error:  # a file the library did not expect to fail
+        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), error)
+    except Exception as error:
+        _fail(
+            f"Unexpected {type(error).__name__}: {error}. This is a bug in logitlens: rerun "
+            "with --debug and report the traceback.",
+            error,
+            code=1,
+        )
+    if code == 130:
+        note(f"Interrupted. {Session.kept}")
+    sys.exit(code or 0)
 
 
-def _interrupted() -> None:
-    err_console.print(f"[yellow]Interrupted.[/] {Session.kept}", soft_wrap=True)
-    sys.exit(130)
+def _fail(message: str, error: BaseException | None = None, code: int = 2) -> None:
+    """One line on stderr, never wrapped; the traceback only under --debug."""
+    if error is not None and (
+        Session.debug or os.environ.get("LOGITLENS_DEBUG", "") not in ("", "0")
+    ):
+        traceback.print_exception(error)
+        if getattr(error, "server_traceback", None):
+            note(f"NDIF's traceback:\n{error.server_traceback}")
+    note("Error: " + " ".join(message.split()))
+    sys.exit(code)
 
 
 __all__ = ["app", "main"]

@@ -1,292 +1,264 @@
-"""``info``, ``top``, ``track``, ``compare`` and ``demo``: the seed notebook's analyses."""
+"""``info``, ``top``, ``track``, ``compare`` and ``demo``: the seed notebook's analyses.
+
+Each command declares only its own options; the shared ones, the checks, the model and
+the analysis come from :mod:`.common`.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ..analysis import analyze
 from ..errors import InputError
-from ..paths import check_output_path
-from ..pictures import plots
-from ..results import LensResult
-from ..runs import analyze_to_jsonl
+from ..options import check_threshold
 from .common import (
-    DeviceOption,
-    JsonOption,
-    KOption,
-    LayersOption,
-    LensOption,
-    MetricsOption,
-    ModelOption,
-    PositionsOption,
-    RemoteOption,
-    TimeoutOption,
-    TunedPathOption,
-    app,
+    PlotOption,
+    PromptArgument,
+    Request,
+    ShowOption,
+    TargetOption,
+    ThresholdOption,
+    analysis_command,
+    as_dict,
+    check_picture_path,
     console,
-    err_console,
-    keep,
-    open_model,
-    parse_metrics,
     parse_target,
     print_json,
+    run_analysis,
+    save_plot,
+    say,
 )
-from .tables import compare_table, info_table, summary_sentences, topk_table, track_table
 
 PUN_PROMPT = "Why do electricians make good swimmers? Because they know the"
 PUN_TARGET = " current"
-
-ThresholdOption = Annotated[
-    float, typer.Option("--threshold", help="Report the first layer above this probability.")
-]
-ShowOption = Annotated[int, typer.Option("--show", help="Tokens shown per layer in the table.")]
-PlotOption = Annotated[
-    Path | None, typer.Option("--plot", help="Also save a picture (.png, .svg or .pdf).")
-]
+LENS_OPTIONS = ("model", "remote", "timeout", "device", "lens", "tuned_path")
 
 
-@app.command()
-def info(
-    model: ModelOption = None,
-    remote: RemoteOption = False,
-    timeout: TimeoutOption = None,
-    json_output: JsonOption = False,
-):
-    """Load a model and print its configuration (layers, sizes, dtype, device)."""
-    details = open_model(model, remote, timeout=timeout).info()
-    if json_output:
-        print_json(asdict(details))
+@analysis_command("model", "remote", "timeout", "json_output")
+def info(request: Request):
+    """Load a model and print its configuration (layers, sizes, dtype, device).
+
+    Example: logitlens info --model gpt2
+    """
+    from .common import open_model
+    from .tables import info_table
+
+    details = open_model(request.model, request.remote, timeout=request.timeout).info()
+    if request.json_output:
+        print_json(as_dict(details))
     else:
         console.print(info_table(details))
 
 
-@app.command()
-def top(
-    prompt: Annotated[str, typer.Argument(help="The prompt to analyse.")],
-    model: ModelOption = None,
-    remote: RemoteOption = False,
-    timeout: TimeoutOption = None,
-    device: DeviceOption = None,
-    lens: LensOption = "logit",
-    tuned_path: TunedPathOption = None,
-    layers: LayersOption = None,
-    positions: PositionsOption = "last",
-    k: KOption = 10,
-    show: ShowOption = 5,
-    metrics: MetricsOption = None,
-    json_output: JsonOption = False,
-    plot: PlotOption = None,
-):
-    """Top-k next-token predictions at every layer (--plot: the logit-lens grid)."""
-    if plot:
-        check_output_path(plot)
-    lens_model = open_model(model, remote, device, timeout)
-    result = analyze(
-        lens_model,
-        prompt,
-        lens=lens,
-        tuned_path=tuned_path,
-        layers=layers,
-        positions=positions,
-        k=k,
-        metrics=parse_metrics(metrics, "topk", *(["final_rank"] if plot else [])),
-    )
-    if plot:
-        _save_plot(plots.plot_grid(result), plot, json_output)
-    if json_output:
+@analysis_command(*LENS_OPTIONS, "layers", "positions", "k", "metrics", "json_output")
+def top(request: Request, prompt: PromptArgument, show: ShowOption = 5, plot: PlotOption = None):
+    """Top-k next-token predictions at every layer (--plot: the logit-lens grid).
+
+    Example: logitlens top 'The capital of France is' --k 5 --layers 20:30
+    """
+    check_picture_path(plot)
+    metrics = request.metric_list("topk", *(["final_rank"] if plot else []))
+    result = run_analysis(request, prompt, metrics=metrics)
+    save_plot(lambda: _plots().plot_grid(result), plot, request.json_output)
+    if request.json_output:
         print_json(result.to_dict())
         return
+    from .tables import topk_table
+
     for position in result.positions[0]:
         console.print(topk_table(result, 0, int(position), show))
 
 
-@app.command()
+@analysis_command(*LENS_OPTIONS, "layers", "positions", "k", "metrics", "json_output")
 def track(
-    prompt: Annotated[str, typer.Argument(help="The prompt to analyse.")],
-    target: Annotated[
-        str,
-        typer.Option("--target", "-t", help="Token to follow, e.g. ' current', or id:1234."),
-    ],
-    model: ModelOption = None,
-    remote: RemoteOption = False,
-    timeout: TimeoutOption = None,
-    device: DeviceOption = None,
-    lens: LensOption = "logit",
-    tuned_path: TunedPathOption = None,
-    layers: LayersOption = None,
-    positions: PositionsOption = "last",
-    k: KOption = 10,
+    request: Request,
+    prompt: PromptArgument,
+    target: TargetOption,
     threshold: ThresholdOption = 0.1,
-    metrics: MetricsOption = None,
-    json_output: JsonOption = False,
     plot: PlotOption = None,
 ):
-    """Probability, logit and rank of one target token at every layer."""
-    if plot:
-        check_output_path(plot)
-    lens_model = open_model(model, remote, device, timeout)
-    result = analyze(
-        lens_model,
-        prompt,
-        lens=lens,
-        tuned_path=tuned_path,
-        layers=layers,
-        positions=positions,
-        k=k,
-        targets=parse_target(target),
-        metrics=parse_metrics(metrics),
+    """Probability, logit and rank of one target token at every layer.
+
+    Example: logitlens track 'Why do electricians make good swimmers? Because they know
+    the' --target ' current'
+    """
+    check_threshold(threshold)
+    check_picture_path(plot)
+    result = run_analysis(
+        request, prompt, targets=parse_target(target), metrics=request.metric_list()
     )
     analysed = [int(p) for p in result.positions[0]]
     summary = result.target_summary(threshold, position=analysed[-1])
-    if plot:
-        figure = plots.plot_trajectory(result, position=analysed[-1], threshold=threshold)
-        _save_plot(figure, plot, json_output)
-    if json_output:
-        print_json({"summary": asdict(summary), "result": result.to_dict()})
+    save_plot(
+        lambda: _plots().plot_trajectory(result, position=analysed[-1], threshold=threshold),
+        plot,
+        request.json_output,
+    )
+    if request.json_output:
+        print_json({"summary": as_dict(summary), "result": result.to_dict()})
         return
+    from .tables import summary_sentences, track_table
+
     for position in analysed:
         console.print(track_table(result, position=position))
         for line in summary_sentences(result.target_summary(threshold, position=position)):
-            console.print(line, highlight=False)
+            say(line)
 
 
-def _save_plot(figure, path: Path, json_output: bool) -> None:
-    """Save a figure; its path goes to stderr under --json so stdout stays JSON."""
-    written = plots.save_figure(figure, path)
-    (err_console if json_output else console).print(f"Plot written to {written}")
-
-
-def _read_pairs(path: Path) -> list[tuple[str, str]]:
-    if not path.is_file():
-        raise InputError(f"No such file {str(path)!r}: give a JSONL file of prompt/target pairs.")
-    pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            pairs.append((record["prompt"], record["target"]))
-        except (ValueError, KeyError, TypeError):
-            raise InputError(
-                f"{path}:{number} is not a JSON object with 'prompt' and 'target', e.g. "
-                '{"prompt": "Why do cows wear bells? Because their horns don\'t", '
-                '"target": " work"}'
-            ) from None
-    if not pairs:
-        raise InputError(f"{path} holds no prompt/target pairs.")
-    return pairs
-
-
-@app.command()
+@analysis_command(*LENS_OPTIONS, "layers", "json_output")
 def compare(
+    request: Request,
     pair: Annotated[
         list[str] | None,
         typer.Option("--pair", "-p", help="PROMPT=>TARGET; repeat for several prompts."),
     ] = None,
     file: Annotated[
-        Path | None, typer.Option("--file", "-f", help="JSONL with 'prompt' and 'target'.")
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help='JSONL, one {"prompt": "...", "target": " word"} per line (UTF-8).',
+        ),
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
             "-o",
-            help="Append each prompt's result to this JSONL as it is done; re-running resumes.",
+            help="Append each prompt's result to this JSONL as it is done; re-running resumes "
+            "(the file's header must match the model, lens and options).",
         ),
     ] = None,
-    model: ModelOption = None,
-    remote: RemoteOption = False,
-    timeout: TimeoutOption = None,
-    device: DeviceOption = None,
-    lens: LensOption = "logit",
-    tuned_path: TunedPathOption = None,
-    layers: LayersOption = None,
     threshold: ThresholdOption = 0.1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward.")] = 16,
-    json_output: JsonOption = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Prompts per forward pass.")
+    ] = 16,
     plot: PlotOption = None,
 ):
-    """Several prompt/target pairs (the notebook's pun comparison), batched."""
-    pairs = [_split_pair(text) for text in pair or []]
+    """Several prompt/target pairs (the notebook's pun comparison), batched.
+
+    Example: logitlens compare -p 'Why do electricians make good swimmers? Because they
+    know the=> current' -p 'Electricians work with wires that carry electrical=> current'
+    """
+    check_threshold(threshold)
+    if out is not None:
+        from ..runs import check_results_path
+
+        check_results_path(out, inputs=[file] if file is not None else [])
+    pairs = [split_pair(text) for text in pair or []]
     if file is not None:
-        pairs += _read_pairs(file)
+        pairs += read_pairs(file)
     if not pairs:
         raise InputError(
             "Nothing to compare: give --pair 'PROMPT=> TARGET' (repeatable) or --file pairs.jsonl."
         )
-    if plot:
-        check_output_path(plot)
-    lens_model = open_model(model, remote, device, timeout)
-    prompts = [p for p, _ in pairs]
-    targets = [parse_target(t) for _, t in pairs]
-    options = {"lens": lens, "tuned_path": tuned_path, "layers": layers}
-    if out is not None:
-        keep(f"Finished prompts are kept in {out}; run the same command again to resume.")
-        result = analyze_to_jsonl(
-            lens_model, prompts, out, targets=targets, batch_size=batch_size, **options
-        )
-    else:
-        result = analyze(lens_model, prompts, targets=targets, batch_size=batch_size, **options)
-    summaries = [result.target_summary(threshold, prompt=i) for i in range(len(prompts))]
-    if plot:
-        _save_plot(plots.plot_comparison(result), plot, json_output)
-    if json_output:
-        print_json({"summaries": [asdict(s) for s in summaries], "result": result.to_dict()})
+    check_picture_path(plot)
+    result = run_analysis(
+        request,
+        [p for p, _ in pairs],
+        targets=[t for _, t in pairs],
+        out=out,
+        batch_size=batch_size,
+    )
+    summaries = [result.target_summary(threshold, prompt=i) for i in range(len(pairs))]
+    save_plot(lambda: _plots().plot_comparison(result), plot, request.json_output)
+    if request.json_output:
+        print_json({"summaries": [as_dict(s) for s in summaries], "result": result.to_dict()})
         return
+    from .tables import compare_table
+
     console.print(compare_table(summaries))
     if out is not None:
-        console.print(f"Results written to {out}")
+        say(f"Results written to {out}")
 
 
-def _split_pair(text: str) -> tuple[str, str]:
+def split_pair(text: str) -> tuple[str, str | int]:
+    """``PROMPT=>TARGET`` from ``--pair``."""
     prompt, separator, target = text.partition("=>")
     if not separator or not prompt.strip() or not target:
         raise InputError(
             f"Bad --pair {text!r}: write PROMPT=>TARGET, e.g. "
             "'Why do electricians make good swimmers? Because they know the=> current'."
         )
+    return prompt, parse_target(target)
+
+
+def read_pairs(path: Path) -> list[tuple[str, str | int]]:
+    """Prompt/target pairs of a JSONL file (UTF-8, with or without BOM), checked per line."""
+    from ..paths import check_regular_file
+
+    check_regular_file(path, "read")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}): re-save it as UTF-8."
+        ) from None
+    except OSError as error:
+        raise InputError(f"Cannot read {path}: {error.strerror}.") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            pairs.append(_pair_of(json_line(line, path, number), f"{path}:{number}"))
+    if not pairs:
+        raise InputError(f"{path} holds no prompt/target pairs.")
+    return pairs
+
+
+def json_line(line: str, path: Path, number: int) -> Any:
+    """One JSON value of a JSONL file, or an error naming the line."""
+    try:
+        return json.loads(line)
+    except ValueError as error:
+        raise InputError(
+            f"{path}:{number} is not valid JSON ({error.msg} at column {error.colno}); "
+            'write one object per line, e.g. {"prompt": "The capital of France is", '
+            '"target": " Paris"}'
+        ) from None
+
+
+def _pair_of(record: Any, where: str) -> tuple[str, str | int]:
+    if not isinstance(record, dict):
+        raise InputError(f'{where} is not a JSON object: write {{"prompt": ..., "target": ...}}.')
+    for field in ("prompt", "target"):
+        if field not in record:
+            raise InputError(f"{where} has no {field!r} field (it has {sorted(record)}).")
+    prompt, target = record["prompt"], record["target"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError(f"{where}: 'prompt' must be non-empty text, got {prompt!r}.")
+    if isinstance(target, bool) or not isinstance(target, (str, int)) or target == "":
+        raise InputError(
+            f"{where}: 'target' must be text such as \" current\" or a token id, got {target!r}."
+        )
     return prompt, target
 
 
-@app.command()
-def demo(
-    model: ModelOption = None,
-    remote: RemoteOption = False,
-    timeout: TimeoutOption = None,
-    device: DeviceOption = None,
-    lens: LensOption = "logit",
-    tuned_path: TunedPathOption = None,
-    k: KOption = 10,
-    show: ShowOption = 5,
-    threshold: ThresholdOption = 0.1,
-    json_output: JsonOption = False,
-):
-    """The seed notebook's main job: the electricians pun, layer by layer."""
-    lens_model = open_model(model, remote, device, timeout)
-    result = analyze(
-        lens_model,
-        PUN_PROMPT,
-        lens=lens,
-        tuned_path=tuned_path,
-        k=k,
-        targets=PUN_TARGET,
-        metrics=["topk"],
-    )
+@analysis_command(*LENS_OPTIONS, "k", "json_output")
+def demo(request: Request, show: ShowOption = 5, threshold: ThresholdOption = 0.1):
+    """The seed notebook's main job: the electricians pun, layer by layer.
+
+    Example: logitlens demo --lens raw
+    """
+    check_threshold(threshold)
+    result = run_analysis(request, PUN_PROMPT, targets=PUN_TARGET, metrics=["topk"])
     summary = result.target_summary(threshold)
-    if json_output:
-        print_json({"summary": asdict(summary), "result": result.to_dict()})
+    if request.json_output:
+        print_json({"summary": as_dict(summary), "result": result.to_dict()})
         return
-    _print_demo(result, summary, show)
+    from .tables import summary_sentences, topk_table, track_table
 
-
-def _print_demo(result: LensResult, summary, show: int) -> None:
-    console.print(f"Model: {result.model_name}    Prompt: {result.prompts[0]!r}", highlight=False)
+    say(f"Model: {result.model_name}    Prompt: {result.prompts[0]!r}")
     console.print(topk_table(result, show=show))
     console.print(track_table(result))
     for line in summary_sentences(summary):
-        console.print(line, highlight=False)
+        say(line)
+
+
+def _plots() -> Any:
+    from ..pictures import plots
+
+    return plots

@@ -1,83 +1,52 @@
-"""Options, model loading and output shared by every CLI command."""
+"""The one path every analysis command shares: options -> checks -> model -> analyze -> output.
+
+A command declares only what differs: its own options, and which shared options it takes
+(:func:`analysis_command`). Checks that need no model run first and import nothing heavy,
+so ``--help`` and argument errors come back at once; torch, transformers and nnsight are
+imported only once the arguments are known to be good.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import re
+import sys
+import typing
 import warnings
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from ..errors import InputError
-from ..loading import LensModel, load_model
+from ..options import check_layers_spec, metric_names, position_items
+
+if TYPE_CHECKING:
+    from ..lenses import Lens
+    from ..loading import LensModel
+    from ..results import LensResult
 
 app = typer.Typer(
-    help="Look inside transformer language models layer by layer (logit, raw and tuned lenses).",
+    help="Look inside transformer language models layer by layer (logit, raw and tuned lenses)."
+    "\n\nExamples:\n\n"
+    "  logitlens top 'The capital of France is'\n\n"
+    "  logitlens track 'Why do electricians make good swimmers? Because they know the' "
+    "-t ' current'\n\n"
+    "  logitlens grid 'The Eiffel Tower is in the city of' -o grid.png\n\n"
+    "Errors are one line on stderr (exit code 2); --debug or LOGITLENS_DEBUG=1 shows the "
+    "traceback.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: flags shown as flags, fast to print
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
-
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Hub id or local directory; default: the bundled SmolLM2-135M (offline).",
-    ),
-]
-RemoteOption = Annotated[bool, typer.Option("--remote", help="Run on NDIF (needs NDIF_API_KEY).")]
-TimeoutOption = Annotated[
-    float | None,
-    typer.Option(
-        "--timeout", help="With --remote: seconds one NDIF job may take, queue included (600)."
-    ),
-]
-DeviceOption = Annotated[
-    str | None,
-    typer.Option(
-        "--device",
-        help="cpu, cuda, cuda:1 ..., or auto to spread a large model over all GPUs "
-        "(device_map='auto'). Default: cuda if present, else cpu.",
-    ),
-]
-LensOption = Annotated[str, typer.Option("--lens", "-l", help="logit, raw or tuned.")]
-TunedPathOption = Annotated[
-    str | None, typer.Option("--tuned-path", help="Trained tuned-lens file, for --lens tuned.")
-]
-LayersOption = Annotated[
-    str | None, typer.Option("--layers", help="All by default; e.g. 0,5,-1 or 10:20 or embed,0:5.")
-]
-PositionsOption = Annotated[
-    str, typer.Option("--positions", help="last (default), all, or indices like 0,-1.")
-]
-KOption = Annotated[int, typer.Option("--k", "-k", help="Top tokens kept per layer.")]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")
-]
-MetricsOption = Annotated[
-    str | None,
-    typer.Option("--metrics", help="Extra metrics, comma separated: entropy,kl,final_rank."),
-]
-
-
-def open_model(
-    model: str | None,
-    remote: bool,
-    device: str | None = None,
-    timeout: float | None = None,
-) -> LensModel:
-    """Load the model named on the command line, with a status line on stderr."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # the status line below says what is happening
-    with err_console.status(f"Loading {model or 'the bundled SmolLM2-135M'}..."):
-        if device == "auto":
-            return load_model(model, remote=remote, device_map="auto", timeout=timeout)
-        return load_model(model, remote=remote, device=device, timeout=timeout)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class Session:
@@ -92,20 +61,295 @@ def keep(description: str) -> None:
     Session.kept = description
 
 
-@app.callback()
-def options(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show full tracebacks (and NDIF's) on errors.")
-    ] = False,
-) -> None:
-    """Look inside transformer language models layer by layer."""
-    Session.debug = debug
-    Session.kept = "Nothing was written."
+PICTURE_WINDOW = 64
+"""Positions drawn at most when a picture asks for all positions of a long prompt."""
+
+_DEVICE = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
 
 
-def parse_metrics(metrics: str | None, *always: str) -> list[str]:
-    chosen = [m.strip() for m in (metrics or "").split(",") if m.strip()]
-    return list(dict.fromkeys([*always, *chosen]))
+def note(text: str) -> None:
+    """One plain line on stderr (never wrapped, never on stdout)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+# ----- the shared options -----------------------------------------------------------------
+
+PromptArgument = Annotated[str, typer.Argument(help="The prompt to analyse.", show_default=False)]
+TargetOption = Annotated[
+    str,
+    typer.Option(
+        "--target", "-t", help="Token to follow, e.g. ' current', or a token id: id:1234."
+    ),
+]
+ThresholdOption = Annotated[
+    float,
+    typer.Option("--threshold", help="Report the first layer above this probability, in (0, 1]."),
+]
+PlotOption = Annotated[
+    Path | None, typer.Option("--plot", help="Also save a picture (.png, .svg or .pdf).")
+]
+ShowOption = Annotated[
+    int, typer.Option("--show", min=1, help="Tokens shown per layer in the table (at least 1).")
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Hub id or local directory, or a bundled model (offline): smollm2 (default) "
+        "or gemma3-270m.",
+    ),
+]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="cpu, cuda, cuda:1 ..., mps, or auto to spread a large model over all GPUs "
+        "(device_map='auto'). Default: cuda if present, else cpu.",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")
+]
+
+SHARED: dict[str, tuple[Any, Any]] = {
+    "model": (ModelOption, None),
+    "remote": (
+        Annotated[bool, typer.Option("--remote", help="Run on NDIF (needs NDIF_API_KEY).")],
+        False,
+    ),
+    "timeout": (
+        Annotated[
+            float | None,
+            typer.Option(
+                "--timeout",
+                min=0,
+                help="With --remote: seconds one NDIF job may take, queue included (600).",
+            ),
+        ],
+        None,
+    ),
+    "device": (DeviceOption, None),
+    "lens": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--lens", "-l", help="logit (default), raw or tuned (tuned needs --tuned-path)."
+            ),
+        ],
+        None,
+    ),
+    "tuned_path": (
+        Annotated[
+            str | None,
+            typer.Option("--tuned-path", help="Trained tuned-lens file; implies --lens tuned."),
+        ],
+        None,
+    ),
+    "layers": (
+        Annotated[
+            str | None,
+            typer.Option("--layers", help="All by default; e.g. 0,5,-1 or 10:20 or embed,0:5."),
+        ],
+        None,
+    ),
+    "positions": (
+        Annotated[
+            str,
+            typer.Option(
+                "--positions",
+                help="last, all, or token indices like 0,-1. Pictures of long prompts draw "
+                f"the last {PICTURE_WINDOW} positions unless told (see --window).",
+            ),
+        ],
+        "last",
+    ),
+    "window": (
+        Annotated[
+            int,
+            typer.Option(
+                "--window", min=1, help="With --positions all: draw at most this many positions."
+            ),
+        ],
+        PICTURE_WINDOW,
+    ),
+    "k": (
+        Annotated[int, typer.Option("--k", "-k", min=1, help="Top tokens kept per layer.")],
+        10,
+    ),
+    "metrics": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--metrics", help="Extra metrics, comma separated: entropy,kl,final_rank."
+            ),
+        ],
+        None,
+    ),
+    "json_output": (JsonOption, False),
+}
+"""Options many commands take: name -> (annotated type, default)."""
+
+
+@dataclass
+class Request:
+    """The shared options of one command line, checked by :meth:`check`."""
+
+    model: str | None = None
+    remote: bool = False
+    timeout: float | None = None
+    device: str | None = None
+    lens: str | None = None
+    tuned_path: str | None = None
+    layers: str | None = None
+    positions: str = "last"
+    window: int = PICTURE_WINDOW
+    k: int = 10
+    metrics: str | None = None
+    json_output: bool = False
+
+    def check(self) -> None:
+        """Everything that can be checked without torch or the model."""
+        if self.device is not None and not _DEVICE.match(self.device):
+            raise InputError(f"Unknown device {self.device!r}: use cpu, cuda, cuda:N, mps or auto.")
+        check_layers_spec(self.layers)
+        position_items(self.positions)
+        if self.metrics is not None:
+            metric_names(self.metrics)
+        if self.tuned_path is not None and self.lens in (None, "tuned"):
+            if self.lens is None:
+                note("Note: --tuned-path implies --lens tuned.")
+            self.lens = "tuned"
+        elif self.tuned_path is not None:
+            raise InputError(
+                f"--tuned-path is for the tuned lens, but --lens is {self.lens!r}: "
+                "drop --tuned-path or use --lens tuned."
+            )
+
+    def metric_list(self, *always: str) -> list[str]:
+        return list(dict.fromkeys([*always, *(metric_names(self.metrics) or [])]))
+
+
+def analysis_command(*shared: str, name: str | None = None, parent: typer.Typer = app, **defaults):
+    """Register ``func`` as a command taking its own parameters plus the ``shared`` options.
+
+    The shared options reach ``func`` as one :class:`Request` argument named ``request``;
+    ``defaults`` overrides a shared option's default (e.g. ``positions="all"``).
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(func, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(func).parameters.values()
+            if p.name != "request"
+        ]
+        extra = [
+            inspect.Parameter(
+                option,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=defaults.get(option, SHARED[option][1]),
+                annotation=SHARED[option][0],
+            )
+            for option in shared
+        ]
+        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            request = Request(**{option: kwargs.pop(option) for option in shared})
+            request.check()
+            return func(request=request, **kwargs)
+
+        del command.__wrapped__  # typer must read the signature below, not func's
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        parent.command(name)(command)
+        return command
+
+    return decorate
+
+
+# ----- model, lens, analysis -----------------------------------------------------------------
+
+
+def open_model(
+    model: str | None,
+    remote: bool = False,
+    device: str | None = None,
+    timeout: float | None = None,
+) -> LensModel:
+    """Load the model named on the command line, with a status line on stderr."""
+    from transformers.utils import logging as hf_logging
+
+    from ..loading import load_model
+
+    hf_logging.disable_progress_bar()  # the status line below says what is happening
+    with err_console.status(f"Loading {model or 'the bundled SmolLM2-135M'}..."):
+        if device == "auto":
+            return load_model(model, remote=remote, device_map="auto", timeout=timeout)
+        return load_model(model, remote=remote, device=device, timeout=timeout)
+
+
+def open_lens(request: Request) -> Lens:
+    """The lens (a tuned lens's file is read and checked here, before the model loads)."""
+    from ..lenses import get_lens
+
+    return get_lens(request.lens or "logit", request.tuned_path)
+
+
+def run_analysis(
+    request: Request,
+    prompts: str | Sequence[str],
+    *,
+    targets: Any = None,
+    metrics: Sequence[str] | None = None,
+    picture: bool = False,
+    out: Path | None = None,
+    **options: Any,
+) -> LensResult:
+    """Open the lens and the model, bound a picture's positions, and run ``analyze``.
+
+    ``out`` appends each prompt's result to a resumable JSONL file instead.
+    """
+    from ..analysis import analyze
+    from ..options import check_prompts
+
+    prompts = check_prompts(prompts)
+    lens = open_lens(request)
+    model = open_model(request.model, request.remote, request.device, request.timeout)
+    positions = _picture_positions(model, prompts, request) if picture else request.positions
+    kwargs = {
+        "lens": lens,
+        "layers": request.layers,
+        "positions": positions,
+        "k": request.k,
+        "targets": targets,
+        "metrics": metrics or request.metric_list("topk"),
+        **options,
+    }
+    if out is None:
+        return analyze(model, prompts, **kwargs)
+    from ..runs import analyze_to_jsonl
+
+    keep(f"Finished prompts are kept in {out}; run the same command again to resume.")
+    return analyze_to_jsonl(model, prompts, out, progress=not request.json_output, **kwargs)
+
+
+def _picture_positions(model: LensModel, prompts: list[str], request: Request) -> Any:
+    """``all`` positions of a long prompt become its last ``window`` ones, said on stderr."""
+    if request.positions != "all":
+        return request.positions
+    lengths = [len(model.tokenizer(p)["input_ids"]) for p in prompts]
+    if max(lengths) <= request.window:
+        return "all"
+    window = min(request.window, *lengths)
+    note(
+        f"Note: the prompt is {max(lengths)} tokens; drawing the last {window} positions "
+        "(choose with --window N or --positions).",
+    )
+    return list(range(-window, 0))
 
 
 def parse_target(target: str) -> str | int:
@@ -118,16 +362,51 @@ def parse_target(target: str) -> str | int:
     return target
 
 
+# ----- output ----------------------------------------------------------------------------------
+
+
+def check_picture_path(path: Path | None, suffixes: Sequence[str] | None = None) -> None:
+    """Refuse an unwritable picture path before any work (``None``: no picture asked)."""
+    if path is None:
+        return
+    from ..paths import FIGURE_SUFFIXES, check_output_path
+
+    check_output_path(path, suffixes or FIGURE_SUFFIXES)
+
+
+def save_plot(draw: Callable[[], Any], path: Path | None, json_output: bool = False) -> None:
+    """Draw and save a figure; its path goes to stderr under --json so stdout stays JSON."""
+    if path is None:
+        return
+    from ..pictures import plots
+
+    written = plots.save_figure(draw(), path)
+    say(f"Picture written to {written}", json_output)
+
+
+def say(text: str, json_output: bool = False) -> None:
+    """A line for the user: stdout normally, stderr under --json."""
+    if json_output:
+        note(text)
+    else:
+        console.print(text, highlight=False, soft_wrap=True)
+
+
 def print_json(payload: Any) -> None:
     """Write JSON to stdout without rich markup or wrapping."""
     typer.echo(json.dumps(payload, ensure_ascii=False))
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """A dataclass as a plain dict (for JSON payloads)."""
+    return {item.name: getattr(value, item.name) for item in fields(value)}
+
+
 def show_warnings_on_stderr() -> None:
-    """Show library warnings (e.g. multi-token targets) as one yellow line each."""
+    """Show library warnings (e.g. multi-token targets) as one plain line each."""
 
     def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-        err_console.print(f"[yellow]Warning:[/] {message}", highlight=False)
+        note(f"Warning: {message}")
 
     warnings.showwarning = show
 

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ..loading import load_tokenizer
-from ..studies.dataset import CATEGORIES, bundled_items_path, check_single_tokens, load_items
 from .common import JsonOption, app, console, err_console, print_json
 
-dataset_app = typer.Typer(help="Study items: the bundled set or your own file.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Study items: the bundled set or your own file.", no_args_is_help=True
+)
 app.add_typer(dataset_app, name="dataset")
 
 
@@ -34,7 +33,15 @@ def check(
     ] = None,
     json_output: JsonOption = False,
 ):
-    """Validate an items file and report targets/alternatives that are not one token."""
+    """Validate an items file and report targets/alternatives that are not one token.
+
+    Example: logitlens dataset check my_items.csv -m smollm2 -m gemma3-270m
+    """
+    from rich.table import Table
+
+    from ..loading import load_tokenizer
+    from ..studies.dataset import CATEGORIES, bundled_items_path, check_single_tokens, load_items
+
     items = load_items(path)
     counts = Counter(item.category for item in items)
     reports = []
@@ -70,5 +77,6 @@ def check(
         for column in ("item", "field", "word", "tokens"):
             table.add_column(column)
         for word in report.multi_token:
-            table.add_row(word.item_id, word.field, repr(word.text), " | ".join(map(repr, word.tokens)))
+            tokens = " | ".join(map(repr, word.tokens))
+            table.add_row(word.item_id, word.field, repr(word.text), tokens)
         console.print(table)

@@ -7,7 +7,6 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from ..remote import hosted_models
 from .common import JsonOption, app, console, print_json
 
 remote_app = typer.Typer(help="NDIF, the remote service: what it hosts.", no_args_is_help=True)
@@ -17,6 +16,8 @@ app.add_typer(remote_app, name="remote")
 @remote_app.command()
 def status(json_output: JsonOption = False):
     """List the models NDIF hosts (running ones first), from NDIF's status API."""
+    from ..remote import hosted_models
+
     models = hosted_models()
     if json_output:
         print_json([{**asdict(m), "usable": m.usable} for m in models])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from ..generation import GenerationResult
 from ..loading import ModelInfo
 from ..results import LensResult, TargetSummary
 
@@ -83,5 +84,27 @@ def compare_table(summaries: list[TargetSummary]) -> Table:
             "never" if s.first_layer_top1 is None else str(s.first_layer_top1),
             f"{format_prob(s.max_prob)} ({s.max_prob_layer})",
             format_prob(s.final_prob),
+        )
+    return table
+
+
+def generation_table(result: GenerationResult) -> Table:
+    """One row per generated token: where it first became top-1 and where it stayed."""
+    table = Table(
+        title=f"Generated tokens, {result.lens_result.lens} lens over "
+        f"{result.n_layers} layers: first top-1, and top-1 from there on"
+    )
+    for column in ("step", "token", "first top-1", "top-1 from", "depth"):
+        table.add_column(column, justify="left" if column == "token" else "right")
+    depths = result.normalised_depth("first")
+    for step, (token, first, stable, depth) in enumerate(
+        zip(result.generated_tokens, result.first_top1, result.stable_top1, depths, strict=True)
+    ):
+        table.add_row(
+            str(step),
+            repr(token),
+            "-" if first is None else result.lens_result.layer_labels[result.layers.index(first)],
+            "-" if stable is None else result.lens_result.layer_labels[result.layers.index(stable)],
+            "-" if depth is None else f"{depth:.2f}",
         )
     return table

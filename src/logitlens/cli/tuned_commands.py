@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from ..errors import InputError
-from ..evaluation import LensEvaluation, evaluate_lenses
-from ..lenses import TunedLens
-from ..lenses.files import default_lens_path
-from ..paths import check_output_path
-from ..pictures import plots
-from ..training import SCHEDULES, TrainingConfig, train_tuned_lens
-from ..training.corpus import BIBLE, load_documents, sample_documents, split_documents
+from ..training.config import BIBLE, DTYPE_NAMES, MODEL_SAMPLES, SCHEDULES, TrainingConfig
 from .common import (
     DeviceOption,
     JsonOption,
     ModelOption,
     app,
+    check_picture_path,
     console,
     err_console,
+    keep,
     open_model,
     print_json,
+    save_plot,
+    say,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..evaluation import LensEvaluation
 
 tuned_app = typer.Typer(
     help="Train and evaluate a tuned lens (per-layer affine translators).",
@@ -33,27 +34,20 @@ tuned_app = typer.Typer(
 )
 app.add_typer(tuned_app, name="tuned")
 
-SAMPLED = "model-samples"
 _DEFAULTS = TrainingConfig()
 
 CorpusOption = Annotated[
     str,
     typer.Option(
         "--corpus",
-        help=f"'{BIBLE}' (King James Bible, offline), '{SAMPLED}' (text the model writes), "
-        "or a .txt / .jsonl file or a directory of them.",
+        help=f"'{BIBLE}' (King James Bible, offline), '{MODEL_SAMPLES}' (text the model "
+        "writes, sized to --tokens), or a .txt / .jsonl file or a directory of them.",
     ),
 ]
-SeqLenOption = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")]
-BatchOption = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")]
-
-
-def _documents(corpus: str, model, seed: int) -> list[str] | None:
-    """Text sampled from the model for ``model-samples``; ``None``: read ``corpus``."""
-    if corpus != SAMPLED:
-        return None
-    with err_console.status("Sampling text from the model..."):
-        return sample_documents(model, n_documents=256, length=128, seed=seed)
+SeqLenOption = Annotated[int, typer.Option("--seq-len", min=2, help="Tokens per sequence.")]
+BatchOption = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")
+]
 
 
 @tuned_app.command()
@@ -64,28 +58,46 @@ def train(
     ] = None,
     model: ModelOption = None,
     corpus: CorpusOption = BIBLE,
-    tokens: Annotated[int, typer.Option("--tokens", help="Token budget.")] = _DEFAULTS.tokens,
+    tokens: Annotated[
+        int, typer.Option("--tokens", min=1, help="Token budget (whole batches).")
+    ] = _DEFAULTS.tokens,
     seq_len: SeqLenOption = _DEFAULTS.seq_len,
     batch_size: BatchOption = _DEFAULTS.batch_size,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = _DEFAULTS.lr,
+    lr: Annotated[
+        float, typer.Option("--lr", help="Peak learning rate (AdamW), above 0.")
+    ] = _DEFAULTS.lr,
     schedule: Annotated[
-        str, typer.Option("--schedule", help=f"One of {', '.join(SCHEDULES)}.")
+        str, typer.Option("--schedule", help=f"Decay after warm-up: {', '.join(SCHEDULES)}.")
     ] = _DEFAULTS.schedule,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps")] = _DEFAULTS.warmup_steps,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = _DEFAULTS.weight_decay,
+    warmup_steps: Annotated[
+        int, typer.Option("--warmup-steps", min=0, help="Steps of linear warm-up (0 or more).")
+    ] = _DEFAULTS.warmup_steps,
+    weight_decay: Annotated[
+        float, typer.Option("--weight-decay", min=0, help="AdamW weight decay (0 or more).")
+    ] = _DEFAULTS.weight_decay,
     device: DeviceOption = None,
     dtype: Annotated[
-        str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 for the model.")
+        str | None,
+        typer.Option("--dtype", help=f"Model precision: {', '.join(DTYPE_NAMES)}."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed")] = _DEFAULTS.seed,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the batch order and sampling (reproducible).")
+    ] = _DEFAULTS.seed,
     checkpoint_every: Annotated[
-        int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")
+        int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
     ] = _DEFAULTS.checkpoint_every,
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run.")
     ] = True,
 ):
-    """Train a tuned lens on a corpus (held-out split kept apart) and save it."""
+    """Train a tuned lens on a corpus (held-out split kept apart) and save it.
+
+    Example: logitlens tuned train --tokens 16384 -o lens.safetensors
+    """
+    from ..lenses.files import default_lens_path
+    from ..training import train_tuned_lens
+    from ..training.tuned import check_writable_output, checkpoint_path_for
+
     config = TrainingConfig(
         corpus=corpus,
         tokens=tokens,
@@ -98,18 +110,21 @@ def train(
         device=device,
         dtype=dtype,
         seed=seed,
-        checkpoint_every=max(1, checkpoint_every),
+        checkpoint_every=checkpoint_every,
     )
     config.validate()
+    if output is not None:
+        check_writable_output(Path(output).expanduser())
     lens_model = open_model(model, False, device)
-    documents = _documents(corpus, lens_model, seed)
     path = output or default_lens_path(lens_model)
-    lens = train_tuned_lens(lens_model, path, config, documents=documents, resume=resume)
-    console.print(
+    keep(f"The checkpoint {checkpoint_path_for(path)} is kept; run again to resume.")
+    if corpus == MODEL_SAMPLES:
+        err_console.print("Sampling text from the model...")
+    lens = train_tuned_lens(lens_model, path, config, resume=resume)
+    say(
         f"Saved the tuned lens for {lens_model.name} ({lens.info['tokens']} tokens, final "
         f"KL {lens.info['final_loss']:.3f} nats per layer) to {lens.path}\n"
-        f"Evaluate it:  logitlens tuned eval --tuned-path {lens.path}",
-        highlight=False,
+        f"Evaluate it:  logitlens tuned eval --tuned-path {lens.path}"
     )
 
 
@@ -121,22 +136,34 @@ def evaluate(
     ] = None,
     model: ModelOption = None,
     corpus: CorpusOption = BIBLE,
-    tokens: Annotated[int, typer.Option("--tokens", help="Held-out tokens to evaluate.")] = 1024,
+    tokens: Annotated[
+        int, typer.Option("--tokens", min=1, help="Held-out tokens to evaluate.")
+    ] = 1024,
     seq_len: SeqLenOption = _DEFAULTS.seq_len,
     batch_size: BatchOption = _DEFAULTS.batch_size,
     device: DeviceOption = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Save a PNG plot here.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Save a picture (.png, .svg or .pdf).")
+    ] = None,
     json_output: JsonOption = False,
 ):
-    """Per-layer KL to the final layer, cross-entropy and perplexity: raw, logit, tuned."""
-    if tokens < 1:
-        raise InputError(f"--tokens must be positive, got {tokens}.")
-    if plot is not None:
-        check_output_path(plot)
+    """Per-layer KL to the final layer, cross-entropy and perplexity: raw, logit, tuned.
+
+    Example: logitlens tuned eval --tuned-path lens.safetensors --plot eval.png
+    """
+    from ..evaluation import evaluate_lenses
+    from ..lenses import TunedLens
+    from ..lenses.files import default_lens_path
+    from ..training.corpus import load_documents, split_documents
+
+    check_picture_path(plot)
+    lens = TunedLens.load(tuned_path) if tuned_path else None
     lens_model = open_model(model, False, device)
-    lens = TunedLens.load(tuned_path or default_lens_path(lens_model))
+    lens = lens or TunedLens.load(default_lens_path(lens_model))
     seed = lens.info.get("config", {}).get("seed", 0) + 1  # never the training samples
-    _, heldout = split_documents(_documents(corpus, lens_model, seed) or load_documents(corpus))
+    documents = load_documents(corpus, model=lens_model, tokens=tokens, seed=seed)
+    # Samples drawn with another seed are all unseen; other corpora keep their split.
+    heldout = documents if corpus == MODEL_SAMPLES else split_documents(documents)[1]
     evaluation = evaluate_lenses(
         lens_model,
         ["raw", "logit", lens],
@@ -146,18 +173,19 @@ def evaluate(
         max_tokens=tokens,
         progress=not json_output,
     )
-    if plot is not None:
-        plots.save_figure(plots.plot_evaluation(evaluation), plot)
+    from ..pictures import plots
+
+    save_plot(lambda: plots.plot_evaluation(evaluation), plot, json_output)
     if json_output:
         print_json(evaluation.to_dict())
         return
     console.print(evaluation_table(evaluation))
-    if plot is not None:
-        console.print(f"Plot saved to {plot}")
 
 
 def evaluation_table(evaluation: LensEvaluation) -> Table:
     """KL and perplexity per layer for each lens, with the tuned/logit KL ratio."""
+    from rich.table import Table
+
     table = Table(
         title=f"{evaluation.model_name}: {evaluation.tokens} held-out tokens "
         f"({evaluation.seconds:.0f} s)"

@@ -9,8 +9,6 @@ norm), and loading checks it against the model the lens is used with.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import torch
 
 from ..architectures import resolve
 from ..errors import LensFileError
-from ..paths import cache_dir
+from ..paths import atomic_output, cache_dir, write_error
 
 
 def _weight_digest(tensors: Sequence[torch.Tensor]) -> str:
@@ -93,16 +91,24 @@ def write_safetensors(
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
+    _check_finite(tensors, f"Refusing to save {str(path)!r}")
     try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error) from None
+    with atomic_output(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return path
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], context: str) -> None:
+    """Raise if a floating tensor holds NaN or infinity (a diverged or damaged lens)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise LensFileError(
+                f"{context}: tensor {name!r} holds NaN or infinite values (training "
+                "diverged or the file is damaged). Retrain with a lower --lr."
+            )
 
 
 def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -119,10 +125,15 @@ def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tenso
         with safe_open(str(path), framework="pt") as reader:
             metadata = reader.metadata() or {}
             tensors = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118
+    except IsADirectoryError:
+        raise LensFileError(
+            f"{str(path)!r} is a directory: give the lens file inside it."
+        ) from None
     except Exception as error:
         raise LensFileError(
             f"{path} is not a readable safetensors {what} file: it is corrupt, truncated "
             f"or of another format ({type(error).__name__}: {error}). Re-create it with "
             "`logitlens tuned train`."
         ) from None
+    _check_finite(tensors, f"{path} is unusable")
     return tensors, metadata

@@ -25,10 +25,11 @@ from matplotlib.figure import Figure
 
 from ..errors import InputError
 from ..evaluation import LensEvaluation
-from ..paths import FIGURE_SUFFIXES, check_output_path
+from ..paths import FIGURE_SUFFIXES, atomic_output, check_output_path
 from ..results import LensResult
 
 if TYPE_CHECKING:
+    from ..generation import GenerationResult
     from ..studies.stats import StudyComparison, StudySummary
 
 
@@ -113,9 +114,8 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150, close: bool = Tru
     """Write ``fig`` to ``path`` (.png, .svg or .pdf) and return the path written."""
     path = check_output_path(path)
     try:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    except PermissionError:
-        raise InputError(f"No permission to write {str(path)!r}.") from None
+        with atomic_output(path) as temporary:
+            fig.savefig(temporary, dpi=dpi, bbox_inches="tight", format=path.suffix[1:].lower())
     finally:
         if close:
             plt.close(fig)
@@ -378,12 +378,31 @@ def plot_grid(
     return fig
 
 
+def plot_generation(result: GenerationResult, metric: str = "prob", width: int = 8) -> Figure:
+    """The grid over generated text: one column per generated token, one row per layer.
+
+    Each cell is the layer's top-1 token at that step (bold where it is already the
+    token the model generated, written above the column); the bottom axis shows the
+    token the model read at each step.
+    """
+    fig = plot_grid(result.lens_result, metric=metric, width=width)
+    ax = fig.axes[0]
+    ax.set_xlabel("Token read at each step (the prompt's last, then each generated one)")
+    ax.set_title(
+        f"{result.lens_result.lens} lens over generated text on {result.lens_result.model_name}"
+        f"\n{_quoted(result.prompt, 60)} -> {_quoted(result.text, 60)}"
+    )
+    fig.tight_layout()
+    return fig
+
+
 __all__ = [
     "FIGURE_SUFFIXES",
     "GRID_METRICS",
     "check_output_path",
     "grid_metric",
     "plot_comparison",
+    "plot_generation",
     "plot_grid",
     "plot_heatmap",
     "plot_lenses",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..paths import REPORT_SUFFIXES, check_output_path
+from ..paths import REPORT_SUFFIXES, check_output_path, write_text_atomic
 from ..results import LensResult
 
 _METRIC_ARRAYS = ("entropy", "kl", "final_rank")
@@ -110,12 +110,7 @@ def write_report(
 ) -> Path:
     """Write the report to ``path`` (.html) and return the path written."""
     path = check_output_path(path, REPORT_SUFFIXES)
-    text = render_report(results, title)
-    try:
-        path.write_text(text, encoding="utf-8")
-    except PermissionError:
-        raise InputError(f"No permission to write {str(path)!r}.") from None
-    return path
+    return write_text_atomic(path, render_report(results, title))
 
 
 _PAGE = """<!DOCTYPE html>

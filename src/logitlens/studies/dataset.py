@@ -12,10 +12,10 @@ same schema as JSONL, CSV or Parquet::
      "tags": ["electricity", "water"], "pair": "literal-001"}
 
 ``pair`` names the matching pun or literal item; it may name an item absent from
-the file, so a subset of the bundled set loads as it is. In CSV, ``tags`` is one cell with the tags separated by ``;`` and an empty
-``alternative`` or ``pair`` cell means none. Every problem in a file is reported as
-an :class:`~logitlens.errors.InputError` naming the file, the line (or row) and the
-field.
+the file, so a subset of the bundled set loads as it is. In CSV, ``tags`` is one
+cell with the tags separated by ``;`` and an empty ``alternative`` or ``pair`` cell
+means none. Every problem in a file is reported as an
+:class:`~logitlens.errors.InputError` naming the file, the line (or row) and the field.
 """
 
 from __future__ import annotations
@@ -106,8 +106,7 @@ def _read_text(path: Path) -> str:
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise InputError(
-            f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x}); save the file "
-            "as UTF-8."
+            f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8."
         ) from None
 
 
@@ -230,7 +229,9 @@ def save_items(items: Sequence[StudyItem], path: str | Path) -> Path:
 
         pq.write_table(pa.Table.from_pylist(records), path)
     else:
-        raise InputError(f"Cannot tell the format of {str(path)!r}: name it .jsonl, .csv or .parquet.")
+        raise InputError(
+            f"Cannot tell the format of {str(path)!r}: name it .jsonl, .csv or .parquet."
+        )
     return path
 
 
@@ -266,7 +267,9 @@ class TokenReport:
             "tokenizer": self.tokenizer,
             "n_items": self.n_items,
             "n_words": self.n_words,
-            "multi_token": [asdict(word) | {"tokens": list(word.tokens)} for word in self.multi_token],
+            "multi_token": [
+                asdict(word) | {"tokens": list(word.tokens)} for word in self.multi_token
+            ],
         }
 
 

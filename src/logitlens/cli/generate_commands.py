@@ -1,0 +1,61 @@
+"""``generate``: greedy generation with every layer's lens reading at each step."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from . import common
+from .common import (
+    PlotOption,
+    Request,
+    analysis_command,
+    check_picture_path,
+    console,
+    open_lens,
+    print_json,
+    save_plot,
+    say,
+)
+
+
+@analysis_command(
+    "model", "remote", "timeout", "device", "lens", "tuned_path", "layers", "k", "json_output", k=5
+)
+def generate(
+    request: Request,
+    prompt: Annotated[str, typer.Argument(help="The text to continue.", show_default=False)],
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate at most.")
+    ] = 20,
+    plot: PlotOption = None,
+):
+    """Generate greedily; for every new token, the layer where it first became top-1.
+
+    Example: logitlens generate 'The capital of France is' -n 8 --plot generation.png
+    """
+    from ..generation import generate_lens
+    from .tables import generation_table
+
+    check_picture_path(plot)
+    lens = open_lens(request)
+    model = common.open_model(request.model, request.remote, request.device, request.timeout)
+    result = generate_lens(
+        model,
+        prompt,
+        max_new_tokens,
+        lens=lens,
+        k=request.k,
+        layers=request.layers,
+        timeout=request.timeout,
+    )
+    if request.json_output:
+        print_json(result.to_dict())
+    else:
+        say(f"{result.prompt}{result.text}")
+        console.print(generation_table(result))
+    if plot is not None:
+        from ..pictures import plots
+
+        save_plot(lambda: plots.plot_generation(result), plot, request.json_output)

@@ -1,0 +1,314 @@
+"""The lens over generated text: what every layer predicted at each generation step.
+
+:func:`generate_lens` generates greedily in ONE nnsight generation trace. At every
+step it reads each requested layer's residual at the newest position (the prompt's
+last token on the first step, then the token generated before), and reduces it in
+place with the same code as :func:`logitlens.analyze` (top-k, and the rank of the
+model's own top-1), so only small tensors leave the model, locally and on NDIF.
+
+Two depths describe when the model "decided" a generated token:
+
+- ``first_top1``: the first layer whose lens top-1 is the generated token;
+- ``stable_top1``: the first layer from which the lens top-1 is the generated token
+  at every later layer (``None`` when the last layer's top-1 differs, as it can for
+  the raw lens or a tuned lens).
+
+Both are layer indices among the layers read; divide by ``n_layers`` for a depth that
+compares across models (:meth:`GenerationResult.normalised_depth`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import nnsight
+import numpy as np
+import torch
+
+from .analysis import ReductionPlan, reduce_residuals
+from .errors import InputError
+from .lenses import Lens, Unembedding, get_lens
+from .loading import LensModel
+from .options import Layers, parse_layers
+from .remote import trace_backend
+from .remote.weights import unembedding_root
+from .residuals import read_residuals
+from .results import LensResult
+
+GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
+"""Generation options that make ``generate`` pick the model's own argmax at each step
+(a checkpoint's generation_config may ask for sampling or penalties)."""
+NEWEST = torch.tensor([[-1]])
+"""Gather index of the newest position of each step's input (batch of one)."""
+NO_TARGETS = torch.zeros((1, 0), dtype=torch.long)
+METRICS = frozenset({"topk", "final_rank"})
+"""``final_rank`` also yields ``model_top_ids``: the model's own argmax at each step."""
+
+
+@dataclass
+class GenerationResult:
+    """Greedy generation and each layer's lens reading at every step.
+
+    ``lens_result`` is a :class:`~logitlens.results.LensResult` with one "prompt": the
+    text the model read (prompt plus all generated tokens but the last), and one
+    column per generation step, at the position that predicts the step's token. Its
+    arrays are ``[1, layer, step, ...]``; ``model_top_ids[0, step]`` is the model's own
+    argmax, which greedy decoding makes the generated token.
+    """
+
+    lens_result: LensResult
+    prompt: str
+    n_prompt_tokens: int
+    generated_ids: list[int]
+    text: str
+    n_layers: int
+
+    @property
+    def layers(self) -> list[int]:
+        return self.lens_result.layers
+
+    @property
+    def generated_tokens(self) -> list[str]:
+        return [self.lens_result.token_text(i) for i in self.generated_ids]
+
+    @property
+    def top1_ids(self) -> np.ndarray:
+        """The lens's top-1 token id ``[step, layer]``."""
+        return self.lens_result.require("top_ids")[0, :, :, 0].T
+
+    def is_top1(self) -> np.ndarray:
+        """``[step, layer]``: whether the layer's top-1 is the token generated at that step."""
+        return self.top1_ids == np.asarray(self.generated_ids)[:, None]
+
+    @property
+    def first_top1(self) -> list[int | None]:
+        """Per step, the first layer whose top-1 is the generated token (``None``: none)."""
+        return [self.layers[int(row.argmax())] if row.any() else None for row in self.is_top1()]
+
+    @property
+    def stable_top1(self) -> list[int | None]:
+        """Per step, the first layer from which every later layer's top-1 is the token."""
+        stable: list[int | None] = []
+        for row in self.is_top1():
+            misses = np.flatnonzero(~row)
+            start = 0 if len(misses) == 0 else int(misses[-1]) + 1
+            stable.append(self.layers[start] if start < len(row) else None)
+        return stable
+
+    def normalised_depth(self, which: str = "first") -> list[float | None]:
+        """``first_top1`` (or ``stable_top1``) as a fraction of depth: (layer + 1) / n_layers.
+
+        The embedding output counts as depth 0; the last layer as 1.
+        """
+        layers = self.first_top1 if which == "first" else self.stable_top1
+        return [None if layer is None else (layer + 1) / self.n_layers for layer in layers]
+
+    def steps(self) -> list[dict[str, Any]]:
+        """One plain record per generated token (what ``--json`` prints)."""
+        top_ids = self.lens_result.require("top_ids")[0]
+        top_probs = self.lens_result.require("top_probs")[0]
+        records = []
+        for step, (token_id, first, stable) in enumerate(
+            zip(self.generated_ids, self.first_top1, self.stable_top1, strict=True)
+        ):
+            records.append(
+                {
+                    "step": step,
+                    "token_id": token_id,
+                    "token": self.lens_result.token_text(token_id),
+                    "first_top1": first,
+                    "stable_top1": stable,
+                    "top": {
+                        label: [
+                            [self.lens_result.token_text(int(i)), float(p)]
+                            for i, p in zip(top_ids[row, step], top_probs[row, step], strict=True)
+                        ]
+                        for row, label in enumerate(self.lens_result.layer_labels)
+                    },
+                }
+            )
+        return records
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.lens_result.model_name,
+            "lens": self.lens_result.lens,
+            "prompt": self.prompt,
+            "text": self.text,
+            "n_layers": self.n_layers,
+            "layers": self.layers,
+            "steps": self.steps(),
+        }
+
+
+def generate_lens(
+    model: LensModel,
+    prompt: str,
+    max_new_tokens: int = 20,
+    *,
+    lens: str | Lens = "logit",
+    k: int = 5,
+    layers: Layers = None,
+    include_embed: bool = False,
+    tuned_path: str | None = None,
+    timeout: float | None = None,
+) -> GenerationResult:
+    """Generate greedily and read every layer with a lens at every step, in one trace.
+
+    Args:
+        model: from :func:`logitlens.load_model` (local, ``remote=True`` or ``"local"``).
+        prompt: the text to continue.
+        max_new_tokens: tokens to generate at most (fewer when the model ends the text).
+        lens, k, layers, include_embed, tuned_path: as in :func:`logitlens.analyze`.
+
+    Example:
+        >>> result = generate_lens(model, "The capital of France is", max_new_tokens=5)
+        >>> result.text, result.first_top1
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("The prompt is empty; give some text to continue.")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise InputError(f"max_new_tokens must be an integer, got {max_new_tokens!r}.")
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    lens = get_lens(lens, tuned_path)
+    lens.check_model(model)
+    vocab_size = model.vocab_size
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
+        raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
+    prompt_ids = list(model.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    limit = model.context_length
+    if limit is not None and len(prompt_ids) + max_new_tokens > limit:
+        raise InputError(
+            f"The prompt ({len(prompt_ids)} tokens) plus {max_new_tokens} new tokens exceeds "
+            f"the model's context of {limit} tokens; ask for fewer tokens."
+        )
+    plan = ReductionPlan(
+        layers=parse_layers(layers, model.n_layers, include_embed),
+        metrics=METRICS,
+        k=k,
+        chunk_rows=max(256, model.n_layers + 1),
+        n_layers=model.n_layers,
+    )
+    steps, generated = _trace(model, lens, plan, prompt_ids, max_new_tokens, timeout)
+    return _result(model, lens, plan, prompt, prompt_ids, steps, generated)
+
+
+def _trace(
+    model: LensModel,
+    lens: Lens,
+    plan: ReductionPlan,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    timeout: float | None,
+) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+    """The generation trace: per step the reductions (or, remote with a lens that
+    carries weights, the residuals, reduced here); and the generated ids."""
+    nn_model = model.nn
+    architecture = model.architecture
+    backend = trace_backend(model, timeout)
+    keep = "residuals" if backend is not None and lens.carries_weights else "reductions"
+    config = model.config
+    input_ids = torch.tensor([prompt_ids])
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    pad_id = model.tokenizer.pad_token_id
+    with warnings.catch_warnings():
+        # A generation that ends early (end of text) leaves the step loop open by
+        # design; nnsight warns that the remaining steps were never reached.
+        warnings.filterwarnings("ignore", message=".*was never reached.*")
+        with nn_model.generate(
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            remote=model.remote,
+            backend=backend,
+            **GREEDY,
+        ) as tracer:
+            with tracer.invoke(inputs):
+                steps = nnsight.save(list())
+                for _ in tracer.iter[:max_new_tokens]:
+                    steps.append(step_reductions(nn_model, architecture, config, lens, plan, keep))
+            with tracer.invoke():
+                output = nnsight.save(tracer.result)
+    if keep == "residuals":
+        unembedding = Unembedding(unembedding_root(model), architecture, config)
+        steps = [
+            reduce_residuals(
+                unembedding,
+                lens,
+                plan,
+                {name: value.float() for name, value in residuals.items()},
+                (1, 1),
+                NO_TARGETS,
+            )
+            for residuals in steps
+        ]
+    sequence = output[0] if isinstance(output, torch.Tensor) else output.sequences[0]
+    generated = [int(i) for i in sequence[len(prompt_ids) :].tolist()]
+    return [{n: v.detach().cpu() for n, v in step.items()} for step in steps], generated
+
+
+def step_reductions(
+    root: Any, architecture: Any, config: Any, lens: Lens, plan: ReductionPlan, keep: str
+) -> dict[str, torch.Tensor]:
+    """Inside a generation step: the newest position's reductions (or its residuals).
+
+    ``keep="residuals"`` returns the residuals for a lens that carries weights on NDIF,
+    reduced here afterwards; ``"reductions"`` reduces where the model runs.
+    """
+    residuals = read_residuals(root, architecture, plan.layers, NEWEST, plan.final_layer)
+    if keep == "residuals":
+        return residuals
+    unembedding = Unembedding(root, architecture, config)
+    return reduce_residuals(unembedding, lens, plan, residuals, (1, 1), NO_TARGETS)
+
+
+def _result(
+    model: LensModel,
+    lens: Lens,
+    plan: ReductionPlan,
+    prompt: str,
+    prompt_ids: list[int],
+    steps: list[dict[str, torch.Tensor]],
+    generated: list[int],
+) -> GenerationResult:
+    if len(steps) != len(generated):
+        raise RuntimeError(  # an nnsight or transformers change: never silently misalign
+            f"The trace recorded {len(steps)} steps for {len(generated)} generated tokens."
+        )
+    n_steps = len(generated)
+    read_ids = prompt_ids + generated[:-1]
+    # [layer, 1, 1, ...] per step -> [1, layer, step, ...], as LensResult stores them
+    arrays = {
+        name: torch.cat([step[name] for step in steps], dim=2).movedim(1, 0).numpy()
+        for name in ("top_ids", "top_probs", "final_rank")
+    }
+    model_top_ids = torch.cat([step["model_top_ids"] for step in steps], dim=1).numpy()
+    seen = {*read_ids, *generated, *np.unique(arrays["top_ids"]).tolist()}
+    ordered = sorted(int(i) for i in seen)
+    vocab = dict(zip(ordered, model.tokenizer.batch_decode([[i] for i in ordered]), strict=True))
+    lens_result = LensResult(
+        model_name=model.name,
+        lens=lens.name,
+        prompts=[model.tokenizer.decode(read_ids, skip_special_tokens=True)],
+        tokens=[[vocab[i] for i in read_ids]],
+        token_ids=[read_ids],
+        layers=plan.layers,
+        positions=np.arange(len(prompt_ids) - 1, len(prompt_ids) - 1 + n_steps)[None, :],
+        k=plan.k,
+        model_top_ids=model_top_ids,
+        vocab=vocab,
+        **arrays,
+    )
+    return GenerationResult(
+        lens_result=lens_result,
+        prompt=prompt,
+        n_prompt_tokens=len(prompt_ids),
+        generated_ids=generated,
+        text=model.tokenizer.decode(generated, skip_special_tokens=True),
+        n_layers=model.n_layers,
+    )
+
+
+__all__ = ["GenerationResult", "generate_lens"]
