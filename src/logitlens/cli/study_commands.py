@@ -16,15 +16,13 @@ from typer.core import TyperGroup
 
 from ..paths import REPORT_SUFFIXES, check_output_path
 from .common import (
-    DeviceOption,
     JsonOption,
-    LensOption,
-    ModelOption,
-    RemoteOption,
-    TunedPathOption,
+    Request,
+    analysis_command,
     app,
     console,
     err_console,
+    open_lens,
     open_model,
     print_json,
 )
@@ -50,8 +48,19 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (
 BootOption = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")]
 
 
-@study_app.command("run")
+@analysis_command(
+    "model",
+    "remote",
+    "timeout",
+    "device",
+    "lens",
+    "tuned_path",
+    "json_output",
+    name="run",
+    parent=study_app,
+)
 def run(
+    request: Request,
     data: Annotated[
         Path | None,
         typer.Argument(help="Items file (JSONL, CSV or Parquet); default: the bundled dataset."),
@@ -59,35 +68,31 @@ def run(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Study directory (created; a rerun resumes).")
     ] = Path("study"),
-    model: ModelOption = None,
-    remote: RemoteOption = False,
-    device: DeviceOption = None,
-    lens: LensOption = "logit",
-    tuned_path: TunedPathOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per forward pass.")] = 16,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Items per forward pass.")
+    ] = 16,
     threshold: Annotated[
         float, typer.Option("--threshold", help="Probability for first_layer_above.")
     ] = 0.1,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
-    json_output: JsonOption = False,
 ):
     """Run the lens over every item; results stream to DIR as Parquet, resumably."""
     from ..studies import load_items, run_study, summarize_study
 
     items = load_items(data)
-    lens_model = open_model(model, remote, device)
+    lens = open_lens(request)
+    lens_model = open_model(request.model, request.remote, request.device, request.timeout)
     study = run_study(
         lens_model,
         items,
         out_dir=out,
         lens=lens,
-        tuned_path=tuned_path,
         batch_size=batch_size,
         threshold=threshold,
-        progress=not no_progress,
+        progress=not (no_progress or request.json_output),
     )
     summary = summarize_study(study)
-    if json_output:
+    if request.json_output:
         print_json(summary.to_dict())
         return
     err_console.print(f"{len(study.items)} items in {study.out_dir}")
