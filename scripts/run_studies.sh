@@ -4,7 +4,7 @@
 # the comparison and docs/images/study_*.png. Usage: bash scripts/run_studies.sh [MODELS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-/work/main/.venv/bin/python}
+PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(smollm2 gemma3-270m)
