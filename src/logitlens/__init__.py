@@ -45,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "LogitLens": "lenses",
     "RawLens": "lenses",
     "TunedLens": "lenses",
+    "JacobianLens": "lenses",
+    "load_lens": "lenses",
     "Unembedding": "lenses",
     "get_lens": "lenses",
     "LensModel": "loading",
@@ -57,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "MultiTokenTargetWarning": "targets",
     "TrainingConfig": "training",
     "train_tuned_lens": "training",
+    "JacobianFitConfig": "training",
+    "fit_jacobian_lens": "training",
 }
 """Public name -> submodule that defines it."""
 

@@ -3,6 +3,7 @@
 For each lens and layer, over every position of held-out text:
 
 - ``kl``: KL(final-layer distribution || lens distribution), in nats;
+- ``top1_agreement``: how often the lens's top token is the model's own top token;
 - ``cross_entropy``: against the actual next token, in nats;
 - ``perplexity``: ``exp(cross_entropy)``.
 
@@ -11,6 +12,12 @@ on the decoder layers (the same reading the tuned-lens training uses), and every
 lens is applied through its own :meth:`Lens.project`, so numbers here are the
 numbers ``analyze`` would give.
 
+On prompts with known answers (the bundled study items: puns, literal sentences,
+facts, two-hop questions), :func:`pass_at_k` scores how often the answer is among a
+lens's top ``k`` tokens at the last position, per layer and category.
+:func:`scoreboard` puts both side by side for any set of lenses (raw, logit, tuned,
+Jacobian, imported); ``logitlens lens eval`` prints it, plots it and writes JSON.
+
 Example:
     >>> evaluation = evaluate_lenses(model, ["raw", "logit", tuned], heldout_documents)
     >>> evaluation.to_dataframe()
@@ -18,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +43,11 @@ DEFAULT_CHUNK_ROWS = BULK_CHUNK_ROWS
 
 @dataclass
 class LensEvaluation:
-    """Per-lens, per-layer KL, cross-entropy and perplexity on held-out text.
+    """Per-lens, per-layer KL, top-1 agreement, cross-entropy and perplexity on held-out text.
 
-    ``kl[lens][i]`` and ``cross_entropy[lens][i]`` describe ``layers[i]`` (``EMBED`` = -1).
+    ``kl[lens][i]`` and ``cross_entropy[lens][i]`` describe ``layers[i]`` (``EMBED`` = -1);
+    ``top1_agreement[lens][i]`` is the fraction of positions where the lens's top token
+    is the model's own.
     """
 
     model_name: str
@@ -49,6 +58,7 @@ class LensEvaluation:
     tokens: int
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    top1_agreement: dict[str, list[float]] = field(default_factory=dict)
 
     def perplexity(self, lens: str) -> list[float]:
         return [float(torch.tensor(ce).exp()) for ce in self.cross_entropy[lens]]
@@ -57,7 +67,8 @@ class LensEvaluation:
         return ["embed" if layer == EMBED else str(layer) for layer in self.layers]
 
     def to_dataframe(self) -> Any:
-        """Long format: one row per (lens, layer) with kl, cross_entropy, perplexity."""
+        """Long format: one row per (lens, layer): kl, top1_agreement, cross_entropy,
+        perplexity."""
         import pandas as pd
 
         rows = [
@@ -65,6 +76,7 @@ class LensEvaluation:
                 "lens": lens,
                 "layer": label,
                 "kl": self.kl[lens][i],
+                "top1_agreement": self.top1_agreement[lens][i],
                 "cross_entropy": self.cross_entropy[lens][i],
                 "perplexity": self.perplexity(lens)[i],
             }
@@ -85,6 +97,7 @@ class LensEvaluation:
             "layers": self.layers,
             "lenses": self.lenses,
             "kl": self.kl,
+            "top1_agreement": self.top1_agreement,
             "cross_entropy": self.cross_entropy,
             "perplexity": {lens: self.perplexity(lens) for lens in self.lenses},
             "tokens": self.tokens,
@@ -93,9 +106,24 @@ class LensEvaluation:
         }
 
 
+def labelled_lenses(lenses: Sequence[str | Lens] | Mapping[str, str | Lens]) -> dict[str, Lens]:
+    """Lens objects by label: a mapping's keys, else each lens's name (``tuned-2`` for a
+    second lens of the same name)."""
+    if isinstance(lenses, Mapping):
+        return {label: get_lens(lens) for label, lens in lenses.items()}
+    labelled: dict[str, Lens] = {}
+    for lens in map(get_lens, lenses):
+        label, number = lens.name, 1
+        while label in labelled:
+            number += 1
+            label = f"{lens.name}-{number}"
+        labelled[label] = lens
+    return labelled
+
+
 def evaluate_lenses(
     model: Any,
-    lenses: Sequence[str | Lens],
+    lenses: Sequence[str | Lens] | Mapping[str, str | Lens],
     documents: Sequence[str] | torch.Tensor,
     *,
     seq_len: int = 128,
@@ -109,7 +137,8 @@ def evaluate_lenses(
 
     Args:
         model: from :func:`logitlens.load_model` (local).
-        lenses: names (``"raw"``, ``"logit"``) or Lens objects, e.g. a TunedLens.
+        lenses: names (``"raw"``, ``"logit"``) or Lens objects, e.g. a TunedLens; or a
+            mapping ``label -> lens`` to name them in the result.
         documents: held-out texts, or token ids ``[n_sequences, seq_len]`` already packed.
         max_tokens: stop after this many tokens (``None``: all of them).
         include_embed: also evaluate the embedding output (layer ``EMBED``).
@@ -120,8 +149,8 @@ def evaluate_lenses(
 
     from tqdm.auto import tqdm
 
-    lens_objects = [get_lens(lens) for lens in lenses]
-    for lens in lens_objects:
+    lens_objects = labelled_lenses(lenses)
+    for lens in lens_objects.values():
         lens.check_model(model)
     sequences = (
         documents
@@ -137,8 +166,11 @@ def evaluate_lenses(
         )
     layers = ([EMBED] if include_embed else []) + list(range(model.n_layers))
     unembedding = Unembedding(model.module, model.architecture, model.config)
-    kl_sums = {lens.name: torch.zeros(len(layers), dtype=torch.float64) for lens in lens_objects}
-    ce_sums = {lens.name: torch.zeros(len(layers), dtype=torch.float64) for lens in lens_objects}
+    sums = {
+        (label, metric): torch.zeros(len(layers), dtype=torch.float64)
+        for label in lens_objects
+        for metric in ("kl", "ce", "top1")
+    }
     count = 0
     start = time.perf_counter()
     for first in tqdm(
@@ -150,9 +182,10 @@ def evaluate_lenses(
         rows = batch * positions
         hidden = residuals.reshape(-1, rows, d_model)[[layer + 1 for layer in layers]]
         reference = unembedding.model_logprobs(hidden[-1:])
+        model_top = reference.argmax(-1)  # [1, rows]
         next_ids = input_ids[:, 1:].reshape(1, rows, 1).to(hidden.device)
         with torch.no_grad():
-            for lens in lens_objects:
+            for label, lens in lens_objects.items():
                 for layer_part, row_part in chunk_plan(len(layers), rows, chunk_rows):
                     part = hidden[layer_part, row_part]
                     logprobs = lens.project(unembedding, part, layers[layer_part])
@@ -160,16 +193,181 @@ def evaluate_lenses(
                     kl = kl_divergence(reference[:, row_part], logprobs).sum(-1)
                     chosen = next_ids[:, row_part].expand(len(logprobs), -1, -1)
                     ce = -logprobs.gather(-1, chosen).sum((-1, -2))
-                    kl_sums[lens.name][layer_part] += kl.double().cpu()
-                    ce_sums[lens.name][layer_part] += ce.double().cpu()
+                    agree = (logprobs.argmax(-1) == model_top[:, row_part]).sum(-1)
+                    sums[label, "kl"][layer_part] += kl.double().cpu()
+                    sums[label, "ce"][layer_part] += ce.double().cpu()
+                    sums[label, "top1"][layer_part] += agree.double().cpu()
         count += rows
-    names = [lens.name for lens in lens_objects]
+
+    def means(metric: str) -> dict[str, list[float]]:
+        return {label: (sums[label, metric] / count).tolist() for label in lens_objects}
+
     return LensEvaluation(
         model_name=model.name,
         layers=layers,
-        lenses=names,
-        kl={name: (kl_sums[name] / count).tolist() for name in names},
-        cross_entropy={name: (ce_sums[name] / count).tolist() for name in names},
+        lenses=list(lens_objects),
+        kl=means("kl"),
+        cross_entropy=means("ce"),
         tokens=count,
         seconds=time.perf_counter() - start,
+        top1_agreement=means("top1"),
     )
+
+
+@dataclass
+class PassAtK:
+    """How often a prompt's known answer is among a lens's top ``k`` tokens, per layer.
+
+    ``values[lens][category][k][i]`` is the fraction of items of ``category`` (``"all"``
+    for every item) whose target's first token ranks ``<= k`` at ``layers[i]``, at the
+    prompt's last position.
+    """
+
+    model_name: str
+    layers: list[int]
+    lenses: list[str]
+    ks: list[int]
+    categories: dict[str, int]
+    values: dict[str, dict[str, dict[int, list[float]]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "layers": self.layers,
+            "lenses": self.lenses,
+            "ks": self.ks,
+            "categories": self.categories,
+            "values": {
+                lens: {cat: {str(k): v for k, v in by_k.items()} for cat, by_k in by_cat.items()}
+                for lens, by_cat in self.values.items()
+            },
+        }
+
+
+def pass_at_k(
+    model: Any,
+    lenses: Sequence[str | Lens] | Mapping[str, str | Lens],
+    items: Sequence[Any],
+    *,
+    ks: Sequence[int] = (1, 10),
+    include_embed: bool = True,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> PassAtK:
+    """pass@k per lens, layer and category on ``items`` (with ``prompt``, ``target`` and
+    ``category``, e.g. :func:`logitlens.studies.dataset.load_items`).
+
+    Multi-token targets are scored on their first token (see :mod:`logitlens.targets`).
+    """
+    import warnings
+
+    import numpy as np
+
+    from .analysis import analyze
+
+    if not items:
+        raise InputError("No items to score pass@k on; give a non-empty items file.")
+    if not ks or min(ks) < 1:
+        raise InputError(f"pass@k needs k >= 1, got {list(ks)}.")
+    lens_objects = labelled_lenses(lenses)
+    categories = ["all", *dict.fromkeys(item.category for item in items)]
+    members = {
+        cat: np.array([cat == "all" or item.category == cat for item in items])
+        for cat in categories
+    }
+    values: dict[str, dict[str, dict[int, list[float]]]] = {}
+    layers: list[int] = []
+    for label, lens in lens_objects.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # multi-token targets: first token, by design
+            result = analyze(
+                model,
+                [item.prompt for item in items],
+                lens=lens,
+                targets=[item.target for item in items],
+                metrics=["target", "target_rank"],
+                include_embed=include_embed,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        layers = result.layers
+        ranks = result.target_rank[:, :, 0, 0]  # [item, layer]
+        values[label] = {
+            cat: {k: (ranks[members[cat]] <= k).mean(0).tolist() for k in ks} for cat in categories
+        }
+    return PassAtK(
+        model_name=model.name,
+        layers=layers,
+        lenses=list(lens_objects),
+        ks=list(ks),
+        categories={cat: int(members[cat].sum()) for cat in categories},
+        values=values,
+    )
+
+
+@dataclass
+class Scoreboard:
+    """Every lens on the same footing: held-out text metrics and pass@k (if items given)."""
+
+    evaluation: LensEvaluation
+    pass_at_k: PassAtK | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The evaluation's fields, plus ``pass_at_k`` and the per-lens ``summary``."""
+        return {
+            **self.evaluation.to_dict(),
+            "pass_at_k": self.pass_at_k.to_dict() if self.pass_at_k else None,
+            "summary": self.summary(),
+        }
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per lens, means over layers (EMBED and the last layer left out, where every
+        lens is near-trivial or equal): KL, top-1 agreement, perplexity, pass@k (all)."""
+        evaluation = self.evaluation
+        middle = slice(1 if evaluation.layers[0] == EMBED else 0, -1)
+        rows: dict[str, dict[str, float]] = {}
+        for lens in evaluation.lenses:
+            row = {
+                "kl": _mean(evaluation.kl[lens][middle]),
+                "top1_agreement": _mean(evaluation.top1_agreement[lens][middle]),
+                "perplexity": _mean(evaluation.perplexity(lens)[middle]),
+            }
+            if self.pass_at_k is not None:
+                for k in self.pass_at_k.ks:
+                    row[f"pass@{k}"] = _mean(self.pass_at_k.values[lens]["all"][k][middle])
+            rows[lens] = row
+        return rows
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def scoreboard(
+    model: Any,
+    lenses: Sequence[str | Lens] | Mapping[str, str | Lens],
+    documents: Sequence[str] | torch.Tensor,
+    items: Sequence[Any] | None = None,
+    *,
+    ks: Sequence[int] = (1, 10),
+    progress: bool = False,
+    **evaluate_options: Any,
+) -> Scoreboard:
+    """:func:`evaluate_lenses` on ``documents`` and, with ``items``, :func:`pass_at_k`."""
+    lens_objects = labelled_lenses(lenses)
+    evaluation = evaluate_lenses(
+        model, lens_objects, documents, progress=progress, **evaluate_options
+    )
+    scored = (
+        pass_at_k(
+            model,
+            lens_objects,
+            items,
+            ks=ks,
+            include_embed=evaluation.layers[0] == EMBED,
+            progress=progress,
+        )
+        if items
+        else None
+    )
+    return Scoreboard(evaluation, scored)

@@ -258,16 +258,17 @@ def _load_hf(
     dtype: torch.dtype | str | None,
     device: str | None,
     device_map: str | dict | None,
+    local_files_only: bool = False,
 ) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or _default_device()
     if dtype is None:
         dtype = torch.float32 if device == "cpu" and device_map is None else "auto"
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     if device_map is None:
         model = model.to(device)
@@ -326,11 +327,16 @@ def load_model(
     else:
         check_placement(device, dtype)
         source, label = _resolve_source(name)
-        if not isinstance(source, Path) and _offline():
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # one clear error, not minutes of retries
+        # Offline, a hub id is looked up in the local HF cache only: one clear error,
+        # not minutes of retries.
+        offline = not isinstance(source, Path) and _offline()
         try:
             module, loaded_tokenizer = _load_hf(
-                source, dtype=dtype, device=device, device_map=device_map
+                source,
+                dtype=dtype,
+                device=device,
+                device_map=device_map,
+                local_files_only=offline,
             )
         except OSError as error:
             raise ModelLoadError(
@@ -421,9 +427,14 @@ def _offline() -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         return True
     import socket
+    from urllib.parse import urlsplit
 
+    from huggingface_hub import constants
+
+    endpoint = urlsplit(constants.ENDPOINT)  # HF_ENDPOINT: a mirror, or huggingface.co
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=1.5).close()
+        socket.create_connection((endpoint.hostname, port), timeout=1.5).close()
     except OSError:
         return True
     return False

@@ -71,15 +71,7 @@ def _header_of(line: bytes) -> dict[str, Any] | None:
 
 def _lens_identity(lens: Lens) -> dict[str, Any]:
     """The lens's name and a hash of its weights (``None`` for lenses without any)."""
-    tensors = [*lens.parameters(), *lens.buffers()] if hasattr(lens, "parameters") else []
-    if not tensors:
-        return {"name": lens.name, "sha256": None}
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        data = tensor.detach().to("cpu").float().contiguous()
-        digest.update(str(tuple(data.shape)).encode())
-        digest.update(data.numpy().tobytes())
-    return {"name": lens.name, "sha256": digest.hexdigest()}
+    return {"name": lens.name, "sha256": lens.content_hash()}
 
 
 def run_header(model: LensModel, lens: Lens, options: dict[str, Any]) -> dict[str, Any]:

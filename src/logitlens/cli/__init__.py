@@ -23,7 +23,9 @@ from .common import Session, app, note
 from . import analysis_commands  # noqa: F401  isort: skip
 from . import picture_commands  # noqa: F401  isort: skip
 from . import remote_commands  # noqa: F401  isort: skip
+from . import study_commands  # noqa: F401  isort: skip
 from . import tuned_commands  # noqa: F401  isort: skip
+from . import lens_commands  # noqa: F401  isort: skip
 from . import dataset_commands  # noqa: F401  isort: skip
 from . import generate_commands  # noqa: F401  isort: skip
 

@@ -136,7 +136,9 @@ SHARED: dict[str, tuple[Any, Any]] = {
         Annotated[
             str | None,
             typer.Option(
-                "--lens", "-l", help="logit (default), raw or tuned (tuned needs --tuned-path)."
+                "--lens",
+                "-l",
+                help="logit (default), raw, tuned or jacobian (these two need --lens-path).",
             ),
         ],
         None,
@@ -144,7 +146,11 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "tuned_path": (
         Annotated[
             str | None,
-            typer.Option("--tuned-path", help="Trained tuned-lens file; implies --lens tuned."),
+            typer.Option(
+                "--lens-path",
+                "--tuned-path",
+                help="Lens file for --lens tuned or jacobian; alone it implies --lens tuned.",
+            ),
         ],
         None,
     ),
@@ -225,10 +231,11 @@ class Request:
             if self.lens is None:
                 note("Note: --tuned-path implies --lens tuned.")
             self.lens = "tuned"
-        elif self.tuned_path is not None:
+        elif self.tuned_path is not None and self.lens != "jacobian":
             raise InputError(
-                f"--tuned-path is for the tuned lens, but --lens is {self.lens!r}: "
-                "drop --tuned-path or use --lens tuned."
+                f"--tuned-path is for a lens with a file (tuned or jacobian; also spelled "
+                f"--lens-path), but --lens is {self.lens!r}: drop it or use --lens tuned / "
+                "--lens jacobian."
             )
 
     def metric_list(self, *always: str) -> list[str]:

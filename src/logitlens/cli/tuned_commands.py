@@ -1,9 +1,9 @@
-"""``logitlens tuned train`` and ``logitlens tuned eval``: the tuned lens's life cycle."""
+"""``logitlens tuned train``, and ``tuned eval``: the scoreboard with raw, logit, tuned."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -13,20 +13,11 @@ from .common import (
     JsonOption,
     ModelOption,
     app,
-    check_picture_path,
-    console,
     err_console,
     keep,
     open_model,
-    print_json,
-    save_plot,
     say,
 )
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
-    from ..evaluation import LensEvaluation
 
 tuned_app = typer.Typer(
     help="Train and evaluate a tuned lens (per-layer affine translators).",
@@ -147,63 +138,22 @@ def evaluate(
     ] = None,
     json_output: JsonOption = False,
 ):
-    """Per-layer KL to the final layer, cross-entropy and perplexity: raw, logit, tuned.
+    """The lens scoreboard for raw, logit and the tuned lens (``lens eval`` with those three).
 
     Example: logitlens tuned eval --tuned-path lens.safetensors --plot eval.png
     """
-    from ..evaluation import evaluate_lenses
-    from ..lenses import TunedLens
-    from ..lenses.files import default_lens_path
-    from ..training.corpus import load_documents, split_documents
+    from .lens_commands import run_scoreboard
 
-    check_picture_path(plot)
-    lens = TunedLens.load(tuned_path) if tuned_path else None
-    lens_model = open_model(model, False, device)
-    lens = lens or TunedLens.load(default_lens_path(lens_model))
-    seed = lens.info.get("config", {}).get("seed", 0) + 1  # never the training samples
-    documents = load_documents(corpus, model=lens_model, tokens=tokens, seed=seed)
-    # Samples drawn with another seed are all unseen; other corpora keep their split.
-    heldout = documents if corpus == MODEL_SAMPLES else split_documents(documents)[1]
-    evaluation = evaluate_lenses(
-        lens_model,
-        ["raw", "logit", lens],
-        heldout,
+    run_scoreboard(
+        model=model,
+        specs=["raw", "logit", tuned_path or "tuned"],
+        corpus=corpus,
+        tokens=tokens,
         seq_len=seq_len,
         batch_size=batch_size,
-        max_tokens=tokens,
-        progress=not json_output,
+        device=device,
+        items="none",
+        pass_k="1",
+        plot=plot,
+        json_output=json_output,
     )
-    from ..pictures import plots
-
-    save_plot(lambda: plots.plot_evaluation(evaluation), plot, json_output)
-    if json_output:
-        print_json(evaluation.to_dict())
-        return
-    console.print(evaluation_table(evaluation))
-
-
-def evaluation_table(evaluation: LensEvaluation) -> Table:
-    """KL and perplexity per layer for each lens, with the tuned/logit KL ratio."""
-    from rich.table import Table
-
-    table = Table(
-        title=f"{evaluation.model_name}: {evaluation.tokens} held-out tokens "
-        f"({evaluation.seconds:.0f} s)"
-    )
-    table.add_column("layer", justify="right")
-    for lens in evaluation.lenses:
-        table.add_column(f"KL {lens}", justify="right")
-    table.add_column("tuned/logit", justify="right")
-    for lens in evaluation.lenses:
-        table.add_column(f"ppl {lens}", justify="right")
-    perplexity = {lens: evaluation.perplexity(lens) for lens in evaluation.lenses}
-    for i, label in enumerate(evaluation.layer_labels()):
-        logit = evaluation.kl["logit"][i]
-        ratio = evaluation.kl["tuned"][i] / logit if logit > 0 else float("nan")
-        table.add_row(
-            label,
-            *(f"{evaluation.kl[lens][i]:.3f}" for lens in evaluation.lenses),
-            f"{ratio:.2f}",
-            *(f"{perplexity[lens][i]:,.1f}" for lens in evaluation.lenses),
-        )
-    return table

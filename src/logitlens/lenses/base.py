@@ -10,6 +10,7 @@ Adding a lens is one subclass of :class:`Lens` plus one entry in ``lenses.LENSES
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -72,6 +73,25 @@ class Lens(ABC):
         self, unembedding: Unembedding, hidden: torch.Tensor, layers: Sequence[int]
     ) -> torch.Tensor:
         """Logits for ``hidden[i]``, taken from layer ``layers[i]`` (``EMBED`` = -1)."""
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The lens's own tensors (none for lenses that are only the model's parts)."""
+        return []
+
+    def content_hash(self) -> str | None:
+        """sha256 of the lens's own tensors, bit for bit; ``None`` for a lens without any.
+
+        Result files record it, so a resumed run with a retrained lens is refused.
+        """
+        tensors = self.parameters()
+        if not tensors:
+            return None
+        digest = hashlib.sha256()
+        for tensor in tensors:
+            data = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{tuple(data.shape)} {data.dtype}".encode())
+            digest.update(data.view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def check_model(self, model: Any) -> None:  # noqa: B027 - optional hook
         """Raise if this lens cannot be used with ``model`` (default: any model)."""

@@ -78,10 +78,12 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
     )
 
 
-def default_lens_path(model: Any) -> Path:
-    """Where ``logitlens tuned train`` puts a model's lens unless told otherwise."""
+def default_lens_path(model: Any, kind: str = "tuned") -> Path:
+    """Where ``logitlens tuned train`` (``jlens fit``: ``kind="jacobian"``) puts a
+    model's lens unless told otherwise."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)
-    return cache_dir() / "lenses" / f"{safe}.safetensors"
+    suffix = "" if kind == "tuned" else ".jlens" if kind == "jacobian" else f".{kind}"
+    return cache_dir() / "lenses" / f"{safe}{suffix}.safetensors"
 
 
 def write_safetensors(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -31,6 +31,8 @@ from .base import Lens, Unembedding
 from .files import describe_fingerprint, model_fingerprint, read_safetensors, write_safetensors
 
 FORMAT = "logitlens-tuned-lens"
+"""The file format of every lens made of per-layer translators (tuned, Jacobian, imported);
+the config's ``kind`` says which lens a file holds (files without one are tuned lenses)."""
 FORMAT_VERSION = 1
 CONFIG_KEY = "logitlens"
 """Header metadata key holding the lens's JSON config."""
@@ -48,6 +50,8 @@ class TunedLens(Lens):
 
     name = "tuned"
     carries_weights = True
+    make_command: ClassVar[str] = "logitlens tuned train"
+    """How to make a file of this lens, for error messages."""
 
     def __init__(
         self,
@@ -113,9 +117,9 @@ class TunedLens(Lens):
             source = f" ({self.path})" if self.path else ""
             ours = describe_fingerprint(self.fingerprint)
             raise LensFileError(
-                f"This tuned lens{source} was trained for {ours}, "
-                f"not for {describe_fingerprint(theirs)}. Train one for this model with "
-                "`logitlens tuned train --model ...`."
+                f"This {self.name} lens{source} was trained for {ours}, "
+                f"not for {describe_fingerprint(theirs)}. Make one for this model with "
+                f"`{self.make_command} --model ...`."
             )
 
     def to_json(self) -> dict[str, Any]:
@@ -126,6 +130,7 @@ class TunedLens(Lens):
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
+            "kind": self.name,
             "n_layers": self.n_layers,
             "d_model": self.bias.shape[1],
             "dtype": str(self.weight.dtype).removeprefix("torch."),
@@ -146,27 +151,18 @@ class TunedLens(Lens):
         """Read a lens written by :meth:`save`.
 
         Raises:
-            LensFileError: missing, not safetensors, corrupt, truncated, or not a lens.
+            LensFileError: missing, not safetensors, corrupt, truncated, not a lens,
+                or a lens of another kind (a tuned file loaded as a Jacobian lens).
         """
-        tensors, metadata = read_safetensors(path, "tuned-lens")
-        try:
-            config = json.loads(metadata[CONFIG_KEY])
-            if config.get("format") != FORMAT:
-                raise ValueError
-            weight, bias = tensors["weight"], tensors["bias"]
-            fingerprint = dict(config["model"])
-        except (KeyError, ValueError, TypeError, AttributeError):
+        config, weight, bias = read_lens_file(path, f"{cls.name}-lens")
+        kind = lens_kind(config)
+        if kind != cls.name:
             raise LensFileError(
-                f"{path} is a safetensors file but not a logitlens tuned lens (no "
-                f"{FORMAT!r} config with weight and bias). Train one with "
-                "`logitlens tuned train`."
-            ) from None
-        expected = (config.get("n_layers", -1) + 1, config.get("d_model", -1))
-        if tuple(bias.shape) != expected:
-            raise LensFileError(
-                f"{path} is inconsistent: its config says {expected[0] - 1} layers of "
-                f"width {expected[1]} but the bias has shape {tuple(bias.shape)}."
+                f"{path} holds a {kind} lens, not a {cls.name} lens. Load it as one "
+                f"(CLI: --lens {kind} --lens-path {path}), or make a {cls.name} lens with "
+                f"`{cls.make_command}`."
             )
+        fingerprint = dict(config["model"])
         return cls(
             weight.to(device),
             bias.to(device),
@@ -174,3 +170,39 @@ class TunedLens(Lens):
             info=config.get("training"),
             path=str(path),
         )
+
+
+def lens_kind(config: dict[str, Any]) -> str:
+    """Which lens a file's config describes (files from before ``kind`` are tuned)."""
+    return str(config.get("kind", "tuned"))
+
+
+def read_lens_file(
+    path: str | Path, what: str = "lens"
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """The config, weight and bias of a translator-lens file, checked for consistency.
+
+    Raises:
+        LensFileError: missing, not safetensors, corrupt, not a lens, or inconsistent.
+    """
+    tensors, metadata = read_safetensors(path, what)
+    try:
+        config = json.loads(metadata[CONFIG_KEY])
+        if config.get("format") != FORMAT:
+            raise ValueError
+        weight, bias = tensors["weight"], tensors["bias"]
+        dict(config["model"])
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise LensFileError(
+            f"{path} is a safetensors file but not a logitlens tuned lens (no "
+            f"{FORMAT!r} config with weight and bias). Train one with "
+            "`logitlens tuned train`, fit a Jacobian lens with `logitlens jlens fit`, "
+            "or convert one with `logitlens lens import`."
+        ) from None
+    expected = (config.get("n_layers", -1) + 1, config.get("d_model", -1))
+    if tuple(bias.shape) != expected:
+        raise LensFileError(
+            f"{path} is inconsistent: its config says {expected[0] - 1} layers of "
+            f"width {expected[1]} but the bias has shape {tuple(bias.shape)}."
+        )
+    return config, weight, bias

@@ -23,13 +23,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..errors import InputError
-from ..evaluation import LensEvaluation
+from ..evaluation import LensEvaluation, Scoreboard
 from ..metrics import PICTURES, Picture
 from ..paths import FIGURE_SUFFIXES, atomic_output, check_output_path
 from ..results import LensResult
 
 if TYPE_CHECKING:
     from ..generation import GenerationResult
+    from ..studies.stats import StudyComparison, StudySummary
 
 GridMetric = Picture
 """How one grid metric is read from a result and coloured (a metric's picture)."""
@@ -417,3 +418,145 @@ def plot_evaluation(evaluation: LensEvaluation) -> Figure:
     figure.suptitle(f"{evaluation.model_name}: lenses on {evaluation.tokens} held-out tokens")
     figure.tight_layout()
     return figure
+
+
+def plot_scoreboard(board: Scoreboard) -> Figure:
+    """The lens scoreboard, one line per lens over layers: KL to the model's output,
+    top-1 agreement with it, perplexity of the text, and pass@k on items (largest k)."""
+    evaluation, scored = board.evaluation, board.pass_at_k
+    panels = [
+        ("KL(model || lens), nats", lambda lens: evaluation.kl[lens], "log"),
+        ("top-1 agreement with the model", lambda lens: evaluation.top1_agreement[lens], "linear"),
+        ("perplexity of the next token", evaluation.perplexity, "log"),
+    ]
+    if scored is not None:
+        k = max(scored.ks)
+        title = f"pass@{k} on {scored.categories['all']} items"
+        panels.append((title, lambda lens: scored.values[lens]["all"][k], "linear"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    labels = evaluation.layer_labels()
+    positions = range(len(labels))
+    step = max(1, len(labels) // 8)
+    for axis, (title, values, scale) in zip(np.atleast_1d(axes), panels, strict=True):
+        for lens in evaluation.lenses:
+            axis.plot(positions, values(lens), marker=".", label=lens)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("layer")
+        axis.set_xticks(list(positions)[::step])
+        axis.set_xticklabels(labels[::step])
+        axis.set_yscale(scale)
+    np.atleast_1d(axes)[0].legend()
+    figure.suptitle(
+        f"{evaluation.model_name}: lens scoreboard ({evaluation.tokens} held-out tokens)"
+    )
+    figure.tight_layout()
+    return figure
+
+
+# ----- studies ------------------------------------------------------------------------
+
+_TRAJECTORY_LABELS = {
+    "target_prob": "mean P(target)",
+    "logit_diff": "mean logit difference target - alternative",
+    "entropy": "mean entropy (nats)",
+}
+
+
+def _study_groups(summary: StudySummary, groups: Sequence[str] | None) -> list[str]:
+    known = [g.group for g in summary.groups]
+    chosen = list(groups) if groups is not None else known
+    unknown = [g for g in chosen if g not in known]
+    if unknown:
+        raise InputError(f"No group(s) {unknown} in this study; it has {known}.")
+    return chosen
+
+
+def plot_study_trajectories(
+    summary: StudySummary,
+    metrics: Sequence[str] = ("target_prob", "logit_diff"),
+    groups: Sequence[str] | None = None,
+) -> Figure:
+    """Mean trajectory per group on normalised depth, with its 95% bootstrap band."""
+    chosen = _study_groups(summary, groups)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for index, group in enumerate(chosen):
+            found = [t for t in summary.trajectories if t.group == group and t.metric == metric]
+            if not found:
+                continue
+            line = found[0]
+            color = f"C{index}"
+            ax.plot(line.depth, line.mean, "-o", markersize=2.5, color=color, label=group)
+            ax.fill_between(line.depth, line.low, line.high, color=color, alpha=0.2)
+        ax.set_xlabel("normalised depth (layer / n_layers)")
+        ax.set_ylabel(_TRAJECTORY_LABELS.get(metric, metric))
+        ax.set_xlim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(
+        f"{summary.lens} lens on {summary.model_name} ({summary.n_items} items, "
+        f"{summary.n_layers} layers): mean per group, 95% bootstrap band"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_decision_depths(summary: StudySummary, groups: Sequence[str] | None = None) -> Figure:
+    """Distribution of decision depths per group; items never top-1 in a "never" column."""
+    chosen = _study_groups(summary, groups)
+    n_layers = summary.n_layers
+    never = 1 + max(3 / n_layers, 0.08)  # a column apart from the last layer's
+    half = 0.5 / n_layers
+    edges = [*(np.arange(n_layers + 1) / n_layers + half), never - half, never + half]
+    fig, axes = plt.subplots(
+        len(chosen), 1, figsize=(9, 1.4 + 1.3 * len(chosen)), sharex=True, squeeze=False
+    )
+    for index, (ax, group) in enumerate(zip(axes[:, 0], chosen, strict=True)):
+        depths = summary.decision_depths[group]
+        shown = np.where(np.isfinite(depths), depths, never)
+        weights = np.full(len(shown), 1 / max(len(shown), 1))
+        ax.hist(shown, bins=edges, weights=weights, color=f"C{index}", alpha=0.8)
+        median = next(g for g in summary.groups if g.group == group).depth_top1
+        if not np.isnan(median.estimate):
+            ax.axvline(median.estimate, color="black", linewidth=1)
+            ax.axvspan(median.low, median.high, color="black", alpha=0.1)
+        ax.set_ylabel("share")
+        ax.set_title(f"{group} (n={len(depths)})", fontsize=9, loc="left")
+        ax.grid(True, alpha=0.3)
+    ticks = [0.25, 0.5, 0.75, 1.0, never]
+    axes[-1, 0].set_xticks(ticks, ["0.25", "0.5", "0.75", "1", "never"])
+    axes[-1, 0].set_xlabel("decision depth: first layer where the target is top-1, / n_layers")
+    fig.suptitle(
+        f"{summary.model_name}: decision depth per group (line: median of items reaching "
+        "top-1, band: 95% CI)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_study_comparison(
+    comparison: StudyComparison, metric: str = "target_prob", groups: Sequence[str] | None = None
+) -> Figure:
+    """Several models on one normalised-depth axis: one panel per group, a line per model."""
+    first = comparison.summaries[0]
+    chosen = _study_groups(first, groups)
+    chosen = [g for g in chosen if "(" not in g] if groups is None else chosen
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 4), squeeze=False)
+    for ax, group in zip(axes[0], chosen, strict=True):
+        for index, summary in enumerate(comparison.summaries):
+            found = [t for t in summary.trajectories if t.group == group and t.metric == metric]
+            if not found:
+                continue
+            line = found[0]
+            label = f"{summary.model_name} ({summary.n_layers} layers)"
+            ax.plot(line.depth, line.mean, "-", color=f"C{index}", label=label)
+            ax.fill_between(line.depth, line.low, line.high, color=f"C{index}", alpha=0.2)
+        ax.set_title(group)
+        ax.set_xlabel("normalised depth")
+        ax.set_xlim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel(_TRAJECTORY_LABELS.get(metric, metric))
+    axes[0, 0].legend(fontsize=8, loc="upper left")
+    fig.suptitle("Models compared on normalised depth (mean, 95% bootstrap band)")
+    fig.tight_layout()
+    return fig

@@ -13,7 +13,14 @@ from typing import Any
 
 from .config import SCHEDULES, TrainingConfig
 
-__all__ = ["SCHEDULES", "TrainingConfig", "train_tuned_lens"]
+__all__ = [
+    "SCHEDULES",
+    "JacobianFitConfig",
+    "TrainingConfig",
+    "fit_jacobian_lens",
+    "merge_jacobian_lenses",
+    "train_tuned_lens",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from .tuned import train_tuned_lens
 
         return train_tuned_lens
+    if name in ("JacobianFitConfig", "fit_jacobian_lens", "merge_jacobian_lenses"):
+        from . import jacobian
+
+        return getattr(jacobian, name)
     raise AttributeError(f"module 'logitlens.training' has no attribute {name!r}")

@@ -1,0 +1,495 @@
+"""Running a lens over a whole dataset: batched, streamed to Parquet, resumable.
+
+``run_study`` sorts the items by token length and batches neighbours (little padding),
+runs :func:`logitlens.analyze` on each batch and writes the batch's rows as soon as it
+is done: ``layers/part-NNNNN.parquet`` (one row per item and layer) and then
+``items/part-NNNNN.parquet`` (one row per item). Each file is written to a hidden
+temporary name and renamed into place; the ``items`` part is the commit marker, so a
+``kill -9`` at any moment loses at most the batch in flight. A rerun plans the same
+batches, skips every committed one and rewrites the rest, so nothing is duplicated.
+
+``manifest.json`` (written atomically before the first batch) records the model
+fingerprint, a hash of the lens, the options and a hash of the dataset; a rerun into
+the same directory with anything different is refused with the differences named.
+
+Normalised depth is ``(layer + 1) / n_layers``: the share of the model's layers applied
+(the last layer is 1.0), so models of different depth share one axis.
+
+Example:
+    >>> study = run_study(load_model(), load_items(), out_dir="runs/smollm2")
+    >>> study.items.groupby("category").depth_top1.median()
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from ..analysis import analyze
+from ..errors import InputError
+from ..lenses import Lens, get_lens
+from ..lenses.files import model_fingerprint
+from ..loading import LensModel
+from ..targets import MultiTokenTargetWarning
+from .dataset import StudyItem
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+ITEMS_DIR = "items"
+LAYERS_DIR = "layers"
+
+ITEM_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("category", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("pair", pa.string()),
+        ("prompt", pa.string()),
+        ("target", pa.string()),
+        ("alternative", pa.string()),
+        ("target_token", pa.string()),
+        ("target_n_tokens", pa.int32()),
+        ("n_tokens", pa.int32()),
+        ("n_layers", pa.int32()),
+        ("first_layer_above", pa.int32()),
+        ("first_layer_top1", pa.int32()),
+        ("depth_above", pa.float64()),
+        ("depth_top1", pa.float64()),
+        ("final_prob", pa.float32()),
+        ("final_rank", pa.int64()),
+        ("final_logit_diff", pa.float32()),
+    ]
+)
+"""One row per item. Layers and depths are null where the target never gets there."""
+
+LAYER_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("category", pa.string()),
+        ("layer", pa.int32()),
+        ("depth", pa.float64()),
+        ("target_prob", pa.float32()),
+        ("target_rank", pa.int64()),
+        ("alternative_prob", pa.float32()),
+        ("alternative_rank", pa.int64()),
+        ("logit_diff", pa.float32()),
+        ("entropy", pa.float32()),
+    ]
+)
+"""One row per item and layer (long format). Alternative columns are null without one."""
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """The options that change a study's rows (recorded in, and checked against, the manifest)."""
+
+    batch_size: int = 16
+    threshold: float = 0.1
+
+
+@dataclass
+class StudyResult:
+    """A study directory, read back: its manifest and its two long-format tables.
+
+    ``items``: one row per item (:data:`ITEM_SCHEMA`); ``layers``: one row per item and
+    layer (:data:`LAYER_SCHEMA`). Both are pandas DataFrames ordered by item id.
+    """
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    items: pd.DataFrame
+    layers: pd.DataFrame
+
+    @property
+    def model_name(self) -> str:
+        return str(self.manifest["model"]["name"])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.manifest["model"]["n_layers"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["options"]["threshold"])
+
+    @property
+    def complete(self) -> bool:
+        return len(self.items) == int(self.manifest["dataset"]["n_items"])
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> StudyResult:
+        """Read a study directory (complete or not); only committed batches are read."""
+        out_dir = Path(out_dir).expanduser()
+        manifest = read_manifest(out_dir)
+        if manifest is None:
+            raise InputError(
+                f"{str(out_dir)!r} is not a study directory (no {MANIFEST}). Run "
+                "`logitlens study DATA --out DIR` first, or check the path."
+            )
+        parts = committed_parts(out_dir)
+        items = _read_parts(out_dir / ITEMS_DIR, parts, ITEM_SCHEMA)
+        layers = _read_parts(out_dir / LAYERS_DIR, parts, LAYER_SCHEMA)
+        items = items.sort_values("id", kind="stable").reset_index(drop=True)
+        layers = layers.sort_values(["id", "layer"], kind="stable").reset_index(drop=True)
+        return cls(out_dir=out_dir, manifest=manifest, items=items, layers=layers)
+
+
+def _read_parts(directory: Path, parts: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
+    tables = [pq.read_table(directory / name, schema=schema) for name in parts]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return table.to_pandas(types_mapper=_NULLABLE_INTEGERS.get)
+
+
+# Integer columns with nulls stay integers in pandas (first_layer_top1 is null for "never").
+_NULLABLE_INTEGERS = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
+
+
+def committed_parts(out_dir: Path) -> list[str]:
+    """Names of the batches whose items part (the commit marker) exists, in order."""
+    directory = out_dir / ITEMS_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.glob("part-*.parquet"))
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise InputError(
+            f"{path} is not valid JSON; it was edited by hand. Restore it, or choose a new --out."
+        ) from None
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(temporary_path)``, then rename the file to ``path`` (same directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _sha256_json(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def dataset_hash(items: Sequence[StudyItem]) -> str:
+    """sha256 of the items' fields (order included), independent of the file format."""
+    return _sha256_json([_item_record(item) for item in items])
+
+
+def _item_record(item: StudyItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "category": item.category,
+        "prompt": item.prompt,
+        "target": item.target,
+        "alternative": item.alternative,
+        "tags": list(item.tags or ()),
+        "pair": item.pair,
+    }
+
+
+def lens_hash(lens: Lens) -> str:
+    """sha256 of the lens's name and, for a lens with weights, every weight tensor."""
+    digest = hashlib.sha256(lens.name.encode())
+    parameters = getattr(lens, "parameters", None)
+    for tensor in parameters() if callable(parameters) else []:
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _manifest(
+    model: LensModel, lens: Lens, items: Sequence[StudyItem], options: StudyOptions
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "model": model_fingerprint(model),
+        "lens": {**lens.to_json(), "sha256": lens_hash(lens)},
+        "options": asdict(options),
+        "dataset": {"sha256": dataset_hash(items), "n_items": len(items)},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two manifests, in words (empty when a resume is safe)."""
+    found = []
+    old_model, new_model = dict(old.get("model", {})), dict(new["model"])
+    if None in (old_model.get("weights_sha256"), new_model.get("weights_sha256")):
+        # A remote model has no local weights to hash: compare the rest only.
+        old_model.pop("weights_sha256", None)
+        new_model.pop("weights_sha256", None)
+    for key in sorted(set(old_model) | set(new_model)):
+        if old_model.get(key) != new_model.get(key):
+            found.append(f"model {key} {old_model.get(key)!r} -> {new_model.get(key)!r}")
+    old_lens, new_lens = old.get("lens", {}), new["lens"]
+    if old_lens.get("sha256") != new_lens["sha256"]:
+        found.append(f"lens {old_lens.get('name')!r} -> {new_lens['name']!r} (different weights)")
+    for key in sorted(set(old.get("options", {})) | set(new["options"])):
+        if old.get("options", {}).get(key) != new["options"].get(key):
+            found.append(f"option {key} {old['options'].get(key)!r} -> {new['options'][key]!r}")
+    if old.get("dataset") != new["dataset"]:
+        found.append("dataset (its items changed)")
+    if old.get("format") != new["format"]:
+        found.append(f"file format {old.get('format')} -> {new['format']}")
+    return found
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Item indices per batch: sorted by token length (ties by index), then chunked.
+
+    Deterministic, so a resumed run plans exactly the batches of the first run.
+    """
+    order = sorted(range(len(lengths)), key=lambda index: (lengths[index], index))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _check_items(items: Sequence[StudyItem]) -> list[StudyItem]:
+    items = list(items)
+    if not items:
+        raise InputError("The dataset has no items: give a file with at least one item.")
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise InputError(f"Item id {item.id!r} appears twice; ids must be unique.")
+        seen.add(item.id)
+    return items
+
+
+def run_study(
+    model: LensModel,
+    items: Sequence[StudyItem],
+    *,
+    out_dir: str | Path,
+    lens: str | Lens = "logit",
+    tuned_path: str | None = None,
+    batch_size: int = 16,
+    threshold: float = 0.1,
+    progress: bool = True,
+) -> StudyResult:
+    """Run ``lens`` over every item (last position) and stream the rows to ``out_dir``.
+
+    Per item and layer: probability and rank of the target and of its alternative, the
+    logit difference target - alternative, and the entropy. Per item: the first layer
+    where the target probability exceeds ``threshold`` and the first where it is top-1,
+    also as normalised depth. Rerunning the same call resumes; a different model, lens,
+    option or dataset in an existing ``out_dir`` raises :class:`InputError`.
+    """
+    items = _check_items(items)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold is a probability, between 0 and 1; got {threshold}.")
+    lens = get_lens(lens, tuned_path)
+    lens.check_model(model)
+    out_dir = Path(out_dir).expanduser()
+    options = StudyOptions(batch_size=batch_size, threshold=float(threshold))
+    manifest = _manifest(model, lens, items, options)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"Cannot create the study directory {out_dir}: {error}.") from None
+    with _exclusive(out_dir):
+        _check_or_write_manifest(out_dir, manifest)
+        _remove_temporaries(out_dir)
+        _run_batches(model, lens, items, out_dir, options, progress)
+    return StudyResult.load(out_dir)
+
+
+def _check_or_write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a directory that holds another setup's study; start a new one's manifest."""
+    old = read_manifest(out_dir)
+    if old is None:
+        text = json.dumps(manifest, indent=2)
+        _atomic_write(out_dir / MANIFEST, lambda path: Path(path).write_text(text, "utf-8"))
+        return
+    differences = _differences(old, manifest)
+    if differences:
+        raise InputError(
+            f"{out_dir} holds a study with another setup ({'; '.join(differences)}). "
+            "Use a new --out directory, or rerun with the original setup to resume."
+        )
+
+
+@contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold a lock on the study directory (released by the kernel even on kill -9)."""
+    with open(out_dir / LOCK, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"Another study is running in {out_dir}; wait for it, or choose another --out."
+            ) from None
+        yield
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Half-written parts a killed run left behind (never read: they are hidden files)."""
+    for directory in (out_dir / ITEMS_DIR, out_dir / LAYERS_DIR):
+        for stale in directory.glob(".part-*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def _run_batches(
+    model: LensModel,
+    lens: Lens,
+    items: list[StudyItem],
+    out_dir: Path,
+    options: StudyOptions,
+    progress: bool,
+) -> None:
+    tokenizer = model.tokenizer
+    lengths = [len(tokenizer(item.prompt, add_special_tokens=True)["input_ids"]) for item in items]
+    target_pieces = [len(tokenizer.encode(item.target, add_special_tokens=False)) for item in items]
+    several = sum(n > 1 for n in target_pieces)
+    if several:
+        warnings.warn(
+            f"{several} of {len(items)} targets are several tokens; their first token is "
+            "used (column target_n_tokens says which).",
+            MultiTokenTargetWarning,
+            stacklevel=4,
+        )
+    batches = plan_batches(lengths, options.batch_size)
+    done = set(committed_parts(out_dir))
+    todo = [(b, batch) for b, batch in enumerate(batches) if _part_name(b) not in done]
+    n_done = len(items) - sum(len(batch) for _, batch in todo)
+    with tqdm(
+        total=len(items), initial=n_done, unit="item", desc="study", disable=not progress
+    ) as bar:
+        for index, batch in todo:
+            chosen = [items[i] for i in batch]
+            item_table, layer_table = _run_batch(
+                model,
+                lens,
+                chosen,
+                [lengths[i] for i in batch],
+                [target_pieces[i] for i in batch],
+                options,
+            )
+            name = _part_name(index)
+            _atomic_write(
+                out_dir / LAYERS_DIR / name, lambda p, t=layer_table: pq.write_table(t, p)
+            )
+            _atomic_write(out_dir / ITEMS_DIR / name, lambda p, t=item_table: pq.write_table(t, p))
+            bar.update(len(batch))
+
+
+def _part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def _run_batch(
+    model: LensModel,
+    lens: Lens,
+    items: list[StudyItem],
+    lengths: list[int],
+    target_pieces: list[int],
+    options: StudyOptions,
+) -> tuple[pa.Table, pa.Table]:
+    """One forward pass over a batch; the item and layer rows as Arrow tables."""
+    # An item without alternative uses its target twice; its alternative columns are nulled.
+    targets = [[item.target, item.alternative or item.target] for item in items]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MultiTokenTargetWarning)  # counted once, up front
+        result = analyze(
+            model,
+            [item.prompt for item in items],
+            lens=lens,
+            targets=targets,
+            metrics=["target", "target_rank", "entropy"],
+            batch_size=len(items),
+            progress=False,
+        )
+    n_layers = len(result.layers)
+    probs = result.target_prob[:, :, 0, :]  # [item, layer, target]
+    ranks = result.target_rank[:, :, 0, :]
+    logits = result.target_logit[:, :, 0, :]
+    entropy = result.entropy[:, :, 0]
+    has_alternative = np.array([item.alternative is not None for item in items])
+    nan = np.where(has_alternative, 1.0, np.nan)[:, None]
+    logit_diff = (logits[..., 0] - logits[..., 1]) * nan
+    layer_index = np.arange(n_layers)
+    depth = (layer_index + 1) / n_layers
+
+    above = _first_true(probs[..., 0] > options.threshold)
+    top1 = _first_true(ranks[..., 0] == 1)
+    item_columns = {
+        "id": [item.id for item in items],
+        "category": [item.category for item in items],
+        "tags": [list(item.tags or ()) for item in items],
+        "pair": [item.pair for item in items],
+        "prompt": [item.prompt for item in items],
+        "target": [item.target for item in items],
+        "alternative": [item.alternative for item in items],
+        "target_token": [row[0] for row in result.target_tokens],
+        "target_n_tokens": target_pieces,
+        "n_tokens": lengths,
+        "n_layers": [n_layers] * len(items),
+        "first_layer_above": above,
+        "first_layer_top1": top1,
+        "depth_above": [None if a is None else (a + 1) / n_layers for a in above],
+        "depth_top1": [None if t is None else (t + 1) / n_layers for t in top1],
+        "final_prob": probs[:, -1, 0],
+        "final_rank": ranks[:, -1, 0],
+        "final_logit_diff": logit_diff[:, -1],
+    }
+    n = len(items)
+    alternative_mask = np.repeat(~has_alternative, n_layers)
+    layer_columns = {
+        "id": np.repeat(item_columns["id"], n_layers),
+        "category": np.repeat(item_columns["category"], n_layers),
+        "layer": np.tile(layer_index, n),
+        "depth": np.tile(depth, n),
+        "target_prob": probs[..., 0].reshape(-1),
+        "target_rank": ranks[..., 0].reshape(-1),
+        "alternative_prob": pa.array(probs[..., 1].reshape(-1), mask=alternative_mask),
+        "alternative_rank": pa.array(ranks[..., 1].reshape(-1), mask=alternative_mask),
+        "logit_diff": pa.array(logit_diff.reshape(-1), mask=alternative_mask),
+        "entropy": entropy.reshape(-1),
+    }
+    item_columns["final_logit_diff"] = pa.array(
+        item_columns["final_logit_diff"], mask=~has_alternative
+    )
+    return (
+        pa.Table.from_pydict(item_columns, schema=ITEM_SCHEMA),
+        pa.Table.from_pydict(layer_columns, schema=LAYER_SCHEMA),
+    )
+
+
+def _first_true(hits: np.ndarray) -> list[int | None]:
+    """Per row of ``hits`` ``[item, layer]``, the first layer that is true, or ``None``."""
+    first = hits.argmax(axis=1)
+    return [int(f) if hits[row, f] else None for row, f in enumerate(first)]

@@ -1,0 +1,471 @@
+"""Statistics of a study: decision depths with bootstrap intervals, rank tests, effect sizes.
+
+The decision depth of an item is the normalised depth ``(layer + 1) / n_layers`` of the
+first layer where its target is the lens's top-1 token. Items that never get there are
+kept, not dropped: for the rank tests they count as deciding after the last layer (a tie
+above every depth), and each group reports the share that ever reaches top-1. Medians
+and their intervals are over the items that do reach it (``depth_top1``), and over the
+items whose target ever exceeds the threshold (``depth_above``).
+
+Intervals are percentile bootstraps over items (seeded, so reproducible). The tests
+are two-sided Mann-Whitney U (normal approximation with tie and continuity correction)
+and Kruskal-Wallis H (chi-square approximation with tie correction), implemented here
+with NumPy and checked against scipy in the tests; effect size is Cliff's delta
+(P(x > y) - P(x < y); for decision depth, positive means the first group decides later).
+
+Example:
+    >>> summary = summarize_study(StudyResult.load("runs/smollm2"))
+    >>> summary.to_dataframe()
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .run import StudyResult
+
+TESTED_CATEGORIES = ("pun", "literal", "fact")
+"""Categories compared pairwise and by Kruskal-Wallis (when the study has them)."""
+CULTURAL_TAG = "cultural"
+TRAJECTORY_METRICS = ("target_prob", "logit_diff", "entropy")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with a percentile bootstrap interval (NaN when there is no data)."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def text(self, digits: int = 2) -> str:
+        if math.isnan(self.estimate):
+            return "-"
+        return f"{self.estimate:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One group of items (a category, or the pun items with / without a tag)."""
+
+    group: str
+    n: int
+    share_top1: Interval
+    """Share of items whose target is top-1 at some layer."""
+    depth_top1: Interval
+    """Median decision depth over the items that reach top-1."""
+    share_above: Interval
+    depth_above: Interval
+    """Median depth of the first layer above the threshold, over the items that get there."""
+    final_prob: float
+    """Mean target probability at the last layer (the model's own prediction)."""
+
+
+@dataclass(frozen=True)
+class RankTest:
+    """Two groups compared by Mann-Whitney U, with Cliff's delta as effect size."""
+
+    first: str
+    second: str
+    n_first: int
+    n_second: int
+    u: float
+    p_value: float
+    cliffs_delta: float
+
+
+@dataclass(frozen=True)
+class KruskalTest:
+    """Several groups compared at once by Kruskal-Wallis H."""
+
+    groups: tuple[str, ...]
+    h: float
+    df: int
+    p_value: float
+
+
+@dataclass
+class Trajectory:
+    """Mean of one metric per layer over a group's items, with a bootstrap band."""
+
+    group: str
+    metric: str
+    depth: np.ndarray
+    """Normalised depth of each layer ``[layer]``."""
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+@dataclass
+class StudySummary:
+    """Everything ``logitlens study summary`` prints, plots and reports."""
+
+    model_name: str
+    lens: str
+    n_layers: int
+    n_items: int
+    threshold: float
+    seed: int
+    n_boot: int
+    groups: list[GroupSummary]
+    tests: list[RankTest]
+    kruskal: KruskalTest | None
+    trajectories: list[Trajectory] = field(default_factory=list)
+    decision_depths: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per group, every item's decision depth (``inf`` for never top-1): the distribution."""
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per group: n, shares and median depths with their intervals."""
+        rows = []
+        for group in self.groups:
+            row: dict[str, Any] = {"group": group.group, "n": group.n}
+            for name in ("share_top1", "depth_top1", "share_above", "depth_above"):
+                interval = getattr(group, name)
+                row[name] = interval.estimate
+                row[f"{name}_low"] = interval.low
+                row[f"{name}_high"] = interval.high
+            row["final_prob"] = group.final_prob
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def tests_dataframe(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(test) for test in self.tests])
+
+    def trajectory(self, group: str, metric: str = "target_prob") -> Trajectory:
+        for item in self.trajectories:
+            if item.group == group and item.metric == metric:
+                return item
+        raise InputError(f"No {metric!r} trajectory for group {group!r} in this summary.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: numbers only (NaN and inf as null)."""
+        return _jsonable(
+            {
+                "model": self.model_name,
+                "lens": self.lens,
+                "n_layers": self.n_layers,
+                "n_items": self.n_items,
+                "threshold": self.threshold,
+                "seed": self.seed,
+                "n_boot": self.n_boot,
+                "groups": [asdict(group) for group in self.groups],
+                "tests": [asdict(test) for test in self.tests],
+                "kruskal": None if self.kruskal is None else asdict(self.kruskal),
+                "trajectories": [
+                    {
+                        "group": t.group,
+                        "metric": t.metric,
+                        "depth": t.depth.tolist(),
+                        "mean": t.mean.tolist(),
+                        "low": t.low.tolist(),
+                        "high": t.high.tolist(),
+                    }
+                    for t in self.trajectories
+                ],
+            }
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# ----- the statistics themselves ------------------------------------------------------------
+
+
+def bootstrap_interval(
+    values: Sequence[float] | np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray] = np.median,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """``statistic`` of ``values`` with a percentile bootstrap interval (resampling values).
+
+    ``statistic`` must accept ``axis=-1`` (NumPy reductions do). The same ``seed`` gives
+    the same interval.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    samples = values[rng.integers(0, values.size, size=(n_boot, values.size))]
+    replicates = statistic(samples, axis=-1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(replicates, [tail, 1 - tail])
+    return Interval(float(statistic(values)), float(low), float(high))
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (``inf`` is allowed)."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    ranks = np.empty(values.size)
+    start = 0
+    while start < values.size:
+        stop = start
+        while stop + 1 < values.size and sorted_values[stop + 1] == sorted_values[start]:
+            stop += 1
+        ranks[order[start : stop + 1]] = (start + stop) / 2 + 1
+        start = stop + 1
+    return ranks
+
+
+def _tie_sum(values: np.ndarray) -> float:
+    """Sum of t^3 - t over groups of t tied values."""
+    _, counts = np.unique(values, return_counts=True)
+    return float((counts**3 - counts).sum())
+
+
+def _normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def _chi2_sf(x: float, df: int) -> float:
+    """Survival function of the chi-square distribution for integer ``df`` (closed form)."""
+    if x <= 0:
+        return 1.0
+    half = x / 2
+    if df % 2 == 0:
+        term, total = 1.0, 1.0
+        for i in range(1, df // 2):
+            term *= half / i
+            total += term
+        return min(1.0, math.exp(-half) * total)
+    total = math.erfc(math.sqrt(half))
+    term = math.sqrt(2 * x / math.pi) * math.exp(-half)
+    for i in range(1, (df - 1) // 2 + 1):
+        total += term
+        term *= x / (2 * i + 1)
+    return min(1.0, total)
+
+
+def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U test: ``(U of x, p)``, normal approximation.
+
+    Tie- and continuity-corrected, as ``scipy.stats.mannwhitneyu(x, y,
+    method="asymptotic")``. ``inf`` values are ties above every finite value.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n1, n2 = x.size, y.size
+    if n1 == 0 or n2 == 0:
+        return math.nan, math.nan
+    combined = np.concatenate([x, y])
+    ranks = _rank(combined)
+    u = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2)
+    n = n1 + n2
+    variance = n1 * n2 / 12 * ((n + 1) - _tie_sum(combined) / (n * (n - 1)))
+    if variance <= 0:
+        return u, 1.0
+    mean = n1 * n2 / 2
+    z = (abs(u - mean) - 0.5) / math.sqrt(variance)
+    return u, min(1.0, 2 * _normal_sf(max(z, 0.0)))
+
+
+def kruskal_wallis(*groups: Sequence[float]) -> tuple[float, int, float]:
+    """Kruskal-Wallis H test with tie correction: ``(H, df, p)``, as ``scipy.stats.kruskal``."""
+    arrays = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if len(arrays) < 2:
+        return math.nan, 0, math.nan
+    combined = np.concatenate(arrays)
+    n = combined.size
+    ranks = _rank(combined)
+    h, start = 0.0, 0
+    for array in arrays:
+        h += ranks[start : start + array.size].sum() ** 2 / array.size
+        start += array.size
+    h = 12 / (n * (n + 1)) * h - 3 * (n + 1)
+    correction = 1 - _tie_sum(combined) / (n**3 - n)
+    df = len(arrays) - 1
+    if correction <= 0:
+        return math.nan, df, math.nan
+    h /= correction
+    return h, df, _chi2_sf(h, df)
+
+
+def cliffs_delta(x: Sequence[float], y: Sequence[float]) -> float:
+    """Cliff's delta, P(x > y) - P(x < y), over all pairs (``inf`` compares as largest)."""
+    x, y = np.asarray(x, dtype=float), np.sort(np.asarray(y, dtype=float))
+    if x.size == 0 or y.size == 0:
+        return math.nan
+    below = np.searchsorted(y, x, side="left")  # y values < each x
+    above = y.size - np.searchsorted(y, x, side="right")  # y values > each x
+    return float((below.sum() - above.sum()) / (x.size * y.size))
+
+
+# ----- a study's summary --------------------------------------------------------------------
+
+
+def study_groups(items: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Row masks of ``items`` per group: each category, then the pun items with / without
+    the cultural tag (when both kinds exist)."""
+    groups = {str(c): (items.category == c).to_numpy() for c in sorted(items.category.unique())}
+    if "pun" in groups:
+        cultural = items.tags.map(lambda tags: CULTURAL_TAG in list(tags)).to_numpy()
+        pun = groups["pun"]
+        if (pun & cultural).any() and (pun & ~cultural).any():
+            groups["pun (cultural)"] = pun & cultural
+            groups["pun (other)"] = pun & ~cultural
+    return groups
+
+
+def decision_depths(items: pd.DataFrame) -> np.ndarray:
+    """Each item's ``depth_top1``, with ``inf`` where the target never becomes top-1."""
+    return items.depth_top1.astype(float).fillna(math.inf).to_numpy()
+
+
+def summarize_study(
+    study: StudyResult, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95
+) -> StudySummary:
+    """Per group: shares and median depths with bootstrap intervals; rank tests; trajectories."""
+    items = study.items
+    if items.empty:
+        raise InputError(
+            f"The study in {study.out_dir} has no finished items yet; run it (it resumes)."
+        )
+    groups = study_groups(items)
+    depths_all = decision_depths(items)
+    above_all = items.depth_above.astype(float).to_numpy()
+    summaries, depth_lists = [], {}
+    for offset, (name, mask) in enumerate(groups.items()):
+        depths, above = depths_all[mask], above_all[mask]
+        group_seed = seed + 7919 * offset  # distinct, reproducible streams per group
+        boot = {"n_boot": n_boot, "level": level}
+        summaries.append(
+            GroupSummary(
+                group=name,
+                n=int(mask.sum()),
+                share_top1=bootstrap_interval(
+                    np.isfinite(depths), np.mean, seed=group_seed, **boot
+                ),
+                depth_top1=bootstrap_interval(
+                    depths[np.isfinite(depths)], seed=group_seed + 1, **boot
+                ),
+                share_above=bootstrap_interval(
+                    np.isfinite(above), np.mean, seed=group_seed + 2, **boot
+                ),
+                depth_above=bootstrap_interval(
+                    above[np.isfinite(above)], seed=group_seed + 3, **boot
+                ),
+                final_prob=float(items.final_prob[mask].mean()),
+            )
+        )
+        depth_lists[name] = depths
+    tests = _rank_tests(depth_lists)
+    present = [c for c in TESTED_CATEGORIES if c in depth_lists]
+    kruskal = None
+    if len(present) >= 2:
+        h, df, p = kruskal_wallis(*(depth_lists[c] for c in present))
+        kruskal = KruskalTest(groups=tuple(present), h=h, df=df, p_value=p)
+    return StudySummary(
+        model_name=study.model_name,
+        lens=str(study.manifest["lens"]["name"]),
+        n_layers=study.n_layers,
+        n_items=len(items),
+        threshold=study.threshold,
+        seed=seed,
+        n_boot=n_boot,
+        groups=summaries,
+        tests=tests,
+        kruskal=kruskal,
+        trajectories=_trajectories(study, groups, seed, n_boot, level),
+        decision_depths=depth_lists,
+    )
+
+
+def _rank_tests(depths: dict[str, np.ndarray]) -> list[RankTest]:
+    pairs = [(a, b) for a, b in combinations(TESTED_CATEGORIES, 2) if a in depths and b in depths]
+    if "pun (cultural)" in depths:
+        pairs.append(("pun (cultural)", "pun (other)"))
+    tests = []
+    for first, second in pairs:
+        u, p = mann_whitney_u(depths[first], depths[second])
+        tests.append(
+            RankTest(
+                first=first,
+                second=second,
+                n_first=depths[first].size,
+                n_second=depths[second].size,
+                u=u,
+                p_value=p,
+                cliffs_delta=cliffs_delta(depths[first], depths[second]),
+            )
+        )
+    return tests
+
+
+def _trajectories(
+    study: StudyResult, groups: dict[str, np.ndarray], seed: int, n_boot: int, level: float
+) -> list[Trajectory]:
+    """Mean of each metric per layer and group, with a bootstrap band over items."""
+    layers = study.layers
+    n_layers = study.n_layers
+    ids = study.items.id.to_numpy()
+    depth = (np.arange(n_layers) + 1) / n_layers
+    trajectories = []
+    for metric in TRAJECTORY_METRICS:
+        # [item, layer], items in the order of study.items (both tables sort by id).
+        matrix = layers[metric].astype(float).to_numpy().reshape(len(ids), n_layers)
+        for offset, (name, mask) in enumerate(groups.items()):
+            values = matrix[mask]
+            values = values[~np.isnan(values).any(axis=1)]
+            if len(values) == 0:
+                continue
+            rng = np.random.default_rng(seed + 104729 * offset)
+            samples = rng.integers(0, len(values), size=(n_boot, len(values)))
+            # One replicate at a time keeps memory at n_boot x layers, not x items.
+            replicates = np.stack([values[s].mean(axis=0) for s in samples])
+            tail = (1 - level) / 2
+            low, high = np.quantile(replicates, [tail, 1 - tail], axis=0)
+            trajectories.append(Trajectory(name, metric, depth, values.mean(axis=0), low, high))
+    return trajectories
+
+
+# ----- several models -----------------------------------------------------------------------
+
+
+@dataclass
+class StudyComparison:
+    """Several studies (models) on one normalised-depth axis."""
+
+    summaries: list[StudySummary]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per model and group, with the model's depth in layers."""
+        frames = []
+        for summary in self.summaries:
+            frame = summary.to_dataframe()
+            frame.insert(0, "n_layers", summary.n_layers)
+            frame.insert(0, "model", summary.model_name)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"studies": [summary.to_dict() for summary in self.summaries]}
+
+
+def compare_studies(
+    studies: Sequence[StudyResult], *, seed: int = 0, n_boot: int = 2000
+) -> StudyComparison:
+    """Summaries of several studies, for a table and a plot on normalised depth."""
+    if len(studies) < 1:
+        raise InputError("Give at least one study directory to compare.")
+    return StudyComparison([summarize_study(s, seed=seed, n_boot=n_boot) for s in studies])

@@ -1,0 +1,221 @@
+"""Study statistics against scipy and brute force; seeded bootstrap; plots and the report."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+from test_report import Chromium, _open, browser  # noqa: F401  (fixture)
+
+from logitlens.pictures import plots
+from logitlens.pictures.study_report import render_study_report, write_study_report
+from logitlens.studies.run import StudyResult
+from logitlens.studies.stats import (
+    bootstrap_interval,
+    cliffs_delta,
+    compare_studies,
+    kruskal_wallis,
+    mann_whitney_u,
+    summarize_study,
+)
+
+RNG = np.random.default_rng(20240601)
+# Fixed data with many ties (depths are multiples of 1/n_layers), plus "never" (inf).
+GROUP_A = np.concatenate([RNG.integers(1, 31, 40) / 30, [math.inf] * 6])
+GROUP_B = np.concatenate([RNG.integers(8, 31, 35) / 30, [math.inf] * 2])
+GROUP_C = RNG.normal(0.6, 0.1, 25)
+
+# scipy ranks inf like any value; a finite stand-in above every depth ranks the same.
+_LATE = 99.0
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(values), values, _LATE)
+
+
+@pytest.mark.parametrize(
+    ("x", "y"), [(GROUP_A, GROUP_B), (GROUP_B, GROUP_C), (GROUP_C, GROUP_A), ([1, 2], [3, 4, 5])]
+)
+def test_mann_whitney_matches_scipy(x, y):
+    u, p = mann_whitney_u(x, y)
+    expected = scipy_stats.mannwhitneyu(
+        _finite(np.asarray(x, float)), _finite(np.asarray(y, float)), method="asymptotic"
+    )
+    assert u == pytest.approx(expected.statistic, abs=1e-9)
+    assert p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        (GROUP_A, GROUP_B, GROUP_C),
+        (GROUP_A, GROUP_B),
+        (GROUP_A, GROUP_B, GROUP_C, GROUP_C + 0.1),  # df 3: the odd closed form
+        (GROUP_A, GROUP_B, GROUP_C, GROUP_C + 0.1, GROUP_B - 0.2),  # df 4
+    ],
+)
+def test_kruskal_matches_scipy(groups):
+    h, df, p = kruskal_wallis(*groups)
+    expected = scipy_stats.kruskal(*(_finite(g) for g in groups))
+    assert df == len(groups) - 1
+    assert h == pytest.approx(expected.statistic, rel=1e-12)
+    assert p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-15)
+
+
+def test_cliffs_delta_equals_brute_force_and_rank_biserial():
+    for x, y in [(GROUP_A, GROUP_B), (GROUP_C, GROUP_A), (GROUP_B, GROUP_B)]:
+        pairs = np.sign(np.subtract.outer(_finite(x), _finite(y)))
+        assert cliffs_delta(x, y) == pytest.approx(pairs.mean(), abs=1e-12)
+        u, _ = mann_whitney_u(x, y)
+        assert cliffs_delta(x, y) == pytest.approx(2 * u / (len(x) * len(y)) - 1, abs=1e-12)
+    assert cliffs_delta([2, 3], [0, 1]) == 1.0
+    assert math.isnan(cliffs_delta([], [1]))
+
+
+def test_bootstrap_seeded_reproducible_and_correct():
+    values = RNG.normal(size=60)
+    first = bootstrap_interval(values, n_boot=500, seed=3)
+    assert bootstrap_interval(values, n_boot=500, seed=3) == first
+    # Medians of resamples are few distinct values; means show another seed's draws.
+    assert bootstrap_interval(values, np.mean, n_boot=500, seed=4) != bootstrap_interval(
+        values, np.mean, n_boot=500, seed=3
+    )
+    assert first.estimate == np.median(values) and first.low < first.estimate < first.high
+    # A plain reimplementation: the same draws, one resample at a time.
+    rng = np.random.default_rng(3)
+    draws = rng.integers(0, values.size, size=(500, values.size))
+    medians = [np.median(values[row]) for row in draws]
+    np.testing.assert_allclose((first.low, first.high), np.quantile(medians, [0.025, 0.975]))
+    # Coverage against scipy's percentile bootstrap on the same data: close intervals.
+    scipy_ci = scipy_stats.bootstrap(
+        (values,), np.mean, n_resamples=4000, method="percentile", random_state=0
+    ).confidence_interval
+    ours = bootstrap_interval(values, np.mean, n_boot=4000, seed=0)
+    assert ours.low == pytest.approx(scipy_ci.low, abs=0.05)
+    assert ours.high == pytest.approx(scipy_ci.high, abs=0.05)
+    assert math.isnan(bootstrap_interval([]).estimate)
+
+
+# ----- summaries of a (synthetic) study ---------------------------------------------------
+
+
+def _study(n_layers: int = 10, seed: int = 0, name: str = "model-a") -> StudyResult:
+    """A study with known decision depths: puns late, facts early, literals between."""
+    rng = np.random.default_rng(seed)
+    plan = {"pun": (0.8, 30), "literal": (0.5, 30), "fact": (0.3, 30)}
+    item_rows, layer_rows = [], []
+    for category, (centre, n) in plan.items():
+        for index in range(n):
+            item_id = f"{category}-{index:03d}"
+            top1 = int(np.clip(round(rng.normal(centre, 0.1) * n_layers), 0, n_layers - 1))
+            never = category == "pun" and index % 5 == 0
+            probs = np.where(np.arange(n_layers) >= top1, 0.6, 0.01)
+            item_rows.append(
+                {
+                    "id": item_id,
+                    "category": category,
+                    "tags": ["cultural"] if category == "pun" and index % 2 else [],
+                    "first_layer_top1": None if never else top1,
+                    "depth_top1": None if never else (top1 + 1) / n_layers,
+                    "depth_above": (top1 + 1) / n_layers,
+                    "final_prob": 0.6,
+                }
+            )
+            for layer in range(n_layers):
+                layer_rows.append(
+                    {
+                        "id": item_id,
+                        "category": category,
+                        "layer": layer,
+                        "depth": (layer + 1) / n_layers,
+                        "target_prob": probs[layer],
+                        "logit_diff": float(layer - top1),
+                        "entropy": 3.0,
+                    }
+                )
+    items = pd.DataFrame(item_rows).sort_values("id").reset_index(drop=True)
+    layers = pd.DataFrame(layer_rows).sort_values(["id", "layer"]).reset_index(drop=True)
+    manifest = {
+        "model": {"name": name, "n_layers": n_layers},
+        "lens": {"name": "logit"},
+        "options": {"threshold": 0.1, "batch_size": 16},
+        "dataset": {"n_items": len(items)},
+    }
+    return StudyResult(out_dir=None, manifest=manifest, items=items, layers=layers)
+
+
+def test_summary_recovers_the_planted_order():
+    summary = summarize_study(_study(), n_boot=300)
+    groups = {g.group: g for g in summary.groups}
+    assert set(groups) == {"fact", "literal", "pun", "pun (cultural)", "pun (other)"}
+    assert groups["pun"].share_top1.estimate == pytest.approx(24 / 30)
+    assert groups["fact"].share_top1.estimate == 1.0
+    assert groups["fact"].depth_top1.high < groups["literal"].depth_top1.low
+    assert groups["literal"].depth_top1.high < groups["pun"].depth_top1.low
+    items = _study().items
+    pun_depths = items[items.category == "pun"].depth_top1.dropna()
+    assert groups["pun"].depth_top1.estimate == np.median(pun_depths)
+    tests = {(t.first, t.second): t for t in summary.tests}
+    assert tests[("pun", "fact")].cliffs_delta > 0.9 and tests[("pun", "fact")].p_value < 1e-6
+    assert summary.kruskal.groups == ("pun", "literal", "fact") and summary.kruskal.p_value < 1e-6
+    band = summary.trajectory("fact", "target_prob")
+    assert band.mean.shape == (10,) and (band.low <= band.mean + 1e-12).all()
+    assert (band.mean <= band.high + 1e-12).all()
+    frame = summary.to_dataframe()
+    assert list(frame.group) == [g.group for g in summary.groups]
+    assert {"depth_top1", "depth_top1_low", "depth_top1_high", "share_top1"} <= set(frame)
+
+
+def test_summary_is_seeded():
+    first = summarize_study(_study(), seed=5, n_boot=200).to_dict()
+    assert summarize_study(_study(), seed=5, n_boot=200).to_dict() == first
+    assert summarize_study(_study(), seed=6, n_boot=200).to_dict() != first
+
+
+def test_compare_puts_models_on_one_axis():
+    comparison = compare_studies([_study(10, name="a"), _study(30, seed=1, name="b")], n_boot=100)
+    frame = comparison.to_dataframe()
+    assert set(frame.model) == {"a", "b"} and set(frame.n_layers) == {10, 30}
+    for summary in comparison.summaries:
+        assert summary.trajectory("pun").depth[-1] == 1.0
+    figure = plots.plot_study_comparison(comparison)
+    assert len(figure.axes) == 3  # pun, literal, fact panels
+
+
+def test_plots_draw_every_group(tmp_path):
+    summary = summarize_study(_study(), n_boot=100)
+    figure = plots.plot_study_trajectories(summary)
+    assert len(figure.axes[0].lines) == len(summary.groups)
+    depths = plots.plot_decision_depths(summary)
+    assert len(depths.axes) == len(summary.groups)
+    plots.save_figure(depths, tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 1000
+
+
+def test_report_is_self_contained(tmp_path):
+    page = render_study_report(summarize_study(_study(name="<b>m</b>"), n_boot=50))
+    assert "<b>m</b>" not in page.replace("\\u003cb>m\\u003c/b>", "")
+    assert not re.search(r"<(script|img|link|image)[^>]*(src|href)=", page)  # nothing fetched
+    assert page.count("<svg") == 2
+
+
+def test_report_in_headless_chromium(browser, tmp_path):  # noqa: F811
+    path = write_study_report(summarize_study(_study(), n_boot=100), tmp_path / "study.html")
+    _open(browser, path)
+    rows = browser.evaluate("document.querySelectorAll('#groups tr').length")
+    assert rows == 1 + 5
+    assert "pun vs fact" in browser.evaluate("document.getElementById('tests').textContent")
+    assert "Kruskal-Wallis" in browser.evaluate("document.getElementById('kruskal').textContent")
+    widths = browser.evaluate(
+        "[...document.querySelectorAll('figure svg')].map(s => s.getBoundingClientRect().width)"
+    )
+    assert len(widths) == 2 and min(widths) > 300
+    # Sorting by n (click the header) keeps every row.
+    browser.evaluate("document.querySelectorAll('#groups th')[1].click()")
+    first = browser.evaluate("document.querySelectorAll('#groups tr')[1].cells[0].textContent")
+    assert first in {"pun (cultural)", "pun (other)"}  # the two smallest groups (n = 15)
+    assert browser.errors() == []

@@ -1,0 +1,295 @@
+"""run_study: rows equal analyze(), streaming and resuming, kill -9, refusals, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from study_items import make_items, write_items
+from typer.testing import CliRunner
+
+import logitlens
+from logitlens import InputError
+from logitlens.cli import app
+from logitlens.studies import StudyResult, run_study
+from logitlens.studies import run as study_run
+from logitlens.studies.run import plan_batches
+
+SRC = Path(logitlens.__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from tiny_models import tiny_model
+
+    hf_model, tokenizer = tiny_model("llama")
+    return logitlens.load_model(hf_model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """The same tiny model saved with save_pretrained, for the CLI in a subprocess."""
+    from tiny_models import tiny_model
+
+    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    hf_model, tokenizer = tiny_model("llama")
+    hf_model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_rows_equal_analyze_per_item(tiny, tmp_path):
+    items = make_items(12)
+    study = run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    assert list(study.items.id) == sorted(item.id for item in items)
+    n_layers = tiny.n_layers
+    assert len(study.layers) == len(items) * n_layers
+    for item in items:
+        alone = logitlens.analyze(
+            tiny,
+            item.prompt,
+            targets=[[item.target, item.alternative or item.target]],
+            metrics=["target", "target_rank", "entropy"],
+        )
+        rows = study.layers[study.layers.id == item.id]
+        np.testing.assert_allclose(rows.target_prob, alone.target_prob[0, :, 0, 0], rtol=1e-4)
+        np.testing.assert_array_equal(rows.target_rank, alone.target_rank[0, :, 0, 0])
+        np.testing.assert_allclose(rows.entropy, alone.entropy[0, :, 0], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(rows.depth, (np.arange(n_layers) + 1) / n_layers)
+        if item.alternative is None:
+            assert rows.logit_diff.isna().all() and rows.alternative_prob.isna().all()
+        else:
+            logits = alone.target_logit[0, :, 0]
+            np.testing.assert_allclose(
+                rows.logit_diff, logits[:, 0] - logits[:, 1], rtol=1e-4, atol=1e-4
+            )
+        row = study.items[study.items.id == item.id].iloc[0]
+        top1 = alone.first_layer_top1()
+        assert (None if pd.isna(row.first_layer_top1) else row.first_layer_top1) == top1
+        above = alone.first_layer_above(0.1)
+        assert (None if pd.isna(row.first_layer_above) else row.first_layer_above) == above
+        assert row.category == item.category and list(row.tags) == list(item.tags)
+
+
+def test_first_layers_and_depths_when_targets_win(tiny, tmp_path):
+    """Targets chosen as the model's own prediction reach top-1 at the last layer at least."""
+    items = make_items(8)
+    prompts = [item.prompt for item in items]
+    own = logitlens.analyze(tiny, prompts, metrics=["topk"], k=1)
+    winners = [int(i) for i in own.top_ids[:, -1, 0, 0]]
+    items = [
+        type(item)(**{**vars(item), "target": own.vocab[token], "alternative": None})
+        for item, token in zip(items, winners, strict=True)
+        # a decoded token need not encode back to itself: keep those that do
+        if tiny.tokenizer.encode(own.vocab[token], add_special_tokens=False) == [token]
+    ]
+    assert len(items) >= 3
+    study = run_study(tiny, items, out_dir=tmp_path / "s", threshold=0.0, progress=False)
+    n_layers = tiny.n_layers
+    assert study.items.first_layer_top1.notna().all()
+    assert (study.items.first_layer_above == 0).all()  # any probability exceeds 0
+    expected = (study.items.first_layer_top1.astype(float) + 1) / n_layers
+    np.testing.assert_allclose(study.items.depth_top1, expected)
+    assert (study.items.final_rank == 1).all()
+
+
+def test_length_bucketing_sorts_neighbours():
+    lengths = [5, 3, 9, 3, 7, 1]
+    assert plan_batches(lengths, 2) == [[5, 1], [3, 0], [4, 2]]
+    assert sorted(i for batch in plan_batches(lengths, 4) for i in batch) == list(range(6))
+
+
+def test_interrupted_run_resumes_without_duplicates(tiny, tmp_path, monkeypatch):
+    items = make_items(40)
+    reference = run_study(tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    calls = {"n": 0}
+    real = study_run._run_batch
+
+    def crash_after_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_run, "_run_batch", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    partial = StudyResult.load(tmp_path / "s")
+    assert len(partial.items) == 12 and not partial.complete
+    monkeypatch.setattr(study_run, "_run_batch", real)
+    resumed = run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    assert resumed.complete
+    pd.testing.assert_frame_equal(resumed.items, reference.items)
+    pd.testing.assert_frame_equal(resumed.layers, reference.layers)
+
+
+def test_refuses_other_setup_naming_it(tiny, tmp_path):
+    items = make_items(6)
+    run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    with pytest.raises(InputError, match=r"option batch_size 4 -> 2"):
+        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=2, progress=False)
+    with pytest.raises(InputError, match=r"option threshold"):
+        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, threshold=0.5)
+    with pytest.raises(InputError, match=r"lens 'logit' -> 'raw'"):
+        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens="raw")
+    with pytest.raises(InputError, match=r"dataset"):
+        run_study(tiny, items[:5], out_dir=tmp_path / "s", batch_size=4)
+    from tiny_models import tiny_model
+
+    other_model, tokenizer = tiny_model("llama", seed=1)
+    other = logitlens.load_model(other_model, tokenizer=tokenizer)
+    with pytest.raises(InputError, match=r"model weights_sha256"):
+        run_study(other, items, out_dir=tmp_path / "s", batch_size=4)
+
+
+def test_bad_inputs(tiny, tmp_path):
+    items = make_items(3)
+    with pytest.raises(InputError, match="twice"):
+        run_study(tiny, [items[0], items[0]], out_dir=tmp_path / "a")
+    with pytest.raises(InputError, match="no items"):
+        run_study(tiny, [], out_dir=tmp_path / "b")
+    with pytest.raises(InputError, match="threshold"):
+        run_study(tiny, items, out_dir=tmp_path / "c", threshold=2)
+    with pytest.raises(InputError, match="not a study directory"):
+        StudyResult.load(tmp_path / "nothing")
+
+
+def test_tables_read_with_plain_pandas(tiny, tmp_path):
+    run_study(tiny, make_items(10), out_dir=tmp_path / "s", batch_size=4, progress=False)
+    layers = pd.read_parquet(tmp_path / "s" / "layers")
+    items = pd.read_parquet(tmp_path / "s" / "items")
+    assert len(items) == 10 and len(layers) == 10 * tiny.n_layers
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["model"]["weights_sha256"] and manifest["lens"]["sha256"]
+    assert manifest["dataset"]["n_items"] == 10
+
+
+def _cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(TESTS)])
+    env["OMP_NUM_THREADS"] = "1"  # one thread: the same floating-point sums in every run
+    return env
+
+
+def _study_command(data: Path, model_dir: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "logitlens",
+        "study",
+        str(data),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--json",
+    ]
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_five_times_then_resume_equals_uninterrupted(tiny_dir, tmp_path):
+    """1,000 items, five kill -9 at random moments, resumed: exactly the uninterrupted rows."""
+    data = write_items(make_items(1000), tmp_path / "items.jsonl")
+    env = _cli_env()
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(
+        _study_command(data, tiny_dir, reference_dir), env=env, check=True, capture_output=True
+    )
+    reference = StudyResult.load(reference_dir)
+    assert reference.complete
+    n_batches = len(list((reference_dir / "items").glob("part-*.parquet")))
+
+    rng = random.Random(1234)
+    kills = 0
+    while kills < 5:
+        process = subprocess.Popen(
+            _study_command(data, tiny_dir, killed_dir),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        done_before = len(list((killed_dir / "items").glob("part-*.parquet")))
+        goal = min(n_batches - 1, done_before + rng.randint(1, n_batches // 6))
+        deadline = time.time() + 120
+        while (
+            process.poll() is None
+            and len(list((killed_dir / "items").glob("part-*.parquet"))) < goal
+            and time.time() < deadline
+        ):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))  # land anywhere: mid-batch, mid-write, between
+        if process.poll() is not None:
+            break  # finished before we could kill it: nothing left to interrupt
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        kills += 1
+        partial = StudyResult.load(killed_dir)
+        assert not partial.items.id.duplicated().any()
+    assert kills == 5
+    subprocess.run(
+        _study_command(data, tiny_dir, killed_dir), env=env, check=True, capture_output=True
+    )
+    resumed = StudyResult.load(killed_dir)
+    assert not list(killed_dir.rglob(".*.tmp"))  # no stray temporaries either
+    assert not resumed.items.id.duplicated().any()
+    pd.testing.assert_frame_equal(resumed.items, reference.items, check_exact=True)
+    pd.testing.assert_frame_equal(resumed.layers, reference.layers, check_exact=True)
+
+
+def test_cli_run_summary_compare(tiny_dir, tmp_path):
+    data = write_items(make_items(24), tmp_path / "items.jsonl")
+    runner = CliRunner()
+    out = tmp_path / "out"
+    args = ["study", str(data), "--model", str(tiny_dir), "--out", str(out), "--no-progress"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["n_items"] == 24 and {g["group"] for g in payload["groups"]} >= {"pun", "fact"}
+    result = runner.invoke(
+        app, ["study", "summary", str(out), "--report", str(tmp_path / "r.html")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "pun vs literal" in result.stdout and (tmp_path / "r.html").is_file()
+    result = runner.invoke(app, ["study", "compare", str(out), str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["studies"]) == 2
+    result = runner.invoke(app, [*args, "--batch-size", "3"])
+    assert result.exit_code != 0 and "batch_size 16 -> 3" in str(result.exception)
+
+
+@pytest.mark.bundled
+def test_bundled_study_smoke(bundled, tmp_path):
+    from logitlens.studies import load_items, summarize_study
+
+    items = load_items()
+    chosen = [next(i for i in items if i.category == c) for c in ("pun", "literal", "fact")]
+    study = run_study(bundled, chosen, out_dir=tmp_path / "s", progress=False)
+    assert study.complete and len(study.layers) == 3 * bundled.n_layers
+    fact = study.items[study.items.category == "fact"].iloc[0]
+    assert fact.final_prob > 0.0
+    summary = summarize_study(study, n_boot=100)
+    assert {g.group for g in summary.groups} == {"pun", "literal", "fact"}
+
+
+def test_refuses_a_second_process_in_the_same_directory(tiny, tmp_path):
+    import fcntl
+
+    items = make_items(4)
+    run_study(tiny, items, out_dir=tmp_path / "s", progress=False)
+    with open(tmp_path / "s" / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="Another study is running"):
+            run_study(tiny, items, out_dir=tmp_path / "s", progress=False)
