@@ -69,10 +69,16 @@ def test_rows_equal_analyze_per_item(tiny, tmp_path):
         if item.alternative is None:
             assert rows.logit_diff.isna().all() and rows.alternative_prob.isna().all()
         else:
+            # The study's logit_diff comes from the logit_diff metric; here, independently,
+            # from the logits of two plain targets.
             logits = alone.target_logit[0, :, 0]
             np.testing.assert_allclose(
                 rows.logit_diff, logits[:, 0] - logits[:, 1], rtol=1e-4, atol=1e-4
             )
+            np.testing.assert_allclose(
+                rows.alternative_prob, alone.target_prob[0, :, 0, 1], rtol=1e-4
+            )
+            np.testing.assert_array_equal(rows.alternative_rank, alone.target_rank[0, :, 0, 1])
         row = study.items[study.items.id == item.id].iloc[0]
         top1 = alone.first_layer_top1()
         assert (None if pd.isna(row.first_layer_top1) else row.first_layer_top1) == top1

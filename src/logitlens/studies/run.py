@@ -420,27 +420,32 @@ def _run_batch(
     options: StudyOptions,
 ) -> tuple[pa.Table, pa.Table]:
     """One forward pass over a batch; the item and layer rows as Arrow tables."""
-    # An item without alternative uses its target twice; its alternative columns are nulled.
-    targets = [[item.target, item.alternative or item.target] for item in items]
+    # The alternative is also a second target, for its probability and rank; the
+    # logit_diff metric pairs each target with an alternative (the target's: the
+    # literal word; the second target's own: unused). An item without alternative uses
+    # its target in every role, and its alternative columns are nulled.
+    alternatives = [item.alternative or item.target for item in items]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MultiTokenTargetWarning)  # counted once, up front
         result = analyze(
             model,
             [item.prompt for item in items],
             lens=lens,
-            targets=targets,
-            metrics=["target", "target_rank", "entropy"],
+            targets=[
+                [item.target, alternative]
+                for item, alternative in zip(items, alternatives, strict=True)
+            ],
+            alternatives=[[alternative, alternative] for alternative in alternatives],
+            metrics=["target", "target_rank", "entropy", "logit_diff"],
             batch_size=len(items),
             progress=False,
         )
     n_layers = len(result.layers)
     probs = result.target_prob[:, :, 0, :]  # [item, layer, target]
     ranks = result.target_rank[:, :, 0, :]
-    logits = result.target_logit[:, :, 0, :]
+    logit_diff = result.logit_diff[:, :, 0, 0]  # [item, layer]: target - alternative
     entropy = result.entropy[:, :, 0]
     has_alternative = np.array([item.alternative is not None for item in items])
-    nan = np.where(has_alternative, 1.0, np.nan)[:, None]
-    logit_diff = (logits[..., 0] - logits[..., 1]) * nan
     layer_index = np.arange(n_layers)
     depth = (layer_index + 1) / n_layers
 
