@@ -1,9 +1,9 @@
 """Fit the Jacobian lens of the bundled SmolLM2-135M on 2 CPU cores, offline.
 
-A full ``J`` costs one backward pass per output dimension (576) per prompt, about
-12 minutes per 128-token prompt on 2 shared CPU cores, so the defaults here are
+A full ``J`` costs one backward pass per output dimension (576) per prompt, 1.5 to 20
+minutes per 128-token prompt on 2 CPU cores (idle to heavily shared), so the defaults are
 modest: 3 sequences of 32 tokens from the training split of the King James Bible,
-the first 8 positions skipped (23 source positions per sequence), about 10 minutes.
+the first 8 positions skipped (23 source positions per sequence): 881 s on 2 busy cores.
 The paper's settings (1,000 x 128 tokens, skip 16) want a GPU:
 ``logitlens jlens fit --n-texts 1000 --device cuda``. The fit checkpoints after every
 sequence, so an interrupted run resumes where it stopped.
