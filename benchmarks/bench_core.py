@@ -205,7 +205,9 @@ def memory_child(kind: str) -> None:
 
     def run(text: str) -> object:
         if kind == "logitlens":
-            return logitlens.analyze(model, text, positions="all", targets=TARGET, metrics=[])
+            return logitlens.analyze(
+                model, text, positions="all", targets=TARGET, metrics=["target"]
+            )
         if kind == "forward":
             return plain_forward(model, encode(model, [text]))
         return floor_target_all_positions(model, encode(model, [text]), target_id)
@@ -268,7 +270,7 @@ def main() -> None:
     w2 = race(
         {
             "logitlens": lambda: logitlens.analyze(
-                model, PUN, positions="all", targets=TARGET, metrics=[]
+                model, PUN, positions="all", targets=TARGET, metrics=["target"]
             ),
             "floor (hooks + batched unembed)": lambda: floor_target_all_positions(
                 model, pun, target_id

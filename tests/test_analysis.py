@@ -19,7 +19,7 @@ from tiny_models import TINY_MODEL_TYPES, tiny_model
 import logitlens
 from logitlens import EMBED, InputError, LensResult
 
-ALL_METRICS = ["topk", "target", "entropy", "kl", "final_rank"]
+ALL_METRICS = ["topk", "target", "target_rank", "entropy", "kl", "final_rank"]
 PROMPTS = [
     "The capital of France is",
     "Hi",
@@ -327,6 +327,96 @@ def test_raw_and_logit_lens_differ_where_a_final_norm_exists():
     assert np.abs(logit.entropy - raw.entropy).max() > 1e-3
 
 
+# ----- (b2) metrics added through the registry alone -----------------------------------
+
+ALTERNATIVES = [[" France", " Paris"], [" France", " the"], [" swimmers", " current"]]
+
+
+@pytest.mark.parametrize("lens", ["logit", "raw"])
+@pytest.mark.parametrize("model_type", ["llama", "gemma2", "gpt2", "falcon"])
+def test_logit_diff_and_next_token_ce_match_the_reference(model_type, lens):
+    model = _tiny(model_type)
+    result = logitlens.analyze(
+        model,
+        PROMPTS,
+        lens=lens,
+        positions="all",
+        include_embed=True,
+        targets=TARGETS,
+        alternatives=ALTERNATIVES,
+        metrics=["logit_diff", "next_token_ce"],
+    )
+    assert result.alternative_tokens == ALTERNATIVES
+    assert result.top_ids is None and result.target_rank is None  # only what was asked
+    for p, prompt in enumerate(PROMPTS):
+        ids = _ids(model, prompt)
+        logits = _reference_lens_logits(model.module, ids, lens, result.layers)
+        logprobs = logits.log_softmax(-1)
+        for t, (target, alternative) in enumerate(zip(TARGETS[p], ALTERNATIVES[p], strict=True)):
+            expected = (
+                logits[..., _token_id(model, target)] - logits[..., _token_id(model, alternative)]
+            )
+            np.testing.assert_allclose(
+                result.logit_diff[p, :, : len(ids), t], expected.numpy(), **LOGIT_TOL
+            )
+        following = torch.tensor(ids[1:])
+        expected_ce = -logprobs[:, :-1].gather(-1, following.expand(len(logits), -1)[..., None])
+        np.testing.assert_allclose(
+            result.next_token_ce[p, :, : len(ids) - 1], expected_ce[..., 0].numpy(), **NATS_TOL
+        )
+        assert np.isnan(result.next_token_ce[p, :, len(ids) - 1]).all()  # no next token
+        assert np.isnan(result.next_token_ce[p, :, len(ids) :]).all()  # padding columns
+
+
+def test_next_token_ce_at_the_last_layer_is_the_models_loss():
+    """At the last layer the logit lens is the model: its CE is HF's own mean loss."""
+    model = _tiny("gemma2")  # soft-capped
+    ids = _ids(model, PUN)
+    result = logitlens.analyze(model, PUN, layers=-1, positions="all", metrics=["next_token_ce"])
+    with torch.no_grad():
+        loss = model.module(torch.tensor([ids]), labels=torch.tensor([ids])).loss
+    assert np.nanmean(result.next_token_ce[0, 0]) == pytest.approx(loss.item(), rel=1e-4)
+
+
+def test_alternatives_must_match_targets_and_need_targets():
+    model = _tiny("llama")
+    with pytest.raises(InputError, match="shaped like targets"):
+        logitlens.analyze(model, PROMPTS[:1], targets=[[" a", " b"]], alternatives=[[" c"]])
+    with pytest.raises(InputError, match="'logit_diff' metric needs a target"):
+        logitlens.analyze(model, PROMPTS[0], alternatives=" the")
+    with pytest.raises(InputError, match="needs alternatives"):
+        logitlens.analyze(model, PROMPTS[0], targets=" the", metrics=["logit_diff"])
+
+
+def test_each_metric_computes_only_its_own_arrays():
+    """Every registry entry, alone, yields exactly its arrays (plus the model's top-1)."""
+    from logitlens.metrics import MODEL_TOP_IDS, REGISTRY
+
+    model = _tiny("llama")
+    for name, metric in REGISTRY.items():
+        result = logitlens.analyze(
+            model,
+            PROMPTS[:2],
+            positions="all",
+            targets=" the" if "targets" in metric.needs else None,
+            alternatives=" a" if "alternatives" in metric.needs else None,
+            metrics=[name],
+        )
+        computed = {
+            a for a in LensResult.DIMS if a != "positions" and getattr(result, a) is not None
+        }
+        expected = {array.name for array in metric.arrays}
+        if "targets" in metric.needs:
+            expected |= {"target_prob", "target_logit"}  # targets always add 'target'
+        if "final" in metric.needs:
+            expected.add(MODEL_TOP_IDS.name)
+        assert computed == expected, name
+        for array in metric.arrays:
+            values = getattr(result, array.name)
+            assert np.issubdtype(values.dtype, np.floating) == array.floating, array.name
+            assert values.ndim == len(array.dims), array.name
+
+
 # ----- (c) batched == one by one -----------------------------------------------------
 
 
@@ -408,16 +498,18 @@ def test_reduce_residuals_runs_locally_on_saved_residuals():
     )
     stream = residual_stream(model, torch.tensor([ids]))[:, 0]  # [n_layers + 1, seq, d]
     saved = {"stacked": stream[[layer + 1 for layer in result.layers]], "final": stream[-1:]}
-    target_ids = torch.tensor(result.target_ids)  # [batch, targets]
+    targets = torch.tensor(result.target_ids)[:, None].expand(1, len(ids), -1)
     unembedding = logitlens.Unembedding(model.module, model.architecture, model.config)
     lens = logitlens.LogitLens()
-    out = reduce_residuals(unembedding, lens, plan, saved, (1, len(ids)), target_ids)
+    shape = (1, len(ids))
+    out = reduce_residuals(unembedding, lens, plan, saved, shape, {"targets": targets})
     out = {key: value[0] if key == "model_top_ids" else value[:, 0] for key, value in out.items()}
     for name in ("target_prob", "target_logit", "entropy", "kl", "top_probs"):
         np.testing.assert_allclose(
             out[name].numpy(), getattr(result, name)[0], rtol=1e-4, atol=1e-5, err_msg=name
         )
     _assert_ranks_close(out["final_rank"].numpy(), result.final_rank[0], "final_rank")
+    _assert_ranks_close(out["target_rank"].numpy(), result.target_rank[0], "target_rank")
     np.testing.assert_array_equal(out["model_top_ids"].numpy(), result.model_top_ids[0])
 
 

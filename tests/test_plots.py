@@ -21,7 +21,7 @@ from logitlens.pictures import plots
 PUN = "Why do electricians make good swimmers? Because they know the"
 LITERAL = "Electricians work with wires that carry electrical"
 CAPITAL = "The capital of France is"
-ALL_METRICS = ["topk", "entropy", "kl", "final_rank"]
+ALL_METRICS = ["topk", "target_rank", "entropy", "kl", "final_rank", "next_token_ce"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,13 @@ def tiny():
 @pytest.fixture(scope="module")
 def pun_all(tiny):
     return logitlens.analyze(
-        tiny, PUN, targets=" current", positions="all", k=5, metrics=ALL_METRICS
+        tiny,
+        PUN,
+        targets=" current",
+        alternatives=" the",
+        positions="all",
+        k=5,
+        metrics=ALL_METRICS,
     )
 
 
@@ -168,6 +174,8 @@ def test_grid_cells_show_top1_and_colour_by_metric(pun_all, metric):
         "final_rank": pun_all.final_rank[0, :, :n_tokens],
         "entropy": pun_all.entropy[0, :, :n_tokens],
         "kl": pun_all.kl[0, :, :n_tokens],
+        "logit_diff": pun_all.logit_diff[0, :, :n_tokens, 0],
+        "next_token_ce": pun_all.next_token_ce[0, :, :n_tokens],
     }[metric]
     np.testing.assert_allclose(ax.images[0].get_array(), expected)
     assert _tick_texts(ax.get_xticklabels()) == pun_all.tokens[0]

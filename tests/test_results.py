@@ -12,7 +12,7 @@ import pytest
 import logitlens
 from logitlens import EMBED, InputError, LensResult
 
-ALL_METRICS = ["topk", "target", "entropy", "kl", "final_rank"]
+ALL_METRICS = ["topk", "target", "target_rank", "entropy", "kl", "final_rank"]
 ARRAY_FIELDS = [name for name in LensResult.DIMS]
 
 
@@ -359,3 +359,33 @@ def test_require_and_column_on_a_real_result():
         result.column(0, 0)
     with pytest.raises(InputError, match="positions='all'"):
         result.top_tokens(0, -1, 1)
+
+
+def test_logit_diff_and_next_token_ce_travel_through_json_and_the_dataframe():
+    from tiny_models import tiny_model
+
+    hf_model, tokenizer = tiny_model("llama")
+    model = logitlens.load_model(hf_model, tokenizer=tokenizer)
+    result = logitlens.analyze(
+        model,
+        ["The capital of France is", "Hi"],
+        positions="all",
+        targets=[[" Paris", " the"], [" the", " France"]],
+        alternatives=[[" France", " a"], [" a", " Paris"]],
+        metrics=["next_token_ce"],
+    )
+    back = LensResult.from_json(result.to_json())
+    for name in ("logit_diff", "next_token_ce", "target_prob"):
+        np.testing.assert_allclose(getattr(back, name), getattr(result, name), rtol=1e-6)
+    assert (
+        back.alternative_tokens
+        == result.alternative_tokens
+        == [[" France", " a"], [" a", " Paris"]]
+    )
+    frame = result.to_dataframe()
+    row = frame[(frame.prompt_index == 0) & (frame.layer == "1") & (frame.position == 2)]
+    assert list(row.alternative) == [" France", " a"]
+    assert list(row.logit_diff) == pytest.approx(result.logit_diff[0, 1, 2].tolist())
+    assert row.next_token_ce.iloc[0] == pytest.approx(float(result.next_token_ce[0, 1, 2]))
+    joined = LensResult.concat([result.subset([1]), result.subset([0])])
+    assert joined.alternative_ids == [result.alternative_ids[1], result.alternative_ids[0]]

@@ -59,7 +59,7 @@ def test_rows_equal_analyze_per_item(tiny, tmp_path):
             tiny,
             item.prompt,
             targets=[[item.target, item.alternative or item.target]],
-            metrics=["target", "entropy"],
+            metrics=["target", "target_rank", "entropy"],
         )
         rows = study.layers[study.layers.id == item.id]
         np.testing.assert_allclose(rows.target_prob, alone.target_prob[0, :, 0, 0], rtol=1e-4)

@@ -16,7 +16,7 @@ from logitlens.lenses.files import model_fingerprint, write_safetensors
 from logitlens.lenses.tuned import CONFIG_KEY
 
 PROMPTS = ["Why do electricians make good swimmers? Because they know the", "The river bank"]
-METRICS = ["topk", "target", "entropy", "kl", "final_rank"]
+METRICS = ["topk", "target", "target_rank", "entropy", "kl", "final_rank"]
 
 
 def _random_lens(model, seed=0, scale=0.05) -> TunedLens:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
-from .metrics import METRICS, entropy, kl_divergence, token_rank
+from .metrics import REGISTRY, Metric, check_metrics
 from .options import (
     Layers,
     Positions,
@@ -32,19 +32,18 @@ from .options import (
     check_index,
     check_layers_spec,
     check_prompts,
-    metric_names,
     parse_layers,
     parse_positions,
     position_items,
 )
 from .remote import trace_backend
 from .remote.weights import unembedding_root
-from .residuals import chunk_plan, read_residuals
+from .residuals import CHUNK_ROWS, chunk_plan, read_residuals
 from .results import LensResult
 from .targets import Target, resolve_targets
 
-DEFAULT_CHUNK_ROWS = 256
-"""Rows (layer x position pairs) unembedded at once, unless one layer needs more."""
+DEFAULT_CHUNK_ROWS = CHUNK_ROWS
+"""Rows (layer x position pairs) unembedded at once (:data:`logitlens.residuals.CHUNK_ROWS`)."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,18 @@ class ReductionPlan:
     n_layers: int
 
     @property
+    def chosen(self) -> list[Metric]:
+        """The registry entries of ``metrics``, in registry order."""
+        return [metric for name, metric in REGISTRY.items() if name in self.metrics]
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The inputs the chosen metrics need (see :data:`logitlens.metrics.INPUTS`)."""
+        return frozenset().union(*(metric.needs for metric in self.chosen))
+
+    @property
     def need_final(self) -> bool:
-        return bool(self.metrics & {"kl", "final_rank"})
+        return "final" in self.needs
 
     @property
     def final_layer(self) -> int | None:
@@ -81,19 +90,6 @@ def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
     return encoded
 
 
-def _check_metrics(metrics: str | Sequence[str] | None, has_targets: bool) -> frozenset[str]:
-    names = metric_names(metrics)
-    chosen = set(names) if names is not None else {"topk"}
-    if has_targets:
-        chosen.add("target")
-    unknown = chosen - set(METRICS)
-    if unknown:
-        raise InputError(f"Unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}.")
-    if "target" in chosen and not has_targets:
-        raise InputError("The 'target' metric needs a target: pass targets=' word'.")
-    return frozenset(chosen)
-
-
 def analyze(
     model: LensModel,
     prompts: str | Sequence[str],
@@ -103,6 +99,7 @@ def analyze(
     positions: Positions = "last",
     k: int = 10,
     targets: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
+    alternatives: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
     metrics: str | Sequence[str] | None = None,
     include_embed: bool = False,
     tuned_path: str | None = None,
@@ -123,8 +120,12 @@ def analyze(
         k: how many top tokens to keep per layer and position.
         targets: one target for all prompts, one per prompt, or lists per prompt
             (see :mod:`logitlens.targets` for the multi-token policy).
-        metrics: subset of :data:`logitlens.metrics.METRICS`; default ``["topk"]``,
-            plus ``"target"`` whenever targets are given.
+        alternatives: shaped like ``targets``, one alternative per target (e.g. the
+            literal word for a pun's word); adds ``logit_diff``, target minus alternative.
+        metrics: subset of :data:`logitlens.metrics.METRICS`; default ``["topk"]``, plus
+            ``"target"`` and ``"target_rank"`` when targets are given. ``"target"`` is
+            added to any list whenever targets are given (``"logit_diff"`` whenever
+            alternatives are).
         include_embed: also read the embedding output, as layer ``EMBED`` (-1).
         batch_size: prompts per forward pass.
         chunk_rows: layer x position rows unembedded at once (memory bound).
@@ -149,7 +150,7 @@ def analyze(
     if k < 1:
         raise InputError(f"k must be between 1 and the vocabulary size, got {k}.")
     batch_size = check_count(batch_size, "batch_size")
-    _check_metrics(metrics, targets is not None)
+    check_metrics(metrics, targets is not None, alternatives is not None)
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     n_layers = model.n_layers
@@ -159,9 +160,20 @@ def analyze(
     layer_list = parse_layers(layers, n_layers, include_embed)
     token_ids = _tokenize(model, prompts)
     resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)
+    alternative_rows = (
+        None
+        if alternatives is None
+        else resolve_targets(model.tokenizer, alternatives, len(prompts), vocab_size)
+    )
+    shapes = [len(row) for row in resolved]
+    if alternative_rows is not None and shapes[0] and [len(r) for r in alternative_rows] != shapes:
+        raise InputError(
+            "alternatives must be shaped like targets: one alternative per target of each "
+            "prompt, e.g. targets=' current', alternatives=' electricity'."
+        )
     plan = ReductionPlan(
         layers=layer_list,
-        metrics=_check_metrics(metrics, bool(resolved[0])),
+        metrics=check_metrics(metrics, bool(resolved[0]), bool(alternative_rows)),
         k=k,
         chunk_rows=max(1, chunk_rows),
         n_layers=n_layers,
@@ -171,6 +183,7 @@ def analyze(
     position_table = np.full((len(prompts), n_columns), -1, dtype=np.int64)
     for p, chosen in enumerate(position_lists):
         position_table[p, : len(chosen)] = chosen
+    token_inputs = _token_inputs(plan, token_ids, position_table, resolved, alternative_rows)
 
     arrays: dict[str, np.ndarray] = {}
     starts = range(0, len(prompts), batch_size)
@@ -178,7 +191,13 @@ def analyze(
     for start in tqdm(starts, desc="logit lens", unit="batch", disable=not show):
         batch = slice(start, start + batch_size)
         saved = _run_batch(
-            model, lens, plan, token_ids[batch], position_table[batch], resolved[batch], timeout
+            model,
+            lens,
+            plan,
+            token_ids[batch],
+            position_table[batch],
+            {name: values[batch] for name, values in token_inputs.items()},
+            timeout,
         )
         _store(arrays, saved, batch, len(prompts), position_table[batch])
 
@@ -186,7 +205,7 @@ def analyze(
     for name in ("top_ids", "model_top_ids"):
         if name in arrays:
             ids_seen.update(int(i) for i in np.unique(arrays[name]) if i >= 0)
-    for row in resolved:
+    for row in [*resolved, *(alternative_rows or [])]:
         ids_seen.update(t.token_id for t in row)
     ordered = sorted(ids_seen)
     # One batched call: decoding token by token costs more than the lens on short prompts.
@@ -202,6 +221,8 @@ def analyze(
         k=k if "topk" in plan.metrics else 0,
         target_ids=[[t.token_id for t in row] for row in resolved],
         target_tokens=[[t.token for t in row] for row in resolved],
+        alternative_ids=[[t.token_id for t in row] for row in alternative_rows or []],
+        alternative_tokens=[[t.token for t in row] for row in alternative_rows or []],
         vocab=vocab,
         **arrays,
     )
@@ -213,7 +234,7 @@ def _run_batch(
     plan: ReductionPlan,
     token_ids: list[list[int]],
     position_table: np.ndarray,
-    resolved: list[list[Any]],
+    token_inputs: dict[str, np.ndarray],
     timeout: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward pass over a left-padded batch; returns the saved reductions."""
@@ -233,31 +254,30 @@ def _run_batch(
     offsets = torch.tensor([width - n for n in lengths]).unsqueeze(1)
     table = torch.from_numpy(position_table)
     gather_index = torch.where(table >= 0, table + offsets, 0)
-    target_ids = torch.tensor([[t.token_id for t in row] for row in resolved], dtype=torch.long)
-    if target_ids.numel() == 0:
-        target_ids = target_ids.reshape(len(token_ids), 0)
+    tokens = {name: torch.from_numpy(values) for name, values in token_inputs.items()}
 
     nn_model = model.nn
     backend = trace_backend(model, timeout)
     if backend is not None and lens.carries_weights:
         # The lens stays here: NDIF sends back the residuals, reduced here on a local
         # copy of the final norm and unembedding (remote.weights).
-        architecture = model.architecture
+        # Plain values only in the trace body: what it names travels to NDIF.
+        architecture, layers, final_layer = model.architecture, plan.layers, plan.final_layer
         with nn_model.trace(inputs, backend=backend) as tracer:
             residuals = nnsight.save(
-                read_residuals(nn_model, architecture, plan.layers, gather_index, plan.final_layer)
+                read_residuals(nn_model, architecture, layers, gather_index, final_layer)
             )
             tracer.stop()
         unembedding = Unembedding(unembedding_root(model), architecture, model.config)
         residuals = {name: value.float() for name, value in residuals.items()}
         saved = reduce_residuals(
-            unembedding, lens, plan, residuals, tuple(gather_index.shape), target_ids
+            unembedding, lens, plan, residuals, tuple(gather_index.shape), tokens
         )
         return {name: value.detach().cpu() for name, value in saved.items()}
     with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
         saved = nnsight.save(
             lens_reductions(
-                nn_model, model.architecture, model.config, lens, plan, gather_index, target_ids
+                nn_model, model.architecture, model.config, lens, plan, gather_index, tokens
             )
         )
         tracer.stop()
@@ -275,18 +295,19 @@ def lens_reductions(
     lens: Lens,
     plan: ReductionPlan,
     gather_index: torch.Tensor,
-    target_ids: torch.Tensor,
+    tokens: dict[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """The trace body: read layers, unembed in chunks, reduce. Runs where the model is.
 
     ``root`` is the nnsight envoy of the model; ``gather_index`` ``[batch, columns]``
-    picks positions in the padded input; ``target_ids`` is ``[batch, targets]``.
+    picks positions in the padded input; ``tokens`` holds the token ids the metrics
+    need, each ``[batch, columns, n]`` (see :func:`reduce_residuals`).
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
     residuals = read_residuals(root, architecture, plan.layers, gather_index, plan.final_layer)
     unembedding = Unembedding(root, architecture, config)
-    return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, target_ids)
+    return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, tokens)
 
 
 def reduce_residuals(
@@ -295,20 +316,28 @@ def reduce_residuals(
     plan: ReductionPlan,
     residuals: dict[str, torch.Tensor],
     shape: tuple[int, int],
-    target_ids: torch.Tensor,
+    tokens: dict[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """Lens, unembedding and metrics, chunk by chunk, on residuals from :func:`read_residuals`.
+    """Lens, unembedding and metrics, chunk by chunk, on residuals from ``read_residuals``.
 
-    ``shape`` is ``(batch, columns)``. Runs inside the trace (the logit and raw lenses,
-    on NDIF too), or here on saved residuals (lenses with weights on NDIF).
+    ``residuals`` holds ``stacked`` ``[layers, batch * columns, d]`` and, when a metric
+    compares with the model's own prediction, ``final`` ``[1, batch * columns, d]``.
+    ``shape`` is ``(batch, columns)``. ``tokens`` holds, for the metrics that need
+    them, ``targets`` and ``alternatives`` ``[batch, columns, n_targets]`` and
+    ``next_tokens`` ``[batch, columns, 1]`` (-1: none). Runs inside the trace (the logit
+    and raw lenses, on NDIF too), or here on saved residuals (lenses with weights on
+    NDIF). Returns ``[layer, batch, column, ...]`` tensors and ``model_top_ids``
+    ``[batch, column]``.
     """
     stacked = residuals["stacked"]
     device = stacked.device
     batch, columns = shape
     rows = batch * columns
-    targets = target_ids.to(device).repeat_interleave(columns, dim=0)
-
+    row_tokens = {name: ids.to(device).reshape(rows, -1) for name, ids in tokens.items()}
     final_hidden = residuals["final"].to(device) if plan.need_final else None
+    chosen = plan.chosen
+    on_logits = [metric.on_logits for metric in chosen if metric.on_logits is not None]
+    on_logprobs = [metric.on_logprobs for metric in chosen if metric.on_logprobs is not None]
     out: dict[str, torch.Tensor] = {}
     reference: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -325,39 +354,34 @@ def reduce_residuals(
             out["model_top_ids"][row_part] = top.reshape(-1)
         return reference[key]
 
-    def put(name: str, where: tuple[slice, slice], value: torch.Tensor) -> None:
-        if name not in out:
-            out[name] = value.new_empty((len(plan.layers), rows, *value.shape[2:]))
-        out[name][where] = value
+    def put(where: tuple[slice, slice], values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            if name not in out:
+                out[name] = value.new_empty((len(plan.layers), rows, *value.shape[2:]))
+            out[name][where] = value
 
     for layer_part, row_part in chunk_plan(len(plan.layers), rows, plan.chunk_rows):
-        chunk_layers = plan.layers[layer_part]
         where = (layer_part, row_part)
-        logits = lens.project(unembedding, stacked[where], chunk_layers).float()
+        logits = lens.project(unembedding, stacked[where], plan.layers[layer_part]).float()
         n_chunk_layers = logits.shape[0]
-        if "target" in plan.metrics:
-            chosen = targets[row_part].expand(n_chunk_layers, -1, -1)
-            put("target_logit", where, logits.gather(-1, chosen))
+        given: dict[str, Any] = {
+            name: ids[row_part].expand(n_chunk_layers, -1, -1) for name, ids in row_tokens.items()
+        }
+        given["k"] = plan.k
+        if plan.need_final:
+            final_logprobs, final_top = final_distribution(row_part)
+            given["final_logprobs"] = final_logprobs
+            given["final_top"] = final_top.expand(n_chunk_layers, -1, -1)
+        for reduce in on_logits:
+            put(where, reduce(logits, given))
+        if not on_logprobs:
+            continue
         # log_softmax is one fused pass (far faster than logsumexp on CPU); ranks and
         # top-k are the same on log-probabilities as on logits.
         logprobs = logits.log_softmax(-1)
         del logits
-        if "topk" in plan.metrics:
-            values, indices = logprobs.topk(plan.k, dim=-1)
-            put("top_ids", where, indices)
-            put("top_probs", where, values.exp())
-        if "target" in plan.metrics:
-            put("target_prob", where, logprobs.gather(-1, chosen).exp())
-            put("target_rank", where, token_rank(logprobs, chosen))
-        if "entropy" in plan.metrics:
-            put("entropy", where, entropy(logprobs))
-        if plan.need_final:
-            final_logprobs, final_top = final_distribution(row_part)
-            if "final_rank" in plan.metrics:
-                chosen_final = final_top.expand(n_chunk_layers, -1, -1)
-                put("final_rank", where, token_rank(logprobs, chosen_final)[..., 0])
-            if "kl" in plan.metrics:
-                put("kl", where, kl_divergence(final_logprobs, logprobs))
+        for reduce in on_logprobs:
+            put(where, reduce(logprobs, given))
 
     return {
         name: value.reshape(
@@ -368,6 +392,31 @@ def reduce_residuals(
         )
         for name, value in out.items()
     }
+
+
+def _token_inputs(
+    plan: ReductionPlan,
+    token_ids: list[list[int]],
+    position_table: np.ndarray,
+    targets: list[list[Any]],
+    alternatives: list[list[Any]] | None,
+) -> dict[str, np.ndarray]:
+    """The token ids the chosen metrics need, each ``[prompt, column, n]``."""
+    n_prompts, n_columns = position_table.shape
+    inputs: dict[str, np.ndarray] = {}
+    for name, rows in (("targets", targets), ("alternatives", alternatives)):
+        if name in plan.needs and rows is not None:
+            ids = np.array([[t.token_id for t in row] for row in rows], dtype=np.int64)
+            ids = ids.reshape(n_prompts, -1)
+            inputs[name] = np.repeat(ids[:, None, :], n_columns, axis=1)
+    if "next_tokens" in plan.needs:
+        following = np.full((n_prompts, n_columns, 1), -1, dtype=np.int64)
+        for p, ids in enumerate(token_ids):
+            for column, position in enumerate(position_table[p]):
+                if 0 <= position < len(ids) - 1:
+                    following[p, column, 0] = ids[position + 1]
+        inputs["next_tokens"] = following
+    return inputs
 
 
 def _store(

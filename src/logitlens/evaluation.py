@@ -34,11 +34,11 @@ import torch
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .metrics import kl_divergence
-from .residuals import chunk_plan, residual_stream
+from .residuals import BULK_CHUNK_ROWS, chunk_plan, residual_stream
 from .training.corpus import tokenize_documents
 
-DEFAULT_CHUNK_ROWS = 2048
-"""Layer x position rows unembedded at once (each row is one vocab-sized vector)."""
+DEFAULT_CHUNK_ROWS = BULK_CHUNK_ROWS
+"""Layer x position rows unembedded at once (:data:`logitlens.residuals.BULK_CHUNK_ROWS`)."""
 
 
 @dataclass
@@ -285,7 +285,7 @@ def pass_at_k(
                 [item.prompt for item in items],
                 lens=lens,
                 targets=[item.target for item in items],
-                metrics=["target"],
+                metrics=["target", "target_rank"],
                 include_embed=include_embed,
                 batch_size=batch_size,
                 progress=progress,

@@ -42,7 +42,8 @@ GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
 (a checkpoint's generation_config may ask for sampling or penalties)."""
 NEWEST = torch.tensor([[-1]])
 """Gather index of the newest position of each step's input (batch of one)."""
-NO_TARGETS = torch.zeros((1, 0), dtype=torch.long)
+NO_TOKENS: dict[str, torch.Tensor] = {}
+"""``topk`` and ``final_rank`` need no token ids (targets, next tokens)."""
 METRICS = frozenset({"topk", "final_rank"})
 """``final_rank`` also yields ``model_top_ids``: the model's own argmax at each step."""
 
@@ -240,7 +241,7 @@ def _trace(
                 plan,
                 {name: value.float() for name, value in residuals.items()},
                 (1, 1),
-                NO_TARGETS,
+                NO_TOKENS,
             )
             for residuals in steps
         ]
@@ -261,7 +262,7 @@ def step_reductions(
     if keep == "residuals":
         return residuals
     unembedding = Unembedding(root, architecture, config)
-    return reduce_residuals(unembedding, lens, plan, residuals, (1, 1), NO_TARGETS)
+    return reduce_residuals(unembedding, lens, plan, residuals, (1, 1), NO_TOKENS)
 
 
 def _result(

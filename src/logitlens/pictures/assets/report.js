@@ -1,0 +1,234 @@
+"use strict";
+const DATA = JSON.parse(document.getElementById("report-data").textContent);
+// Label and scale of each metric that can colour the grid (logitlens.metrics.PICTURES).
+const PICTURES = DATA.pictures;
+const METRIC_NAMES = Object.fromEntries(
+  Object.entries(PICTURES).map(([name, picture]) => [name, picture.label]));
+const LINE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"];
+const state = {entry: 0, metric: "prob", pinned: null};
+
+function tokenText(id) {
+  const text = DATA.vocab[String(id)];
+  return text === undefined ? "<" + id + ">" : text;
+}
+function shown(text) {
+  return text.replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\r/g, "\\r");
+}
+function el(tag, attrs, text) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function svgEl(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  return node;
+}
+function entry() { return DATA.entries[state.entry]; }
+
+function metricValues(e, metric) {
+  if (metric === "prob") return e.top_probs.map(row => row.map(cell => cell[0]));
+  return e.metrics[metric];
+}
+function colourScale(values, metric) {
+  const picture = PICTURES[metric];
+  let max = 0;
+  for (const row of values) {
+    for (const v of row) if (v !== null && Math.abs(v) > max) max = Math.abs(v);
+  }
+  if (picture.scale === "unit") max = 1;
+  const scale = v => {
+    if (v === null) return 0;
+    if (picture.scale === "log") return Math.log(v) / Math.log(Math.max(2, max));
+    if (picture.scale === "diverging") return max > 0 ? (v + max) / (2 * max) : 0.5;
+    return max > 0 ? v / max : 0;
+  };
+  // Good (high probability, low rank, entropy or KL) is dark blue.
+  const dark = picture.high_is_good ? (v => scale(v)) : (v => 1 - scale(v));
+  return v => {
+    const t = Math.min(1, Math.max(0, dark(v)));
+    const r = Math.round(247 - t * (247 - 8)), g = Math.round(251 - t * (251 - 48)),
+      b = Math.round(255 - t * (255 - 107));
+    return {background: `rgb(${r},${g},${b})`, color: t > 0.55 ? "#fff" : "#000"};
+  };
+}
+
+function fillSelectors() {
+  const promptSelect = document.getElementById("prompt-select");
+  DATA.entries.forEach((e, i) => promptSelect.appendChild(el("option", {value: i}, e.label)));
+  promptSelect.addEventListener("change", () => {
+    state.entry = Number(promptSelect.value);
+    state.pinned = null;
+    render();
+  });
+  document.getElementById("metric-select").addEventListener("change", event => {
+    state.metric = event.target.value;
+    renderGrid();
+  });
+}
+
+function fillMetricSelect() {
+  const select = document.getElementById("metric-select");
+  const available = ["prob", ...Object.keys(entry().metrics)];
+  if (!available.includes(state.metric)) state.metric = "prob";
+  select.replaceChildren(...available.map(m => el("option", {value: m}, METRIC_NAMES[m])));
+  select.value = state.metric;
+}
+
+function renderGrid() {
+  const e = entry();
+  const values = metricValues(e, state.metric);
+  const colour = colourScale(values, state.metric);
+  const table = document.getElementById("grid");
+  const head = el("thead");
+  const inputRow = el("tr");
+  inputRow.appendChild(el("th", {class: "layer"}, "layer"));
+  e.tokens.forEach(t => inputRow.appendChild(el("th", {}, shown(t))));
+  head.appendChild(inputRow);
+  if (e.model_top) {
+    const nextRow = el("tr", {class: "next"});
+    nextRow.appendChild(el("th", {class: "layer"}, "next"));
+    e.model_top.forEach(id => nextRow.appendChild(el("th", {}, shown(tokenText(id)))));
+    head.appendChild(nextRow);
+  }
+  const body = el("tbody");
+  for (let layer = e.layers.length - 1; layer >= 0; layer--) {
+    const row = el("tr");
+    row.appendChild(el("th", {class: "layer"}, e.layers[layer]));
+    e.tokens.forEach((_, col) => {
+      const id = e.top_ids[layer][col][0];
+      const style = colour(values[layer][col]);
+      const hit = e.model_top && e.model_top[col] === id;
+      const cell = el("td", {class: "cell" + (hit ? " hit" : ""), "data-layer": layer,
+        "data-col": col}, shown(tokenText(id)));
+      cell.style.background = style.background;
+      cell.style.color = style.color;
+      if (state.pinned && state.pinned[0] === layer && state.pinned[1] === col) {
+        cell.classList.add("pinned");
+      }
+      row.appendChild(cell);
+    });
+    body.appendChild(row);
+  }
+  table.replaceChildren(head, body);
+}
+
+function showDetail(layer, col) {
+  const e = entry();
+  const box = document.getElementById("detail");
+  const title = el("p");
+  title.appendChild(el("b", {}, `Layer ${e.layers[layer]}`));
+  title.appendChild(document.createTextNode(
+    `, position ${e.positions[col]} (input ${JSON.stringify(e.tokens[col])})`));
+  const table = el("table", {id: "topk"});
+  e.top_ids[layer][col].forEach((id, i) => {
+    const p = e.top_probs[layer][col][i];
+    const row = el("tr", {class: "topk-row"});
+    row.appendChild(el("td", {class: "rank"}, String(i + 1)));
+    row.appendChild(el("td", {class: "token"}, JSON.stringify(tokenText(id))));
+    row.appendChild(el("td", {class: "prob"}, p === null ? "" : p.toFixed(4)));
+    const bar = el("td", {class: "bar"});
+    const span = el("span");
+    span.style.width = Math.round(120 * (p || 0)) + "px";
+    bar.appendChild(span);
+    row.appendChild(bar);
+    table.appendChild(row);
+  });
+  const extra = el("p", {class: "hint"});
+  const parts = [];
+  e.targets.forEach((t, i) =>
+    parts.push(`P(${JSON.stringify(t)}) = ${Number(e.target_prob[layer][col][i]).toPrecision(3)}`));
+  for (const [name, values] of Object.entries(e.metrics)) {
+    parts.push(`${name} = ${Number(values[layer][col]).toPrecision(3)}`);
+  }
+  extra.textContent = parts.join(" · ");
+  box.replaceChildren(title, table, extra);
+}
+
+function renderTrajectory() {
+  const e = entry();
+  const col = state.pinned ? state.pinned[1] : e.tokens.length - 1;
+  const svg = document.getElementById("trajectory");
+  let series, label;
+  if (e.targets.length) {
+    series = e.targets.map((t, i) => ({name: `P(${JSON.stringify(t)})`,
+      values: e.target_prob.map(row => row[col][i])}));
+    label = "probability";
+  } else {
+    const values = metricValues(e, state.metric);
+    series = [{name: METRIC_NAMES[state.metric], values: values.map(row => row[col])}];
+    label = METRIC_NAMES[state.metric];
+  }
+  document.getElementById("trajectory-title").textContent =
+    `Trajectory at position ${e.positions[col]} (${JSON.stringify(e.tokens[col])}): ${label}`;
+  const [left, right, top, bottom] = [44, 410, 12, 200];
+  let max = e.targets.length ? 0.1 : 0;
+  for (const s of series) for (const v of s.values) if (v !== null && v > max) max = v;
+  max = max || 1;
+  const n = e.layers.length;
+  const x = i => left + (n > 1 ? (i * (right - left)) / (n - 1) : 0);
+  const y = v => bottom - (v / max) * (bottom - top);
+  const nodes = [svgEl("line", {x1: left, y1: bottom, x2: right, y2: bottom, stroke: "#999"}),
+    svgEl("line", {x1: left, y1: top, x2: left, y2: bottom, stroke: "#999"})];
+  const text = (content, attrs) => {
+    const node = svgEl("text", Object.assign({"font-size": 10, fill: "#444"}, attrs));
+    node.textContent = content;
+    return node;
+  };
+  nodes.push(text(max.toPrecision(2), {x: 2, y: top + 8}), text("0", {x: 30, y: bottom}));
+  const step = Math.max(1, Math.ceil(n / 10));
+  for (let i = 0; i < n; i += step) nodes.push(text(e.layers[i], {x: x(i) - 4, y: bottom + 14}));
+  nodes.push(text("layer", {x: (left + right) / 2, y: bottom + 30}));
+  if (e.targets.length) {
+    nodes.push(svgEl("line", {x1: left, x2: right, y1: y(0.1), y2: y(0.1), stroke: "#888",
+      "stroke-dasharray": "4 3", class: "threshold"}));
+  }
+  series.forEach((s, i) => {
+    const points = s.values.map((v, j) => v === null ? null : `${x(j)},${y(v)}`)
+      .filter(p => p !== null).join(" ");
+    const colour = LINE_COLOURS[i % LINE_COLOURS.length];
+    nodes.push(svgEl("polyline", {points, fill: "none", stroke: colour, "stroke-width": 2,
+      class: "series", "data-name": s.name}));
+    nodes.push(text(s.name, {x: left + 8, y: top + 12 + 12 * i, fill: colour}));
+  });
+  svg.replaceChildren(...nodes);
+}
+
+function render() {
+  const e = entry();
+  document.getElementById("meta").textContent =
+    `${e.model} · ${e.lens} lens · ${e.layers.length} layers x ${e.tokens.length} positions` +
+    ` · prompt: ${JSON.stringify(e.prompt)}`;
+  fillMetricSelect();
+  renderGrid();
+  renderTrajectory();
+  document.getElementById("detail").replaceChildren(
+    el("p", {class: "hint"}, "Hover over a cell."));
+}
+
+function cellOf(event) {
+  const cell = event.target.closest("td.cell");
+  return cell ? [Number(cell.dataset.layer), Number(cell.dataset.col), cell] : null;
+}
+
+const grid = document.getElementById("grid");
+grid.addEventListener("mouseover", event => {
+  const hit = cellOf(event);
+  if (hit) showDetail(hit[0], hit[1]);
+});
+grid.addEventListener("mouseleave", () => {
+  if (state.pinned) showDetail(state.pinned[0], state.pinned[1]);
+});
+grid.addEventListener("click", event => {
+  const hit = cellOf(event);
+  if (!hit) return;
+  for (const old of grid.querySelectorAll("td.pinned")) old.classList.remove("pinned");
+  hit[2].classList.add("pinned");
+  state.pinned = [hit[0], hit[1]];
+  showDetail(hit[0], hit[1]);
+  renderTrajectory();
+});
+
+fillSelectors();
+render();
