@@ -125,6 +125,8 @@ def tiny_dir(tmp_path_factory):
 def ndif(tiny_dir, tmp_path_factory):
     """The loopback server, hosting the tiny model and the bundled one, reached as NDIF + hub."""
     import huggingface_hub.constants as hub
+    import huggingface_hub.hf_api
+    import transformers.utils.hub
     from ndif_server import launch
     from nnsight import CONFIG
 
@@ -137,6 +139,10 @@ def ndif(tiny_dir, tmp_path_factory):
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(hub, "ENDPOINT", server.url)
+        # The module-level HfApi (model_info, list_repo_tree ...) read ENDPOINT when it was
+        # built, which may have been before this fixture ran.
+        patch.setattr(huggingface_hub.hf_api.api, "endpoint", server.url)
+        patch.setattr(transformers.utils.hub, "_hf_api", None)  # its shared HfApi, likewise
         template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
         patch.setattr(hub, "HUGGINGFACE_CO_URL_TEMPLATE", template)
         patch.setattr(CONFIG.API, "HOST", server.url)
