@@ -1,18 +1,18 @@
 """Speed of the Jacobian-lens fit and of applying a J-lens, on the bundled model.
 
-1. Fit time per prompt: logitlens's ``prompt_jacobians`` (one forward per batch of
-   prompts, vmapped backward passes over blocks of output dimensions) against a plain
-   implementation of the reference estimator written here (the prompt replicated 8
-   times, one forward, then one backward pass per block of 8 output dimensions), in
-   the same run, interleaved, on the same prompts; and the max abs difference between
-   the two ``J``s. Both run in fp32 with the graph starting at the embedding output.
-   A full ``J`` needs 576 backward rows per prompt (minutes on 2 CPU cores), so by
-   default both compute the first ``--rows`` rows of every layer's ``J``; per-row cost
-   is the same for every row, so the ratio carries over.
+1. Fit time per prompt: logitlens's ``prompt_jacobians`` against a plain implementation
+   of the reference estimator written here (the prompt replicated 8 times, one forward
+   with frozen weights, the graph retained, then one backward pass per block of 8
+   output dimensions, grads w.r.t. all source layers at once), in the same process,
+   interleaved round by round, medians; plus the max abs and max relative difference
+   between the two ``J``s in fp32, and of each against a float64 run (the model in
+   float64, RMSNorm kept in float64) with the same estimator.
+   ``--rows 576`` (the default) is the full ``J``; fewer rows are quicker, but the
+   reference's forward then weighs more and flatters the ratio.
 2. Apply time on W1 (last-position top-10 over all 30 layers, see bench_core.py):
    ``analyze`` with a J-lens against the logit lens, as a median ratio.
 
-Run:  .venv/bin/python benchmarks/bench_jlens.py [--prompts 4] [--rows 64] [--rounds 2]
+Run:  .venv/bin/python benchmarks/bench_jlens.py [--prompts 1] [--rows 576] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import statistics
 import time
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 import logitlens
 from logitlens.architectures import resolve
@@ -60,6 +61,9 @@ def reference_jacobians(
 
     handles = [layers[0].register_forward_pre_hook(leaf, with_kwargs=True)]
     handles += [layer.register_forward_hook(keep) for layer in layers]
+    weights = list(model.module.parameters())
+    for weight in weights:
+        weight.requires_grad_(False)
     try:
         with torch.enable_grad():
             model.module(input_ids=ids.expand(dims_per_pass, -1), use_cache=False)
@@ -68,6 +72,8 @@ def reference_jacobians(
     finally:
         for handle in handles:
             handle.remove()
+        for weight in weights:
+            weight.requires_grad_(True)
     sources, output = captured[:-1], captured[-1]
     valid = torch.arange(SKIP_FIRST, ids.shape[1] - 1)
     result = torch.empty(len(sources), rows, output.shape[-1], dtype=output.dtype)
@@ -86,13 +92,37 @@ def reference_jacobians(
     return result
 
 
+def _differences(ours: torch.Tensor, theirs: torch.Tensor) -> str:
+    gap = (ours.double() - theirs.double()).abs()
+    size = theirs.double().abs()
+    relative = (gap / size)[size >= 0.1].max().item()
+    return f"max abs {gap.max().item():.1e}, max rel {relative:.1e} (entries >= 0.1)"
+
+
+def _rms_norm_float64(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """LlamaRMSNorm without its cast to float32, for the float64 check only."""
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+
+class _SoftmaxInInputDtype(TorchFunctionMode):
+    """Eager attention's softmax without its cast to float32, for the float64 check only."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.softmax and kwargs.get("dtype") == torch.float32:
+            kwargs = {**kwargs, "dtype": args[0].dtype}
+        return func(*args, **kwargs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--rows", type=int, default=64, help="rows of J per layer (576: all)")
+    parser.add_argument("--prompts", type=int, default=1)
+    parser.add_argument("--rows", type=int, default=576, help="rows of J per layer (576: all)")
     parser.add_argument("--dims-per-pass", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--check-rows", type=int, default=16, help="rows for the float64 check")
     parser.add_argument("--apply-rounds", type=int, default=15)
     args = parser.parse_args()
 
@@ -101,10 +131,8 @@ def main() -> None:
     ids = tokenize_documents(model.tokenizer, bible_documents()[:20], 128)[: args.prompts]
     rows = range(args.rows)
 
-    fast_times, plain_times, max_diff = [], [], 0.0
-    for _ in range(args.rounds):
-        began = time.perf_counter()
-        fast = torch.cat(
+    def ours() -> torch.Tensor:
+        return torch.cat(
             [
                 prompt_jacobians(
                     model, ids[i : i + args.batch_size], rows=rows, dims_per_pass=args.dims_per_pass
@@ -112,41 +140,62 @@ def main() -> None:
                 for i in range(0, len(ids), args.batch_size)
             ]
         )
-        fast_times.append((time.perf_counter() - began) / len(ids))
-        began = time.perf_counter()
-        plain = torch.stack(
+
+    def reference() -> torch.Tensor:
+        return torch.stack(
             [reference_jacobians(model, ids[i : i + 1], args.rows) for i in range(len(ids))]
         )
-        plain_times.append((time.perf_counter() - began) / len(ids))
-        max_diff = max(max_diff, (fast - plain).abs().max().item())
+
+    fast_times, plain_times = [], []
+    for number in range(args.rounds):
+        for method in (reference, ours) if number % 2 == 0 else (ours, reference):
+            began = time.perf_counter()
+            if method is reference:
+                plain = reference()
+                plain_times.append((time.perf_counter() - began) / len(ids))
+            else:
+                fast = ours()
+                fast_times.append((time.perf_counter() - began) / len(ids))
+        print(f"  round: reference {plain_times[-1]:.1f} s, logitlens {fast_times[-1]:.1f} s")
     fast_time, plain_time = statistics.median(fast_times), statistics.median(plain_times)
-    # fp32 rounding differs between any two orders of the same sums (J entries reach
-    # ~130 here); in float64 the difference shrinks to what transformers' RMSNorm, which
-    # computes in float32 whatever the model's dtype, leaves.
+
+    # Agreement: fp32 against fp32, and each against float64 truth (RMSNorm and eager
+    # attention's softmax kept in float64: transformers casts both to float32).
+    check = range(args.check_rows)
+    first = ids[:1]
+    fast32 = prompt_jacobians(model, first, rows=check)[0]
+    plain32 = reference_jacobians(model, first, args.check_rows)
+    from transformers.models.llama import modeling_llama
+
+    original_norm = modeling_llama.LlamaRMSNorm.forward
+    modeling_llama.LlamaRMSNorm.forward = _rms_norm_float64
     model.module.double()
-    fast64 = prompt_jacobians(model, ids[:1], rows=range(8), dims_per_pass=8)
-    plain64 = reference_jacobians(model, ids[:1], 8)
-    diff64 = (fast64[0] - plain64).abs().max().item()
-    model.module.float()
+    try:
+        with _SoftmaxInInputDtype():
+            fast64 = prompt_jacobians(model, first, rows=check)[0]
+            plain64 = reference_jacobians(model, first, args.check_rows)
+    finally:
+        modeling_llama.LlamaRMSNorm.forward = original_norm
+        model.module.float()
     print(
-        f"J-lens fit, bundled SmolLM2-135M fp32, {len(ids)} prompts x 128 tokens, "
-        f"{args.rows} of 576 rows per layer, {args.rounds} rounds, "
+        f"J-lens fit, bundled SmolLM2-135M fp32, {len(ids)} prompt(s) x 128 tokens, "
+        f"{args.rows} of 576 rows per layer, {args.rounds} interleaved rounds, "
         f"{torch.get_num_threads()} threads:"
     )
-    print(f"  reference estimator (8 dims per backward): {plain_time:.2f} s/prompt")
+    print(f"  reference estimator (8 dims per backward): {plain_time:.1f} s/prompt")
     print(
         f"  logitlens ({args.dims_per_pass} dims per vmapped backward, {args.batch_size} "
-        f"prompts per forward): {fast_time:.2f} s/prompt"
+        f"prompt(s) per forward): {fast_time:.1f} s/prompt"
     )
+    print(f"  speed-up {plain_time / fast_time:.2f}x (median of rounds)")
     print(
-        f"  speed-up {plain_time / fast_time:.2f}x, max |J diff| = {max_diff:.2e} in fp32 "
-        f"(max |J| = {plain.abs().max().item():.1f}); in float64 (8 rows, 1 prompt): "
-        f"{diff64:.1e}"
+        f"  agreement ({args.rows} rows fp32; first {args.check_rows} rows of prompt 1 for "
+        f"float64), max |J| = {plain.abs().max().item():.1f}:"
     )
-    print(
-        f"  full J (576 rows) estimate: {fast_time * 576 / args.rows:.0f} s/prompt "
-        f"(reference {plain_time * 576 / args.rows:.0f} s/prompt)"
-    )
+    print(f"    fp32 logitlens vs fp32 reference:       {_differences(fast, plain)}")
+    print(f"    float64 logitlens vs float64 reference: {_differences(fast64, plain64)}")
+    print(f"    fp32 logitlens vs float64:              {_differences(fast32, fast64)}")
+    print(f"    fp32 reference vs float64:              {_differences(plain32, plain64)}")
 
     fingerprint = model_fingerprint(model)
     generator = torch.Generator().manual_seed(0)

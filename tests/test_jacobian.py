@@ -96,6 +96,10 @@ def test_fit_equals_the_brute_force_jacobian(wrap_tiny, model_type):
 def test_target_layer_and_batching(wrap_tiny):
     model = wrap_tiny("llama")
     ids = torch.randint(4, 500, (3, 10), generator=torch.Generator().manual_seed(1))
+    expected = brute_force_jacobians(model.module, ids[:1], 0, 2)
+    # In float64, so that batching must agree exactly, not to fp32 rounding (matmuls of
+    # other shapes round differently: up to 7e-6 on entries up to 17 in fp32).
+    model.module.double()
     together = prompt_jacobians(model, ids, target_layer=0, skip_first=2, dims_per_pass=64)
     alone = torch.cat(
         [
@@ -103,10 +107,9 @@ def test_target_layer_and_batching(wrap_tiny):
             for i in range(3)
         ]
     )
-    assert together.shape == (3, 1, 64, 64)
-    torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
-    expected = brute_force_jacobians(model.module, ids[:1], 0, 2)
-    torch.testing.assert_close(together[0], expected, atol=1e-5, rtol=0)
+    assert together.shape == (3, 1, 64, 64) and together.dtype == torch.float64
+    torch.testing.assert_close(together, alone, atol=1e-12, rtol=0)
+    torch.testing.assert_close(together[0].float(), expected, atol=1e-5, rtol=0)
 
 
 def test_resume_is_bit_identical_and_shards_merge(wrap_tiny, tmp_path):
@@ -266,3 +269,91 @@ def test_jacobian_lens_is_a_lens_with_weights_like_the_tuned_lens():
     """Remote runs keep lenses with weights here and apply them to the saved residuals."""
     assert JacobianLens.carries_weights and TunedLens.carries_weights
     assert not logitlens.LogitLens.carries_weights
+
+
+def test_cli_lens_jacobian_without_a_path_reads_the_cached_file(wrap_tiny, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from logitlens.cli import app, common
+    from logitlens.lenses.files import default_lens_path
+
+    model = wrap_tiny("llama")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: model)
+
+    def top(*options: str) -> dict:
+        result = CliRunner().invoke(
+            app, ["top", PROMPTS[0], "--positions", "all", "--json", *options]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    cached = default_lens_path(model, "jacobian")
+    cached.parent.mkdir(parents=True)
+    _random_jacobian_lens(model).save(cached)
+    explicit = _random_jacobian_lens(model).save(tmp_path / "j.safetensors")
+    assert top("--lens", "jacobian") == top("--lens", "jacobian", "--lens-path", str(explicit))
+    assert top("--lens", "jacobian") != top("--lens", "logit")
+    cached.unlink()
+    result = CliRunner().invoke(app, ["top", PROMPTS[0], "--lens", "jacobian"])
+    assert isinstance(result.exception, InputError)  # main() makes it one line, exit 2
+    assert "No jacobian lens for" in str(result.exception) and "jlens fit" in str(result.exception)
+
+
+def _jacobian_rows_by_hooks(hf_model, ids, rows, skip_first):
+    """Rows of every source's ``J`` (EMBED, layers 0 .. n-2; target: the last layer), one
+    plain backward per row on the full sequence: a zero perturbation added after each
+    source, the gradient of ``h_target[valid, i].sum()``, its mean over valid positions."""
+    layers = reference.decoder_layers(hf_model)
+    length, d_model = ids.shape[1], hf_model.config.hidden_size
+    valid = slice(skip_first, length - 1)
+    deltas = [torch.zeros(1, length, d_model, requires_grad=True) for _ in layers]
+    captured = {}
+
+    def add_before(module, args, kwargs):
+        if args:
+            return (args[0] + deltas[0], *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + deltas[0]}
+
+    def add_after(index):
+        def hook(module, args, output):
+            if index == len(layers) - 1:
+                captured["h"] = output[0] if isinstance(output, tuple) else output
+                return None
+            if isinstance(output, tuple):
+                return (output[0] + deltas[index + 1], *output[1:])
+            return output + deltas[index + 1]
+
+        return hook
+
+    handles = [layers[0].register_forward_pre_hook(add_before, with_kwargs=True)]
+    handles += [layer.register_forward_hook(add_after(i)) for i, layer in enumerate(layers)]
+    result = []
+    try:
+        for row in rows:
+            hf_model(input_ids=ids, use_cache=False)
+            grads = torch.autograd.grad(captured["h"][0, valid, row].sum(), deltas)
+            result.append(torch.stack([grad[0, valid].mean(0) for grad in grads]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(result, 1)  # [sources, rows, d]
+
+
+@pytest.mark.bundled
+def test_bundled_identity_jlens_and_a_small_fit(bundled):
+    """On SmolLM2-135M: the identity J-lens is the logit lens, and two rows of a short
+    fit (cache, vmap, eager attention) equal plain per-row backward passes (no cache, SDPA)."""
+    _assert_same(
+        _run(bundled, JacobianLens.identity(bundled), prompts=[PROMPTS[0]]),
+        _run(bundled, "logit", prompts=[PROMPTS[0]]),
+    )
+    ids = bundled.tokenizer(PROMPTS[0], return_tensors="pt").input_ids[:, :14]
+    rows = range(299, 301)
+    fitted = prompt_jacobians(bundled, ids, skip_first=4, rows=rows, dims_per_pass=1)[0]
+    expected = _jacobian_rows_by_hooks(bundled.module, ids, rows, 4)
+    scale = expected.abs().max()
+    assert fitted.shape == expected.shape == (bundled.n_layers, 2, 576) and scale > 1
+    torch.testing.assert_close(fitted, expected, atol=1e-5 * scale.item(), rtol=0)

@@ -228,11 +228,24 @@ def test_remote_analysis_equals_local(healthy, remote_tiny, local_tiny, options)
     _assert_equal_results(remote_result, local_result)
 
 
-def test_remote_tuned_lens_equals_local_and_never_travels(
-    healthy, remote_tiny, local_tiny, tmp_path
+def _random_jacobian_lens(model, path):
+    from logitlens.lenses import JacobianLens
+    from logitlens.lenses.files import model_fingerprint
+
+    fingerprint = model_fingerprint(model)
+    shape = (fingerprint["n_layers"] + 1, fingerprint["d_model"], fingerprint["d_model"])
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.05
+    return JacobianLens.from_jacobians(torch.eye(shape[-1]) + noise, fingerprint).save(path)
+
+
+@pytest.mark.parametrize("kind", ["tuned", "jacobian"])
+def test_remote_lens_with_weights_equals_local_and_never_travels(
+    healthy, remote_tiny, local_tiny, tmp_path, kind
 ):
-    path = _random_tuned_lens(local_tiny, tmp_path / "tuned.safetensors")
-    options = {"lens": "tuned", "tuned_path": str(path), "positions": "all", **FULL}
+    """Residuals are saved remotely; the lens's weights stay here and are applied here."""
+    make = _random_tuned_lens if kind == "tuned" else _random_jacobian_lens
+    path = make(local_tiny, tmp_path / f"{kind}.safetensors")
+    options = {"lens": kind, "tuned_path": str(path), "positions": "all", **FULL}
     before = len(healthy.entries())
     remote_result = logitlens.analyze(remote_tiny, PROMPTS, include_embed=True, **options)
     local_result = logitlens.analyze(local_tiny, PROMPTS, include_embed=True, **options)

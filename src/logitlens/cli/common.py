@@ -155,7 +155,8 @@ SHARED: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "--lens",
                 "-l",
-                help="logit (default), raw, tuned or jacobian (these two need --lens-path).",
+                help="logit (default), raw, tuned or jacobian (these two: --lens-path, or the "
+                "model's file in the user cache).",
             ),
         ],
         None,
@@ -320,11 +321,33 @@ def open_model(
         return load_model(model, remote=remote, device=device, timeout=timeout)
 
 
-def open_lens(request: Request) -> Lens:
-    """The lens (a tuned lens's file is read and checked here, before the model loads)."""
-    from ..lenses import get_lens
+def open_lens(request: Request, model: LensModel | None = None) -> Lens | None:
+    """The lens (a lens file is read and checked here, before the model loads).
 
-    return get_lens(request.lens or "logit", request.tuned_path)
+    ``--lens tuned`` or ``jacobian`` without ``--lens-path`` means the model's file in
+    the user cache: ``None`` until the model is loaded, then call again with ``model``.
+    """
+    from ..lenses import LENS_FILES, get_lens
+
+    name = request.lens or "logit"
+    if name in LENS_FILES and request.tuned_path is None:
+        return None if model is None else cached_lens(name, model)
+    return get_lens(name, request.tuned_path)
+
+
+def cached_lens(kind: str, model: LensModel) -> Lens:
+    """``model``'s tuned or Jacobian lens from the user cache, where training puts it."""
+    from ..lenses import get_lens
+    from ..lenses.files import default_lens_path
+
+    path = default_lens_path(model, kind)
+    if not path.is_file():
+        command = "logitlens tuned train" if kind == "tuned" else "logitlens jlens fit"
+        raise InputError(
+            f"No {kind} lens for {model.name} in the user cache ({path}); make one with "
+            f"`{command}`, or pass a lens file (--lens-path PATH; lens eval: --lens PATH)."
+        )
+    return get_lens(kind, str(path))
 
 
 def run_analysis(
@@ -351,6 +374,8 @@ def run_analysis(
 
     lens = open_lens(request)
     model = open_model(request.model, request.remote, request.device, request.timeout)
+    if lens is None:  # the model's file in the user cache
+        lens = open_lens(request, model)
     positions = _picture_positions(model, prompts, request) if picture else request.positions
     kwargs = {
         "lens": lens,

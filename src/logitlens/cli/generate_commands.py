@@ -41,6 +41,8 @@ def generate(
     check_picture_path(plot)
     lens = open_lens(request)
     model = common.open_model(request.model, request.remote, request.device, request.timeout)
+    if lens is None:  # the model's file in the user cache
+        lens = open_lens(request, model)
     result = generate_lens(
         model,
         prompt,

@@ -19,6 +19,7 @@ from .common import (
     JsonOption,
     ModelOption,
     app,
+    cached_lens,
     check_picture_path,
     console,
     keep,
@@ -79,21 +80,13 @@ def resolve_lenses(specs: list[str], model: LensModel, files: dict[str, Lens]) -
     the user cache) or a lens file from :func:`load_lens_files` (labelled by its kind, or
     by its file name when that kind is taken)."""
     from ..lenses import LENSES, get_lens
-    from ..lenses.files import default_lens_path
 
     lenses: dict[str, Lens] = {}
     for spec in specs:
         if spec in LENSES:
             lenses[spec] = get_lens(spec)
         elif spec in ("tuned", "jacobian"):
-            path = default_lens_path(model, spec)
-            if not path.is_file():
-                command = "logitlens tuned train" if spec == "tuned" else "logitlens jlens fit"
-                raise InputError(
-                    f"No {spec} lens for {model.name} in the user cache ({path}); make one "
-                    f"with `{command}`, or pass a lens file as --lens PATH."
-                )
-            lenses[spec] = get_lens(spec, str(path))
+            lenses[spec] = cached_lens(spec, model)
         else:
             lens = files[spec]
             label = lens.name if lens.name not in lenses else Path(spec).stem

@@ -91,6 +91,8 @@ def run(
     items = load_items(data)
     lens = open_lens(request)
     lens_model = open_model(request.model, request.remote, request.device, request.timeout)
+    if lens is None:  # the model's file in the user cache
+        lens = open_lens(request, lens_model)
     study = run_study(
         lens_model,
         items,
