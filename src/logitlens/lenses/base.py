@@ -46,7 +46,10 @@ class Unembedding:
         """Project normed hidden states ``[..., d]`` to logits ``[..., vocab]``."""
         for module in self.pre_unembed:
             hidden = module(hidden)
-        logits = self.unembed(hidden)
+        return self.cap(self.unembed(hidden))
+
+    def cap(self, logits: torch.Tensor) -> torch.Tensor:
+        """The final logit soft-cap (Gemma 2/3: ``cap * tanh(logits / cap)``), if any."""
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
