@@ -171,3 +171,94 @@ def test_device_auto_spreads_the_model_over_gpus(monkeypatch, device, expected):
     )
     common.open_model("some/model", False, device)
     assert calls == [{"remote": False, "timeout": None, **expected}]
+
+
+FRONT_DOOR = """
+import contextlib, io, sys
+from logitlens.cli import app, main
+import typer
+
+def paths(command, path):
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from paths(sub, [*path, name])
+
+commands = list(paths(typer.main.get_command(app), []))
+for args in [[*p, "--help"] for p in commands] + [["top", "x", "--k", "0"], ["track", "x"],
+        ["top", "x", "--metrics", "bogus"], ["grid", "x", "-o", "g.png", "--metric", "logit_diff"]]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(args)
+        except SystemExit as stop:
+            assert stop.code == (0 if args[-1] == "--help" else 2), (args, stop.code)
+heavy = ("torch", "transformers", "nnsight", "matplotlib", "pandas", "safetensors")
+print(len(commands), [name for name in heavy if name in sys.modules])
+"""
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    """Every command's --help and argument errors run without torch and friends, so they
+    stay fast; a command module that imports one at its top fails here."""
+    completed = subprocess.run(
+        [sys.executable, "-c", FRONT_DOOR], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    n_commands, heavy = completed.stdout.split(" ", 1)
+    assert int(n_commands) > 20
+    assert heavy.strip() == "[]", f"imported by --help or an argument error: {heavy}"
+
+
+def test_metrics_that_cannot_be_computed_are_refused_before_the_model_loads(monkeypatch, capsys):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(common, "open_model", no_model)
+    for args, message in [
+        (["top", PUN, "--metrics", "bogus"], "Unknown metric(s) ['bogus']"),
+        (["track", PUN, "-t", " x", "--metrics", "logit_diff"], "--alternative"),
+        (["grid", PUN, "-o", "g.png", "--metric", "logit_diff"], "needs a target"),
+        (["grid", PUN, "-o", "g.png", "--metric", "nope"], "Unknown grid metric 'nope'"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            main(args)
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_track_alternative_adds_logit_diff(cli, tiny):
+    payload = _json(cli("track", PUN, "-t", " current", "-a", " water", "--json"))
+    expected = logitlens.analyze(tiny, PUN, targets=" current", alternatives=" water")
+    np.testing.assert_allclose(np.array(payload["result"]["logit_diff"]), expected.logit_diff)
+    table = cli("track", PUN, "-t", " current", "--alternative", " water")
+    assert table.exit_code == 0 and "vs ' water'" in table.stdout
+
+
+def test_grid_colours_logit_diff(cli, tmp_path):
+    out = tmp_path / "grid.png"
+    result = cli("grid", PUN, "-o", str(out), "--metric", "logit_diff", "-t", " a", "-a", " b")
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+
+
+def test_compare_alternatives_from_the_file_and_the_option(cli, tiny, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    lines = [
+        {"prompt": PUN, "target": " current", "alternative": " water"},
+        {"prompt": LITERAL, "target": " current", "alternative": " power"},
+    ]
+    pairs.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    expected = logitlens.analyze(
+        tiny, [PUN, LITERAL], targets=[" current"] * 2, alternatives=[" water", " power"]
+    )
+    out = tmp_path / "results.jsonl"
+    for _ in range(2):  # the second run resumes from the file
+        payload = _json(cli("compare", "-f", str(pairs), "--out", str(out), "--json"))
+        got = np.array(payload["result"]["logit_diff"])
+        np.testing.assert_allclose(got, expected.logit_diff, rtol=1e-5, atol=1e-5)
+    assert len(out.read_text().splitlines()) == 3
+    payload = _json(cli("compare", "-p", f"{PUN}=> current", "-a", " water", "--json"))
+    np.testing.assert_allclose(
+        np.array(payload["result"]["logit_diff"])[0], expected.logit_diff[0], rtol=1e-5, atol=1e-5
+    )
+    mixed = cli("compare", "-f", str(pairs), "-p", f"{PUN}=> current")
+    assert "on every line" in str(mixed.exception)

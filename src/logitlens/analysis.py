@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
-from .metrics import METRICS, REGISTRY, Metric
+from .metrics import REGISTRY, Metric, check_metrics
 from .options import (
     Layers,
     Positions,
@@ -32,7 +32,6 @@ from .options import (
     check_index,
     check_layers_spec,
     check_prompts,
-    metric_names,
     parse_layers,
     parse_positions,
     position_items,
@@ -89,36 +88,6 @@ def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
             )
         encoded.append(list(ids))
     return encoded
-
-
-def _check_metrics(
-    metrics: str | Sequence[str] | None, has_targets: bool, has_alternatives: bool
-) -> frozenset[str]:
-    """The metrics to compute: those asked for, plus what the given inputs imply.
-
-    Targets add ``target`` (and, by default, ``target_rank``); alternatives add
-    ``logit_diff``. An explicit list computes exactly what it names besides those.
-    """
-    names = metric_names(metrics)
-    default = ["topk", "target_rank"] if has_targets else ["topk"]
-    chosen = set(default if names is None else names)
-    if has_targets:
-        chosen.add("target")
-    if has_alternatives:
-        chosen.add("logit_diff")
-    unknown = chosen - set(METRICS)
-    if unknown:
-        raise InputError(f"Unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}.")
-    for name in sorted(chosen):
-        needs = REGISTRY[name].needs
-        if "targets" in needs and not has_targets:
-            raise InputError(f"The {name!r} metric needs a target: pass targets=' word'.")
-        if "alternatives" in needs and not has_alternatives:
-            raise InputError(
-                f"The {name!r} metric needs alternatives: pass alternatives=' word', shaped "
-                "like targets (one alternative per target)."
-            )
-    return frozenset(chosen)
 
 
 def analyze(
@@ -181,7 +150,7 @@ def analyze(
     if k < 1:
         raise InputError(f"k must be between 1 and the vocabulary size, got {k}.")
     batch_size = check_count(batch_size, "batch_size")
-    _check_metrics(metrics, targets is not None, alternatives is not None)
+    check_metrics(metrics, targets is not None, alternatives is not None)
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     n_layers = model.n_layers
@@ -204,7 +173,7 @@ def analyze(
         )
     plan = ReductionPlan(
         layers=layer_list,
-        metrics=_check_metrics(metrics, bool(resolved[0]), bool(alternative_rows)),
+        metrics=check_metrics(metrics, bool(resolved[0]), bool(alternative_rows)),
         k=k,
         chunk_rows=max(1, chunk_rows),
         n_layers=n_layers,

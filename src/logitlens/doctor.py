@@ -156,9 +156,10 @@ def target_words(path: Path) -> tuple[str, list[tuple[str, str, str]], int]:
         except InputError:
             raise items_error from None
         words = [
-            (f"line {number}", "target", target)
-            for number, (_, target) in enumerate(pairs, start=1)
-            if isinstance(target, str)  # a token id is one token by definition
+            (f"line {number}", name, word)
+            for number, (_, *pair_words) in enumerate(pairs, start=1)
+            for name, word in zip(("target", "alternative"), pair_words, strict=True)
+            if isinstance(word, str)  # a token id is one token by definition
         ]
         return path.name, words, len(pairs)
     words = [

@@ -8,8 +8,9 @@ else derives from :data:`REGISTRY`: the reduction loop in ``analysis``, the fiel
 ``DIMS``, JSON and DataFrame of ``LensResult``, the grid metrics of ``plots`` and the
 report, and the CLI's choices.
 
-The reductions are plain module-level functions that import nothing at call time:
-they run inside the nnsight trace, on NDIF too, where they travel by value.
+The reductions are plain module-level functions: they run inside the nnsight trace, on
+NDIF too, where they travel by value. torch is imported only inside the two that name
+it, so the command line can list and check metrics without loading torch.
 
 Adding a metric is one entry in ``REGISTRY`` plus its tests; see the README.
 """
@@ -17,13 +18,17 @@ Adding a metric is one entry in ``REGISTRY`` plus its tests; see the README.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .errors import InputError
+from .options import metric_names
 
-Reduction = Callable[[torch.Tensor, dict[str, Any]], dict[str, torch.Tensor]]
+if TYPE_CHECKING:
+    import torch
+
+Reduction = Callable[["torch.Tensor", dict[str, Any]], dict[str, "torch.Tensor"]]
 """``reduce(scores [layers, rows, vocab], given) -> {array name: [layers, rows, ...]}``.
 
 ``given`` holds what the metric ``needs``, per chunk: ``targets``, ``alternatives``
@@ -121,6 +126,8 @@ def token_rank(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 
     Rank 1 is the most likely token; ties are resolved in the token's favour.
     """
+    import torch
+
     chosen = logits.gather(-1, token_ids)
     ranks = [_count_above(logits, chosen[..., t : t + 1]) for t in range(chosen.shape[-1])]
     return torch.stack(ranks, -1) + 1
@@ -135,6 +142,8 @@ def _count_above(logits: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     Summing booleans as int16 is several times faster on CPUs than the default int64
     accumulation; vocabulary pieces shorter than 2**15 cannot overflow it.
     """
+    import torch
+
     above = (logits > threshold).view(torch.uint8)
     pieces = above.split(_INT16_SAFE, dim=-1)
     return sum(piece.sum(-1, dtype=torch.int16).long() for piece in pieces)
@@ -315,6 +324,13 @@ PICTURES: dict[str, Picture] = {
 """Metrics that can colour the logit-lens grid, by grid name."""
 
 
+def picture(name: str) -> Picture:
+    """The :data:`PICTURES` entry ``name`` (``--metric`` of ``grid``), or an error listing them."""
+    if name not in PICTURES:
+        raise InputError(f"Unknown grid metric {name!r}; choose from {list(PICTURES)}.")
+    return PICTURES[name]
+
+
 def producer(array: str) -> list[Metric]:
     """The metrics that produce ``array`` (several for ``model_top_ids``)."""
     if array == MODEL_TOP_IDS.name:
@@ -328,3 +344,35 @@ def hint(array: str) -> str:
     if len(metrics) == 1:
         return metrics[0].hint
     return "metrics including " + " or ".join(f"'{metric.name}'" for metric in metrics)
+
+
+def check_metrics(
+    metrics: str | Sequence[str] | None, has_targets: bool, has_alternatives: bool
+) -> frozenset[str]:
+    """The metrics to compute: those asked for, plus what the given inputs imply.
+
+    Targets add ``target`` (and, by default, ``target_rank``); alternatives add
+    ``logit_diff``. An explicit list computes exactly what it names besides those.
+    """
+    names = metric_names(metrics)
+    default = ["topk", "target_rank"] if has_targets else ["topk"]
+    chosen = set(default if names is None else names)
+    if has_targets:
+        chosen.add("target")
+    if has_alternatives:
+        chosen.add("logit_diff")
+    unknown = chosen - set(METRICS)
+    if unknown:
+        raise InputError(f"Unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}.")
+    for name in sorted(chosen):
+        needs = REGISTRY[name].needs
+        if "targets" in needs and not has_targets:
+            raise InputError(
+                f"The {name!r} metric needs a target: pass targets=' word' (CLI: --target)."
+            )
+        if "alternatives" in needs and not has_alternatives:
+            raise InputError(
+                f"The {name!r} metric needs alternatives: pass alternatives=' word', shaped "
+                "like targets, one per target (CLI: --alternative ' word')."
+            )
+    return frozenset(chosen)

@@ -3,17 +3,21 @@
 One place for what analysis (inside an nnsight trace), evaluation and training (plain
 PyTorch hooks) all need: unwrapping a layer's output, reading every layer's residual,
 and the chunk plan that bounds the memory of unembedding many rows at once.
+
+torch is imported inside the functions that use it, so the chunk sizes (the defaults of
+training options shown by ``--help``) can be read without loading torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .architectures import resolve
-from .lenses.base import EMBED
+from .options import EMBED
+
+if TYPE_CHECKING:
+    import torch
 
 
 def layer_output(output: Any) -> Any:
@@ -32,6 +36,8 @@ def residual_stream(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     decoder layer (the model's own head is not needed: the final distribution is the
     logit lens at the last layer).
     """
+    import torch
+
     layers = resolve(model.module, model.architecture.layers)
     captured: list[torch.Tensor] = []
 
@@ -109,6 +115,8 @@ def read_residuals(
     residual, the reference for KL and final rank. Layers are read in forward order,
     as nnsight requires.
     """
+    import torch
+
     layer_modules = resolve(root, architecture.layers)
 
     def pick(states: torch.Tensor) -> torch.Tensor:

@@ -95,8 +95,22 @@ def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return parts
 
 
-def _key(prompt: str, target: Any) -> str:
-    text = json.dumps([prompt, target], sort_keys=True, default=str)
+def _per_prompt(tokens: Any, n_prompts: int, what: str) -> list[Any]:
+    """``targets`` or ``alternatives`` as one entry per prompt (``None``: none)."""
+    if isinstance(tokens, (str, int)) or tokens is None:
+        return [tokens] * n_prompts
+    per_prompt = list(tokens)
+    if len(per_prompt) != n_prompts:
+        raise InputError(f"Got {len(per_prompt)} {what} for {n_prompts} prompts.")
+    if any(t is None for t in per_prompt):
+        raise InputError(f"Give one of the {what} for every prompt, or {what}=None for none.")
+    return per_prompt
+
+
+def _key(prompt: str, target: Any, alternative: Any = None) -> str:
+    """A prompt's key in the file (an alternative joins it; keys without one are unchanged)."""
+    item = [prompt, target] if alternative is None else [prompt, target, alternative]
+    text = json.dumps(item, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -149,14 +163,16 @@ def analyze_to_jsonl(
     path: str | Path,
     *,
     targets: Target | Sequence[Target] | None = None,
+    alternatives: Target | Sequence[Target] | None = None,
     batch_size: int = 16,
     progress: bool = True,
     **options: Any,
 ) -> LensResult:
     """Like :func:`logitlens.analyze`, saving each prompt's result to a JSONL file.
 
-    ``targets`` is ``None``, one target for all prompts, or one per prompt. Other
-    keyword arguments go to ``analyze``. Returns all results, in prompt order.
+    ``targets`` (and ``alternatives``, for ``logit_diff``) is ``None``, one token for
+    all prompts, or one per prompt. Other keyword arguments go to ``analyze``. Returns
+    all results, in prompt order.
 
     Raises:
         InputError: the file is not a logitlens results file, or was written by another
@@ -166,14 +182,8 @@ def analyze_to_jsonl(
     from .options import check_prompts
 
     prompts = check_prompts(prompts)
-    if isinstance(targets, (str, int)) or targets is None:
-        per_prompt: list[Any] = [targets] * len(prompts)
-    else:
-        per_prompt = list(targets)
-        if len(per_prompt) != len(prompts):
-            raise InputError(f"Got {len(per_prompt)} targets for {len(prompts)} prompts.")
-        if any(t is None for t in per_prompt):
-            raise InputError("Give a target for every prompt, or targets=None for none.")
+    per_prompt = _per_prompt(targets, len(prompts), "targets")
+    alternatives = _per_prompt(alternatives, len(prompts), "alternatives")
     path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise InputError(f"Directory {str(path.parent)!r} does not exist; create it first.")
@@ -181,7 +191,7 @@ def analyze_to_jsonl(
     lens = get_lens(options.pop("lens", "logit"), options.get("tuned_path"))
     options["lens"] = lens
     header = run_header(model, lens, {**options, "lens": lens.name})
-    keys = [_key(p, t) for p, t in zip(prompts, per_prompt, strict=True)]
+    keys = [_key(*item) for item in zip(prompts, per_prompt, alternatives, strict=True)]
     try:
         handle = open(path, "a+b")  # noqa: SIM115  closed below; never truncates
     except OSError as error:
@@ -219,6 +229,7 @@ def analyze_to_jsonl(
             model,
             prompts,
             per_prompt,
+            alternatives,
             keys,
             todo,
             done,
@@ -235,6 +246,7 @@ def _write_missing(
     model: LensModel,
     prompts: list[str],
     per_prompt: list[Any],
+    alternatives: list[Any],
     keys: list[str],
     todo: list[int],
     done: dict[str, LensResult],
@@ -250,10 +262,12 @@ def _write_missing(
         for start in range(0, len(todo), batch_size):
             chosen = todo[start : start + batch_size]
             chosen_targets = [per_prompt[i] for i in chosen]
+            chosen_alternatives = [alternatives[i] for i in chosen]
             result = analyze(
                 model,
                 [prompts[i] for i in chosen],
                 targets=None if chosen_targets[0] is None else chosen_targets,
+                alternatives=None if chosen_alternatives[0] is None else chosen_alternatives,
                 batch_size=batch_size,
                 progress=False,
                 **options,

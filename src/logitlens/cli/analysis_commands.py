@@ -14,6 +14,8 @@ import typer
 from ..errors import InputError
 from ..options import check_threshold
 from .common import (
+    AlternativeOption,
+    AlternativesOption,
     PlotOption,
     PromptArgument,
     Request,
@@ -25,6 +27,7 @@ from .common import (
     check_picture_path,
     console,
     parse_target,
+    parse_tokens,
     print_json,
     run_analysis,
     save_plot,
@@ -76,13 +79,14 @@ def track(
     request: Request,
     prompt: PromptArgument,
     target: TargetOption,
+    alternative: AlternativeOption = None,
     threshold: ThresholdOption = 0.1,
     plot: PlotOption = None,
 ):
     """Probability, logit and rank of one target token at every layer.
 
     Example: logitlens track 'Why do electricians make good swimmers? Because they know
-    the' --target ' current'
+    the' --target ' current' --alternative ' water'
     """
     check_threshold(threshold)
     check_picture_path(plot)
@@ -90,6 +94,7 @@ def track(
         request,
         prompt,
         targets=parse_target(target),
+        alternatives=None if alternative is None else parse_target(alternative),
         metrics=request.metric_list("topk", "target_rank"),
     )
     analysed = [int(p) for p in result.positions[0]]
@@ -122,9 +127,11 @@ def compare(
         typer.Option(
             "--file",
             "-f",
-            help='JSONL, one {"prompt": "...", "target": " word"} per line (UTF-8).',
+            help='JSONL, one {"prompt": "...", "target": " word"} per line (UTF-8); an '
+            '"alternative" field on every line adds logit_diff.',
         ),
     ] = None,
+    alternative: AlternativesOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -150,7 +157,7 @@ def compare(
         from ..runs import check_results_path
 
         check_results_path(out, inputs=[file] if file is not None else [])
-    pairs = [split_pair(text) for text in pair or []]
+    pairs = [(*split_pair(text), None) for text in pair or []]
     if file is not None:
         from ..studies.dataset import load_pairs
 
@@ -162,8 +169,9 @@ def compare(
     check_picture_path(plot)
     result = run_analysis(
         request,
-        [p for p, _ in pairs],
-        targets=[t for _, t in pairs],
+        [p for p, _, _ in pairs],
+        targets=[t for _, t, _ in pairs],
+        alternatives=compare_alternatives(pairs, parse_tokens(alternative)),
         metrics=request.metric_list("topk", "target_rank"),
         out=out,
         batch_size=batch_size,
@@ -178,6 +186,24 @@ def compare(
     console.print(compare_table(summaries))
     if out is not None:
         say(f"Results written to {out}")
+
+
+def compare_alternatives(pairs: list[tuple[str, Any, Any]], given: Any) -> Any:
+    """One alternative per pair: ``--alternative`` (one for all, or one per pair) or the
+    file's ``alternative`` fields, which must then be on every line."""
+    from_file = [alternative for _, _, alternative in pairs]
+    if given is not None and any(a is not None for a in from_file):
+        raise InputError("Give alternatives either with --alternative or in the file, not both.")
+    if given is not None:
+        return given
+    if all(a is None for a in from_file):
+        return None
+    if any(a is None for a in from_file):
+        raise InputError(
+            "Some pairs have an 'alternative' and some do not: give one on every line of "
+            "the file (and none with --pair), or none."
+        )
+    return from_file
 
 
 def split_pair(text: str) -> tuple[str, str | int]:

@@ -83,6 +83,23 @@ TargetOption = Annotated[
         "--target", "-t", help="Token to follow, e.g. ' current', or a token id: id:1234."
     ),
 ]
+AlternativeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alternative",
+        "-a",
+        help="Token to weigh the target against, e.g. ' river' or id:1234: adds the "
+        "logit_diff metric (target logit - alternative logit).",
+    ),
+]
+AlternativesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--alternative",
+        "-a",
+        help="Token to weigh each target against (logit_diff); one for all or one per prompt.",
+    ),
+]
 ThresholdOption = Annotated[
     float,
     typer.Option("--threshold", help="Report the first layer above this probability, in (0, 1]."),
@@ -315,19 +332,23 @@ def run_analysis(
     prompts: str | Sequence[str],
     *,
     targets: Any = None,
+    alternatives: Any = None,
     metrics: Sequence[str] | None = None,
     picture: bool = False,
     out: Path | None = None,
     **options: Any,
 ) -> LensResult:
-    """Open the lens and the model, bound a picture's positions, and run ``analyze``.
-
-    ``out`` appends each prompt's result to a resumable JSONL file instead.
+    """Check the metrics, open the lens and the model, bound a picture's positions, and run
+    ``analyze``. ``out`` appends each prompt's result to a resumable JSONL file instead.
     """
-    from ..analysis import analyze
+    from ..metrics import check_metrics
     from ..options import check_prompts
 
     prompts = check_prompts(prompts)
+    metrics = metrics or request.metric_list("topk")
+    check_metrics(metrics, targets is not None, alternatives is not None)
+    from ..analysis import analyze
+
     lens = open_lens(request)
     model = open_model(request.model, request.remote, request.device, request.timeout)
     positions = _picture_positions(model, prompts, request) if picture else request.positions
@@ -337,7 +358,8 @@ def run_analysis(
         "positions": positions,
         "k": request.k,
         "targets": targets,
-        "metrics": metrics or request.metric_list("topk"),
+        "alternatives": alternatives,
+        "metrics": metrics,
         **options,
     }
     if out is None:
@@ -364,13 +386,19 @@ def _picture_positions(model: LensModel, prompts: list[str], request: Request) -
 
 
 def parse_target(target: str) -> str | int:
-    """``--target`` text, or a token id written as ``id:1234``."""
+    """``--target`` (or ``--alternative``) text, or a token id written as ``id:1234``."""
     if target.startswith("id:"):
         try:
             return int(target[3:])
         except ValueError:
             raise InputError(f"Bad token id {target!r}: write it as id:1234.") from None
     return target
+
+
+def parse_tokens(tokens: Sequence[str] | None) -> Any:
+    """A repeatable ``--target``/``--alternative``: ``None``, one for all, or one per prompt."""
+    parsed = [parse_target(token) for token in tokens or []]
+    return None if not parsed else parsed[0] if len(parsed) == 1 else parsed
 
 
 # ----- output ----------------------------------------------------------------------------------

@@ -11,14 +11,17 @@ from typing import Annotated
 
 import typer
 
+from ..metrics import PICTURES, picture
 from ..paths import REPORT_SUFFIXES
 from .common import (
+    AlternativeOption,
     PromptArgument,
     Request,
     TargetOption,
     analysis_command,
     check_picture_path,
     parse_target,
+    parse_tokens,
     run_analysis,
     save_plot,
     say,
@@ -56,24 +59,35 @@ def grid(
     prompt: PromptArgument,
     out: Annotated[Path, _out_option("grid.png (.png, .svg or .pdf)")],
     metric: Annotated[
-        str, typer.Option("--metric", help="Cell colour: prob, entropy, kl or final_rank.")
+        str,
+        typer.Option(
+            "--metric",
+            help="Cell colour: " + ", ".join(PICTURES) + " (logit_diff needs --target and "
+            "--alternative).",
+        ),
     ] = "prob",
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Token for --metric logit_diff.")
+    ] = None,
+    alternative: AlternativeOption = None,
 ):
     """The classic logit-lens grid: top-1 token per layer and position, coloured.
 
     Example: logitlens grid 'The Eiffel Tower is in the city of' -o grid.png --metric kl
     """
-    from ..pictures import plots
-
     check_picture_path(out)
-    spec = plots.grid_metric(metric)
+    spec = picture(metric)
     request.k = 1
     result = run_analysis(
         request,
         prompt,
+        targets=None if target is None else parse_target(target),
+        alternatives=None if alternative is None else parse_target(alternative),
         metrics=list(dict.fromkeys(["topk", "final_rank", spec.metric])),
         picture=True,
     )
+    from ..pictures import plots
+
     save_plot(lambda: plots.plot_grid(result, metric=metric), out)
 
 
@@ -95,11 +109,10 @@ def report(
     from ..pictures.report import write_report
 
     check_picture_path(out, REPORT_SUFFIXES)
-    targets = [parse_target(t) for t in target or []]
     result = run_analysis(
         request,
         prompts,
-        targets=None if not targets else targets[0] if len(targets) == 1 else targets,
+        targets=parse_tokens(target),
         metrics=["topk", "entropy", "kl", "final_rank"],
         picture=True,
     )

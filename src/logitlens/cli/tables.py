@@ -46,14 +46,22 @@ def track_table(result: LensResult, prompt: int = 0, position: int = -1, target:
     table = Table(
         title=f"P({token!r}) per layer after {after!r} (position {index}, {result.lens} lens)"
     )
-    for name in ("layer", "prob", "logit", "rank", ""):
+    diffs = None
+    if result.logit_diff is not None:
+        diffs = result.trajectory("logit_diff", prompt, position, target)
+    versus = [] if diffs is None else [f"vs {result.alternative_tokens[prompt][target]!r}"]
+    names = ("layer", "prob", "logit", "rank", *versus)
+    for name in (*names, ""):
         table.add_column(name, justify="left" if name == "" else "right")
     probs = result.trajectory("target_prob", prompt, position, target)
     logits = result.trajectory("target_logit", prompt, position, target)
     ranks = result.trajectory("target_rank", prompt, position, target)
-    for label, prob, logit, rank in zip(result.layer_labels, probs, logits, ranks, strict=True):
+    for row, (label, prob, logit, rank) in enumerate(
+        zip(result.layer_labels, probs, logits, ranks, strict=True)
+    ):
+        diff = [] if diffs is None else [f"{diffs[row]:+.2f}"]
         bar = "█" * round(40 * float(prob))
-        table.add_row(label, format_prob(prob), f"{logit:.2f}", str(int(rank)), bar)
+        table.add_row(label, format_prob(prob), f"{logit:.2f}", str(int(rank)), *diff, bar)
     return table
 
 

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from ..errors import InputError
 from ..evaluation import LensEvaluation, Scoreboard
 from ..metrics import PICTURES, Picture
+from ..metrics import picture as grid_metric
 from ..paths import FIGURE_SUFFIXES, atomic_output, check_output_path
 from ..results import LensResult
 
@@ -37,13 +38,6 @@ GridMetric = Picture
 
 GRID_METRICS: dict[str, GridMetric] = PICTURES
 """Metrics that can colour :func:`plot_grid`, by name (from the metric registry)."""
-
-
-def grid_metric(name: str) -> GridMetric:
-    """The :data:`GRID_METRICS` entry ``name``, or an error listing the choices."""
-    if name not in GRID_METRICS:
-        raise InputError(f"Unknown grid metric {name!r}; choose from {list(GRID_METRICS)}.")
-    return GRID_METRICS[name]
 
 
 # ----- text helpers -------------------------------------------------------------------

@@ -312,11 +312,12 @@ def check_words(
     )
 
 
-def load_pairs(path: str | Path) -> list[tuple[str, str | int]]:
-    """Prompt/target pairs of a ``compare`` JSONL file (UTF-8, with or without BOM).
+def load_pairs(path: str | Path) -> list[tuple[str, str | int, str | int | None]]:
+    """Prompt, target and alternative of each line of a ``compare`` JSONL file.
 
-    One ``{"prompt": "...", "target": " word"}`` object per line; a target may be a
-    token id. Every problem is an :class:`~logitlens.errors.InputError` naming the line.
+    One ``{"prompt": "...", "target": " word"}`` object per line (UTF-8, with or without
+    BOM), with an optional ``"alternative"``; a word may be a token id. Every problem is an
+    :class:`~logitlens.errors.InputError` naming the line.
     """
     from ..paths import check_regular_file
 
@@ -352,7 +353,7 @@ def _json_line(line: str, path: Path, number: int) -> Any:
         ) from None
 
 
-def _pair_of(record: Any, where: str) -> tuple[str, str | int]:
+def _pair_of(record: Any, where: str) -> tuple[str, str | int, str | int | None]:
     if not isinstance(record, dict):
         raise InputError(f'{where} is not a JSON object: write {{"prompt": ..., "target": ...}}.')
     for field_name in ("prompt", "target"):
@@ -361,8 +362,13 @@ def _pair_of(record: Any, where: str) -> tuple[str, str | int]:
     prompt, target = record["prompt"], record["target"]
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError(f"{where}: 'prompt' must be non-empty text, got {prompt!r}.")
-    if isinstance(target, bool) or not isinstance(target, (str, int)) or target == "":
-        raise InputError(
-            f"{where}: 'target' must be text such as \" current\" or a token id, got {target!r}."
-        )
-    return prompt, target
+    alternative = record.get("alternative")
+    for field_name, token in (("target", target), ("alternative", alternative)):
+        if field_name == "alternative" and token is None:
+            continue
+        if isinstance(token, bool) or not isinstance(token, (str, int)) or token == "":
+            raise InputError(
+                f'{where}: {field_name!r} must be text such as " current" or a token id, '
+                f"got {token!r}."
+            )
+    return prompt, target, alternative
