@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from ..architectures import Architecture, resolve
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 EMBED = -1
 """Layer index used for the embedding output (the residual stream entering layer 0)."""
@@ -96,7 +99,7 @@ class Lens(ABC):
             digest.update(data.view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
-    def check_model(self, model: Any) -> None:  # noqa: B027 - optional hook
+    def check_model(self, model: LensModel) -> None:  # noqa: B027 - optional hook
         """Raise if this lens cannot be used with ``model`` (default: any model)."""
 
     def to_json(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -59,6 +59,9 @@ from ..lenses.files import (
 from ..residuals import layer_output
 from .corpus import tokenize_documents
 from .tuned import DTYPES, checkpoint_path_for
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 SKIP_FIRST = 16
 """Leading positions left out of the average (attention sinks)."""
@@ -131,7 +134,7 @@ class _Stop(Exception):
 
 
 def prompt_jacobians(
-    model: Any,
+    model: LensModel,
     input_ids: torch.Tensor,
     *,
     target_layer: int = -1,
@@ -211,7 +214,7 @@ def prompt_jacobians(
     return jacobians
 
 
-def pack_texts(model: Any, texts: Sequence[str] | torch.Tensor, seq_len: int) -> torch.Tensor:
+def pack_texts(model: LensModel, texts: Sequence[str] | torch.Tensor, seq_len: int) -> torch.Tensor:
     """Token ids ``[n, seq_len]``: texts packed with EOS between documents, or ids as given."""
     if isinstance(texts, torch.Tensor):
         return texts
@@ -254,7 +257,7 @@ def _load_checkpoint(
 
 
 def fit_jacobian_lens(
-    model: Any,
+    model: LensModel,
     texts: Sequence[str] | torch.Tensor,
     config: JacobianFitConfig | None = None,
     *,
