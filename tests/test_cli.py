@@ -262,3 +262,20 @@ def test_compare_alternatives_from_the_file_and_the_option(cli, tiny, tmp_path):
     )
     mixed = cli("compare", "-f", str(pairs), "-p", f"{PUN}=> current")
     assert "on every line" in str(mixed.exception)
+
+
+def test_tuned_train_device_auto_trains_and_saves(tiny, monkeypatch, tmp_path):
+    from logitlens.cli import tuned_commands
+
+    asked = []
+    monkeypatch.setattr(
+        tuned_commands, "open_model", lambda model, remote, device: asked.append(device) or tiny
+    )
+    out = tmp_path / "lens.safetensors"
+    result = CliRunner().invoke(
+        app,
+        ["tuned", "train", "--device", "auto", "--tokens", "64", "--seq-len", "16",
+         "--batch-size", "2", "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert asked == ["auto"] and out.stat().st_size > 0

@@ -60,10 +60,11 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] | None = FIGURE_
             f"The directory {str(parent)!r} does not exist: create it first "
             f"(mkdir -p {parent}) or choose another output path."
         )
-    if not writable_directory(parent) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(
-            f"No permission to write {str(path)!r}: choose a directory you can write to."
-        )
+    problem = directory_write_problem(parent)
+    if problem is None and path.exists() and not os.access(path, os.W_OK):
+        problem = PermissionError(errno.EACCES, "Permission denied")
+    if problem is not None:
+        raise write_error(path, problem)
     return path
 
 
@@ -86,17 +87,25 @@ def check_regular_file(path: str | Path, action: str = "read") -> Path:
     return path
 
 
-def writable_directory(directory: Path) -> bool:
-    """Can a file be created in ``directory``? (``os.access`` ignores read-only mounts.)"""
-    if not directory.is_dir() or not os.access(directory, os.W_OK):
-        return False
+def directory_write_problem(directory: Path) -> OSError | None:
+    """Why no file can be created in ``directory`` (read-only mount, permissions), if so.
+
+    A real probe file, because ``os.access`` ignores read-only mounts (and root).
+    """
+    if not directory.is_dir():
+        return FileNotFoundError(errno.ENOENT, "No such directory")
     try:
         handle, probe = tempfile.mkstemp(prefix=".logitlens-probe-", dir=directory)
-    except OSError:
-        return False
+    except OSError as error:
+        return error
     os.close(handle)
     os.unlink(probe)
-    return True
+    return None
+
+
+def writable_directory(directory: Path) -> bool:
+    """Can a file be created in ``directory``?"""
+    return directory_write_problem(directory) is None
 
 
 def write_error(path: str | Path, error: OSError) -> OutputError:

@@ -192,8 +192,10 @@ def analyze_to_jsonl(
     options["lens"] = lens
     header = run_header(model, lens, {**options, "lens": lens.name})
     keys = [_key(*item) for item in zip(prompts, per_prompt, alternatives, strict=True)]
+    created = not path.exists()
     try:
-        handle = open(path, "a+b")  # noqa: SIM115  closed below; never truncates
+        # unbuffered: a failed write must not be retried by a flush when the file closes
+        handle = open(path, "a+b", buffering=0)  # noqa: SIM115  closed below; never truncates
     except OSError as error:
         raise write_error(path, error) from None
     with handle:
@@ -202,7 +204,13 @@ def analyze_to_jsonl(
         handle.seek(0)
         first = handle.readline()
         if not first:
-            handle.write((json.dumps(header) + "\n").encode())
+            try:
+                handle.write((json.dumps(header) + "\n").encode())
+                handle.flush()
+            except OSError as error:  # a full disk: leave no empty file behind
+                if created:
+                    path.unlink(missing_ok=True)
+                raise write_error(path, error) from None
         else:
             saved = _header_of(first)
             if saved is None:
@@ -278,11 +286,12 @@ def _write_missing(
                 done[keys[index]] = single
                 record = {"key": keys[index], "result": single.to_dict()}
                 lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            end = handle.seek(0, os.SEEK_END)
             try:
-                handle.seek(0, os.SEEK_END)
                 handle.write("".join(lines).encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
-            except OSError as error:
+            except OSError as error:  # keep the finished prompts, drop the torn lines
+                handle.truncate(end)
                 raise write_error(path, error) from None
             bar.update(len(chosen))

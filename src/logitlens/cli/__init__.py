@@ -71,7 +71,21 @@ def main(argv: list[str] | None = None) -> None:
         )
     if code == 130:
         note(f"Interrupted. {Session.kept}")
+        _forget_the_interrupt()
     sys.exit(code or 0)
+
+
+def _forget_the_interrupt() -> None:
+    """Exit with 130, not by SIGINT, after a handled Ctrl-C.
+
+    When Ctrl-C lands while C code runs Python source (an extension's import, e.g.
+    torch's), CPython flags the interrupt as unhandled and kills itself with SIGINT at
+    exit, however it was handled (exit status -2, about one run in five). Running a
+    trivial source string through the same C path clears that flag.
+    """
+    import ctypes
+
+    ctypes.pythonapi.PyRun_SimpleString(b"pass")
 
 
 def _fail(message: str, error: BaseException | None = None, code: int = 2) -> None:

@@ -9,6 +9,8 @@ norm), and loading checks it against the model the lens is used with.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +95,7 @@ def write_safetensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> Path:
     """Write a safetensors file through a temporary sibling and an atomic rename."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
@@ -102,7 +105,13 @@ def write_safetensors(
     except OSError as error:
         raise write_error(path, error) from None
     with atomic_output(path) as temporary:
-        save_file(tensors, str(temporary), metadata=metadata)
+        try:
+            save_file(tensors, str(temporary), metadata=metadata)
+        except SafetensorError as error:  # its I/O errors are not OSErrors: make them one
+            code = re.search(r"os error (\d+)", str(error))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
     return path
 
 

@@ -142,7 +142,8 @@ def prompt_jacobians(
     dims_per_pass: int = 64,
     rows: range | None = None,
 ) -> torch.Tensor:
-    """Each prompt's Jacobian estimate: ``[batch, n_sources, len(rows), d]`` in float32.
+    """Each prompt's Jacobian estimate: ``[batch, n_sources, len(rows), d]`` in float32
+    (float64 for a float64 model).
 
     ``input_ids`` is ``[batch, seq_len]`` (equal lengths, no padding); sources are
     :func:`fitted_layers` (``EMBED``, then layers ``0 .. target - 1``). Row ``i`` of
@@ -194,7 +195,8 @@ def prompt_jacobians(
     batch, positions, d_model = output.shape
     n_valid = positions - skip_first
     rows = range(d_model) if rows is None else rows
-    jacobians = torch.empty(batch, len(sources), len(rows), d_model)
+    dtype = torch.promote_types(output.dtype, torch.float32)  # float64 models stay float64
+    jacobians = torch.empty(batch, len(sources), len(rows), d_model, dtype=dtype)
     passes = range(0, len(rows), dims_per_pass)
     for number, first in enumerate(passes):
         dims = torch.tensor(rows[first : first + dims_per_pass], device=output.device)
@@ -209,7 +211,7 @@ def prompt_jacobians(
             retain_graph=number < len(passes) - 1,
         )
         for slot, grad in enumerate(grads):
-            mean = grad[:, :, skip_first:].float().sum(2) / n_valid  # [dims, batch, d]
+            mean = grad[:, :, skip_first:].to(dtype).sum(2) / n_valid  # [dims, batch, d]
             jacobians[:, slot, first : first + len(dims)] = mean.transpose(0, 1).cpu()
     return jacobians
 

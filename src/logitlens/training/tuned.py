@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from ..errors import InputError, LensFileError
 from ..lenses import EMBED, TunedLens, Unembedding
 from ..lenses.files import read_safetensors, write_safetensors
 from ..metrics import kl_divergence
-from ..paths import check_output_path, writable_directory, write_error
+from ..paths import check_output_path, directory_write_problem, write_error
 from ..residuals import chunk_plan, residual_stream
 from .config import DTYPE_NAMES, TrainingConfig
 from .corpus import batch_order, load_documents, split_documents, tokenize_documents
@@ -127,8 +126,9 @@ def check_writable_output(output: Path) -> None:
         check_output_path(checkpoint_path_for(output), None)
         return
     existing = next(p for p in output.parents if p.exists())
-    if not writable_directory(existing):
-        raise write_error(output, PermissionError(errno.EACCES, "no permission"))
+    problem = directory_write_problem(existing)
+    if problem is not None:
+        raise write_error(output, problem)
 
 
 def _prepare_model(model: LensModel, config: TrainingConfig) -> None:
@@ -255,9 +255,9 @@ def train_tuned_lens(
     except KeyboardInterrupt:
         done = len(losses)
         _save_checkpoint(checkpoint, lens, optimizer, done, config, losses)
-        bar.close()
         raise
-    bar.close()
+    finally:
+        bar.close()  # ends the bar's line, so an error message starts a line of its own
     for tensor in lens.parameters():
         tensor.requires_grad_(False)
     lens.info = {
