@@ -126,11 +126,11 @@ def token_rank(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 
     Rank 1 is the most likely token; ties are resolved in the token's favour.
     """
+    import torch
+
     chosen = logits.gather(-1, token_ids)
-    ranks = token_ids.new_empty(chosen.shape)  # int64, like the counts
-    for t in range(chosen.shape[-1]):
-        ranks[..., t] = _count_above(logits, chosen[..., t : t + 1])
-    return ranks + 1
+    ranks = [_count_above(logits, chosen[..., t : t + 1]) for t in range(chosen.shape[-1])]
+    return torch.stack(ranks, -1) + 1
 
 
 _INT16_SAFE = 2**15 - 1
@@ -142,11 +142,11 @@ def _count_above(logits: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     Summing booleans as int16 is several times faster on CPUs than the default int64
     accumulation; vocabulary pieces shorter than 2**15 cannot overflow it.
     """
-    # dtypes taken from tensors: this runs inside the trace, where nothing is imported
-    empty = threshold.new_empty(0)
-    above = (logits > threshold).view(empty.byte().dtype)
+    import torch
+
+    above = (logits > threshold).view(torch.uint8)
     pieces = above.split(_INT16_SAFE, dim=-1)
-    return sum(piece.sum(-1, dtype=empty.short().dtype).long() for piece in pieces)
+    return sum(piece.sum(-1, dtype=torch.int16).long() for piece in pieces)
 
 
 def reduce_topk(logprobs: torch.Tensor, given: dict[str, Any]) -> dict[str, torch.Tensor]:
