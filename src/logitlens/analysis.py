@@ -26,7 +26,6 @@ from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
 from .metrics import REGISTRY, Metric, check_metrics
 from .options import (
-    CHUNK_ROWS,
     Layers,
     Positions,
     check_count,
@@ -39,12 +38,12 @@ from .options import (
 )
 from .remote import trace_backend
 from .remote.weights import unembedding_root
-from .residuals import chunk_plan, read_residuals
+from .residuals import CHUNK_ROWS, chunk_plan, read_residuals
 from .results import LensResult
 from .targets import Target, resolve_targets
 
 DEFAULT_CHUNK_ROWS = CHUNK_ROWS
-"""Rows (layer x position pairs) unembedded at once (:data:`logitlens.options.CHUNK_ROWS`)."""
+"""Rows (layer x position pairs) unembedded at once (:data:`logitlens.residuals.CHUNK_ROWS`)."""
 
 
 @dataclass(frozen=True)

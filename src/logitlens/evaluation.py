@@ -34,15 +34,14 @@ import torch
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .metrics import kl_divergence
-from .options import BULK_CHUNK_ROWS
-from .residuals import chunk_plan, residual_stream
+from .residuals import BULK_CHUNK_ROWS, chunk_plan, residual_stream
 from .training.corpus import tokenize_documents
 
 if TYPE_CHECKING:
     from .loading import LensModel
 
 DEFAULT_CHUNK_ROWS = BULK_CHUNK_ROWS
-"""Layer x position rows unembedded at once (:data:`logitlens.options.BULK_CHUNK_ROWS`)."""
+"""Layer x position rows unembedded at once (:data:`logitlens.residuals.BULK_CHUNK_ROWS`)."""
 
 
 @dataclass

@@ -16,18 +16,6 @@ from .errors import InputError
 EMBED = -1
 """Layer index of the embedding output (also ``logitlens.lenses.EMBED``)."""
 
-CHUNK_ROWS = 256
-"""Rows (layer x position pairs) unembedded at once by ``analyze``: each row is one
-vocab-sized fp32 vector, a 50 MB block on the bundled model (49k vocabulary). Analyses
-have few rows and run inside a trace, often on a shared NDIF server: memory first."""
-
-BULK_CHUNK_ROWS = 8 * CHUNK_ROWS
-"""Rows per block for passes over whole texts (lens evaluation, tuned-lens training):
-thousands of rows, where throughput counts. On the bundled model's unembedding, 4 x 1024
-rows take 0.75x the time in blocks of 2048 rows as in blocks of 256, and 0.72x in blocks
-of 4096 (CPU, median of 5), so 2048 takes nearly all the gain at half the memory."""
-
-
 Positions = str | int | Sequence[int]
 Layers = str | int | Sequence[int | str] | None
 

