@@ -260,3 +260,9 @@ def test_bad_options_are_refused(wrap_tiny):
         fit_jacobian_lens(model, ids, JacobianFitConfig(seq_len=8, skip_first=2, target_layer=5))
     with pytest.raises(InputError, match="shorter than one sequence"):
         fit_jacobian_lens(model, ["hi"], JacobianFitConfig(seq_len=64, skip_first=2))
+
+
+def test_jacobian_lens_is_a_lens_with_weights_like_the_tuned_lens():
+    """Remote runs keep lenses with weights here and apply them to the saved residuals."""
+    assert JacobianLens.carries_weights and TunedLens.carries_weights
+    assert not logitlens.LogitLens.carries_weights

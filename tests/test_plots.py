@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import logitlens
 from logitlens import InputError, paths
 from logitlens.cli import app
+from logitlens.errors import OutputError
 from logitlens.pictures import plots
 
 PUN = "Why do electricians make good swimmers? Because they know the"
@@ -224,8 +225,12 @@ def test_save_errors_are_clear(pun_all, tmp_path, monkeypatch):
         plots.save_figure(fig, tmp_path / "missing" / "t.png")
     with pytest.raises(InputError, match=r"\.png, \.svg, \.pdf"):
         plots.save_figure(fig, tmp_path / "t.jpeg")
-    monkeypatch.setattr(paths.os, "access", lambda *args: False)
-    with pytest.raises(InputError, match="No permission"):
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(paths.tempfile, "mkstemp", refused)  # the probe file cannot be made
+    with pytest.raises(OutputError, match="no permission: choose a directory you can write to"):
         plots.save_figure(fig, tmp_path / "t.png")
 
 

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats as scipy_stats
 from test_report import Chromium, _open, browser  # noqa: F401  (fixture)
 
+from logitlens.errors import InputError
 from logitlens.pictures import plots
 from logitlens.pictures.study_report import render_study_report, write_study_report
 from logitlens.studies.run import StudyResult
@@ -20,7 +21,9 @@ from logitlens.studies.stats import (
     compare_studies,
     kruskal_wallis,
     mann_whitney_u,
+    pun_literal_pairs,
     summarize_study,
+    wilcoxon_signed_rank,
 )
 
 RNG = np.random.default_rng(20240601)
@@ -76,6 +79,41 @@ def test_cliffs_delta_equals_brute_force_and_rank_biserial():
     assert math.isnan(cliffs_delta([], [1]))
 
 
+# Paired data with zero differences and tied absolute differences (layers are integers).
+PAIRED_X = np.concatenate([RNG.integers(20, 31, 60), [30] * 8, RNG.normal(0.5, 0.2, 12)])
+PAIRED_Y = np.concatenate([RNG.integers(15, 31, 60), [30] * 8, RNG.normal(0.4, 0.2, 12)])
+
+
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [
+        (PAIRED_X, PAIRED_Y),
+        (PAIRED_Y, PAIRED_X),
+        (PAIRED_X[:68], PAIRED_Y[:68]),  # integers only: many ties and zeros
+        (PAIRED_X[-12:], PAIRED_Y[-12:]),  # continuous, small
+        ([1.0, 2, 3, 4, 5, 6, 7, 8], [2.0, 2, 1, 1, 3, 9, 1, 0]),
+    ],
+)
+def test_wilcoxon_matches_scipy(x, y):
+    w, p, rank_biserial = wilcoxon_signed_rank(x, y)
+    expected = scipy_stats.wilcoxon(x, y, zero_method="wilcox", method="asymptotic")
+    assert w == pytest.approx(expected.statistic, abs=1e-9)
+    assert p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-15)
+    # Rank-biserial by brute force: signed ranks of the non-zero differences.
+    d = np.asarray(x, float) - np.asarray(y, float)
+    d = d[d != 0]
+    ranks = scipy_stats.rankdata(np.abs(d))
+    assert rank_biserial == pytest.approx(
+        (ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum(), abs=1e-12
+    )
+
+
+def test_wilcoxon_edge_cases():
+    assert all(math.isnan(v) for v in wilcoxon_signed_rank([1, 2], [1, 2]))
+    with pytest.raises(InputError, match="equal lengths"):
+        wilcoxon_signed_rank([1, 2], [1])
+
+
 def test_bootstrap_seeded_reproducible_and_correct():
     values = RNG.normal(size=60)
     first = bootstrap_interval(values, n_boot=500, seed=3)
@@ -103,8 +141,14 @@ def test_bootstrap_seeded_reproducible_and_correct():
 # ----- summaries of a (synthetic) study ---------------------------------------------------
 
 
-def _study(n_layers: int = 10, seed: int = 0, name: str = "model-a") -> StudyResult:
-    """A study with known decision depths: puns late, facts early, literals between."""
+def _study(
+    n_layers: int = 10, seed: int = 0, name: str = "model-a", generate: int = 0
+) -> StudyResult:
+    """A study with known decision depths: puns late, facts early, literals between.
+
+    Pun ``i`` and literal ``i`` are a pair; puns have a lower final probability. With
+    ``generate``, the model "says" the target for every second fact and no pun.
+    """
     rng = np.random.default_rng(seed)
     plan = {"pun": (0.8, 30), "literal": (0.5, 30), "fact": (0.3, 30)}
     item_rows, layer_rows = [], []
@@ -119,12 +163,23 @@ def _study(n_layers: int = 10, seed: int = 0, name: str = "model-a") -> StudyRes
                     "id": item_id,
                     "category": category,
                     "tags": ["cultural"] if category == "pun" and index % 2 else [],
+                    "pair": {"pun": f"literal-{index:03d}", "literal": f"pun-{index:03d}"}.get(
+                        category
+                    ),
                     "first_layer_top1": None if never else top1,
                     "depth_top1": None if never else (top1 + 1) / n_layers,
                     "depth_above": (top1 + 1) / n_layers,
-                    "final_prob": 0.6,
+                    "final_prob": rng.uniform(0.1, 0.4) if category == "pun" else 0.6,
                 }
             )
+            if generate:
+                said_top1 = None if category == "pun" and index % 3 == 0 else top1
+                item_rows[-1].update(
+                    says_target=category == "fact" and index % 2 == 0,
+                    said_first_top1=said_top1,
+                    said_depth_top1=None if said_top1 is None else (said_top1 + 1) / n_layers,
+                    said_depth_stable=None if said_top1 is None else 1.0,
+                )
             for layer in range(n_layers):
                 layer_rows.append(
                     {
@@ -142,7 +197,7 @@ def _study(n_layers: int = 10, seed: int = 0, name: str = "model-a") -> StudyRes
     manifest = {
         "model": {"name": name, "n_layers": n_layers},
         "lens": {"name": "logit"},
-        "options": {"threshold": 0.1, "batch_size": 16},
+        "options": {"threshold": 0.1, "batch_size": 16, "generate": generate},
         "dataset": {"n_items": len(items)},
     }
     return StudyResult(out_dir=None, manifest=manifest, items=items, layers=layers)
@@ -168,6 +223,55 @@ def test_summary_recovers_the_planted_order():
     frame = summary.to_dataframe()
     assert list(frame.group) == [g.group for g in summary.groups]
     assert {"depth_top1", "depth_top1_low", "depth_top1_high", "share_top1"} <= set(frame)
+
+
+def test_paired_pun_literal_comparison():
+    study = _study()
+    summary = summarize_study(study, n_boot=300)
+    items = study.items
+    pairs = pun_literal_pairs(items)
+    assert len(pairs) == 30
+    assert all(items.id[p][4:] == items.id[q][8:] for p, q in pairs)  # pun-007 <-> literal-007
+    depth, final = summary.paired
+    assert depth.metric == "decision depth" and final.metric == "final P(target)"
+    puns, literals = (np.array(side) for side in zip(*pairs, strict=True))
+    layers = items.first_layer_top1.astype(float).fillna(10).to_numpy()  # never: one past
+    expected = scipy_stats.wilcoxon(layers[puns], layers[literals], method="asymptotic")
+    assert depth.w == pytest.approx(expected.statistic) and depth.p_value < 1e-5
+    assert depth.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert depth.n_pairs == 30 and depth.n_first_higher + depth.n_second_higher + depth.n_tied == 30
+    assert depth.rank_biserial > 0.9  # puns decide later than their literal controls
+    mean = ((layers[puns] - layers[literals]) / 10).mean()
+    assert depth.mean_difference.estimate == pytest.approx(mean)
+    assert depth.mean_difference.low < mean < depth.mean_difference.high
+    assert final.n_second_higher == 30 and final.rank_biserial == -1.0
+    assert final.mean_difference.high < 0
+    frame = summary.paired_dataframe()
+    assert list(frame.metric) == ["decision depth", "final P(target)"]
+    assert {"mean_difference_low", "p_value", "rank_biserial"} <= set(frame)
+    assert summary.to_dict()["paired"][0]["n_pairs"] == 30
+    # No pairs in the study, no paired tests.
+    assert summarize_study(_study_without_pairs(), n_boot=50).paired == []
+
+
+def _study_without_pairs() -> StudyResult:
+    study = _study()
+    study.items = study.items.drop(columns="pair")
+    return study
+
+
+def test_summary_of_what_the_model_says():
+    summary = summarize_study(_study(generate=1), n_boot=200)
+    groups = {g.group: g for g in summary.groups}
+    assert groups["fact"].says_target.estimate == pytest.approx(0.5)
+    assert groups["pun"].says_target.estimate == 0.0
+    items = _study(generate=1).items
+    said = items[items.category == "pun"].said_depth_top1.dropna()
+    assert groups["pun"].said_depth_top1.estimate == np.median(said)
+    frame = summary.to_dataframe()
+    assert {"says_target", "said_depth_top1_low", "said_depth_stable"} <= set(frame)
+    assert summarize_study(_study(), n_boot=50).groups[0].says_target is None
+    assert "says_target" not in summarize_study(_study(), n_boot=50).to_dataframe()
 
 
 def test_summary_is_seeded():
@@ -218,4 +322,18 @@ def test_report_in_headless_chromium(browser, tmp_path):  # noqa: F811
     browser.evaluate("document.querySelectorAll('#groups th')[1].click()")
     first = browser.evaluate("document.querySelectorAll('#groups tr')[1].cells[0].textContent")
     assert first in {"pun (cultural)", "pun (other)"}  # the two smallest groups (n = 15)
+    assert browser.evaluate("document.querySelectorAll('#paired tr').length") == 1 + 2
+    assert "decision depth" in browser.evaluate("document.getElementById('paired').textContent")
+    assert not browser.evaluate("document.getElementById('paired-section').hidden")
+    assert browser.evaluate("document.querySelectorAll('#groups th').length") == 7
+    assert browser.errors() == []
+    # With generation, three more columns: what the model says; without pairs, no section.
+    study = _study_without_pairs()
+    study.manifest["options"]["generate"] = 1
+    study.items = _study(generate=1).items.drop(columns="pair")
+    path = write_study_report(summarize_study(study, n_boot=100), tmp_path / "said.html")
+    browser.events.clear()  # wait for this page's load event, not the first page's
+    _open(browser, path)
+    assert browser.evaluate("document.querySelectorAll('#groups th').length") == 10
+    assert browser.evaluate("document.getElementById('paired-section').hidden")
     assert browser.errors() == []

@@ -69,10 +69,16 @@ def test_rows_equal_analyze_per_item(tiny, tmp_path):
         if item.alternative is None:
             assert rows.logit_diff.isna().all() and rows.alternative_prob.isna().all()
         else:
+            # The study's logit_diff comes from the logit_diff metric; here, independently,
+            # from the logits of two plain targets.
             logits = alone.target_logit[0, :, 0]
             np.testing.assert_allclose(
                 rows.logit_diff, logits[:, 0] - logits[:, 1], rtol=1e-4, atol=1e-4
             )
+            np.testing.assert_allclose(
+                rows.alternative_prob, alone.target_prob[0, :, 0, 1], rtol=1e-4
+            )
+            np.testing.assert_array_equal(rows.alternative_rank, alone.target_rank[0, :, 0, 1])
         row = study.items[study.items.id == item.id].iloc[0]
         top1 = alone.first_layer_top1()
         assert (None if pd.isna(row.first_layer_top1) else row.first_layer_top1) == top1
@@ -293,3 +299,88 @@ def test_refuses_a_second_process_in_the_same_directory(tiny, tmp_path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(InputError, match="Another study is running"):
             run_study(tiny, items, out_dir=tmp_path / "s", progress=False)
+
+
+def test_generate_equals_generate_lens_per_item(tiny, tmp_path):
+    from logitlens.generation import generate_lens
+
+    items = make_items(9)
+    study = run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=3, progress=False)
+    assert study.manifest["options"]["generate"] == 3
+    n_layers = tiny.n_layers
+    for item in items:
+        said = generate_lens(tiny, item.prompt, 3, k=1)
+        row = study.items[study.items.id == item.id].iloc[0]
+        assert row.said_text == said.text and row.said_token == said.generated_tokens[0]
+        target_id = tiny.tokenizer.encode(item.target, add_special_tokens=False)[0]
+        assert bool(row.says_target) == (said.generated_ids[0] == target_id)
+        assert row.said_first_top1 == said.first_top1[0]
+        stable = said.stable_top1[0]
+        assert (None if pd.isna(row.said_stable_top1) else row.said_stable_top1) == stable
+        assert row.said_depth_top1 == pytest.approx((said.first_top1[0] + 1) / n_layers)
+    # A study without the option has the columns, all null.
+    plain = run_study(tiny, items, out_dir=tmp_path / "p", batch_size=4, progress=False)
+    assert plain.items.says_target.isna().all() and plain.items.said_text.isna().all()
+
+
+def test_generate_resumes_and_is_part_of_the_setup(tiny, tmp_path, monkeypatch):
+    items = make_items(12)
+    options = {"batch_size": 4, "generate": 2, "progress": False}
+    reference = run_study(tiny, items, out_dir=tmp_path / "ref", **options)
+    real = study_run._run_batch
+    calls = {"n": 0}
+
+    def crash_on_the_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_run, "_run_batch", crash_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(tiny, items, out_dir=tmp_path / "s", **options)
+    assert len(StudyResult.load(tmp_path / "s").items) == 4
+    monkeypatch.setattr(study_run, "_run_batch", real)
+    with pytest.raises(InputError, match=r"option generate 2 -> 0"):
+        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    resumed = run_study(tiny, items, out_dir=tmp_path / "s", **options)
+    pd.testing.assert_frame_equal(resumed.items, reference.items)
+    pd.testing.assert_frame_equal(resumed.layers, reference.layers)
+
+
+def test_a_study_written_before_the_generate_option_resumes(tiny, tmp_path):
+    items = make_items(6)
+    run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    manifest_path = tmp_path / "s" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["options"]["generate"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False).complete
+    with pytest.raises(InputError, match=r"option generate 0 -> 1"):
+        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=1)
+
+
+def test_cli_generate_option(tiny_dir, tmp_path):
+    from dataclasses import replace
+
+    items = make_items(8)
+    for index in (0, 4):  # item 0 (pun) and item 1 (literal) are a pair, 4 and 5 too
+        pun, literal = items[index], items[index + 1]
+        items[index], items[index + 1] = (
+            replace(pun, pair=literal.id),
+            replace(literal, pair=pun.id),
+        )
+    data = write_items(items, tmp_path / "items.jsonl")
+    out = tmp_path / "out"
+    args = ["study", str(data), "--model", str(tiny_dir), "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "--generate", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert all(group["says_target"]["estimate"] is not None for group in payload["groups"])
+    assert [test["n_pairs"] for test in payload["paired"]] == [2, 2]
+    result = CliRunner().invoke(app, ["study", "summary", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "says" in result.stdout and "Wilcoxon" in result.stdout
+    assert json.loads((out / "manifest.json").read_text())["options"]["generate"] == 2
+    result = CliRunner().invoke(app, [*args, "--generate", "-1"])
+    assert result.exit_code == 2

@@ -74,6 +74,15 @@ def run(
     threshold: Annotated[
         float, typer.Option("--threshold", help="Probability for first_layer_above.")
     ] = 0.1,
+    generate: Annotated[
+        int,
+        typer.Option(
+            "--generate",
+            min=0,
+            help="Also continue each prompt greedily by N tokens: does the model say the "
+            "target, and at what depth is its first token decided? (0: no).",
+        ),
+    ] = 0,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ):
     """Run the lens over every item; results stream to DIR as Parquet, resumably."""
@@ -89,6 +98,7 @@ def run(
         lens=lens,
         batch_size=batch_size,
         threshold=threshold,
+        generate=generate,
         progress=not (no_progress or request.json_output),
     )
     summary = summarize_study(study)
@@ -192,7 +202,8 @@ def _print_summary(summary) -> None:
         f"{summary.n_layers} layers (depth = layer / n_layers; 95% bootstrap CI, "
         f"seed {summary.seed})"
     )
-    for name in (
+    said = summary.groups[0].says_target is not None
+    columns = [
         "group",
         "n",
         "reach top-1",
@@ -200,10 +211,13 @@ def _print_summary(summary) -> None:
         f"reach p>{summary.threshold:g}",
         f"median depth p>{summary.threshold:g}",
         "final p",
-    ):
+    ]
+    if said:
+        columns += ["says target", "depth of said token", "said token stable from"]
+    for name in columns:
         table.add_column(name)
     for group in summary.groups:
-        table.add_row(
+        cells = [
             group.group,
             str(group.n),
             group.share_top1.text(),
@@ -211,7 +225,14 @@ def _print_summary(summary) -> None:
             group.share_above.text(),
             group.depth_above.text(),
             f"{group.final_prob:.3f}",
-        )
+        ]
+        if said:
+            cells += [
+                group.says_target.text(),
+                group.said_depth_top1.text(),
+                group.said_depth_stable.text(),
+            ]
+        table.add_row(*cells)
     console.print(table)
     tests = Table(title="Decision depth compared (Mann-Whitney U; never top-1 = after the end)")
     for name in ("groups", "n", "U", "p", "Cliff's delta"):
@@ -225,6 +246,32 @@ def _print_summary(summary) -> None:
             f"{test.cliffs_delta:+.2f}",
         )
     console.print(tests)
+    if summary.paired:
+        paired = Table(
+            title="Puns against their literal controls, pair by pair (Wilcoxon signed-rank; "
+            "never top-1 = one layer after the end)"
+        )
+        for name in (
+            "metric",
+            "pairs",
+            "pun higher / literal higher / tied",
+            "mean pun - literal [95% CI]",
+            "W",
+            "p",
+            "rank-biserial",
+        ):
+            paired.add_column(name)
+        for test in summary.paired:
+            paired.add_row(
+                test.metric,
+                str(test.n_pairs),
+                f"{test.n_first_higher} / {test.n_second_higher} / {test.n_tied}",
+                test.mean_difference.text(3),
+                f"{test.w:.1f}",
+                f"{test.p_value:.3g}",
+                f"{test.rank_biserial:+.2f}",
+            )
+        console.print(paired)
     if summary.kruskal is not None:
         k = summary.kruskal
         console.print(

@@ -83,6 +83,14 @@ top-1; brackets: 95% bootstrap intervals. Click a header to sort.</p>
 after the last layer. Cliff's delta &gt; 0: the first group decides later.</p>
 <table id="tests"></table>
 <p id="kruskal"></p>
+<section id="paired-section" hidden>
+<h2>Puns against their literal controls</h2>
+<p class="hint">Each pun and its literal control (the same target word, linked by
+<code>pair</code>) compared pair by pair: Wilcoxon signed-rank, zero differences dropped.
+For decision depth an item never top-1 counts as deciding one layer after the last.
+Rank-biserial &gt; 0: the pun's value tends to be higher (for depth: it decides later).</p>
+<table id="paired"></table>
+</section>
 __FIGURES__
 <script id="study-data" type="application/json">__DATA__</script>
 <script>__SCRIPT__</script>
@@ -134,18 +142,33 @@ function sortBy(table, rows, header, column) {
 
 const cell = (text, key) => ({ text: String(text), key: key === undefined ? text : key });
 const threshold = data.threshold;
+const said = data.groups.length > 0 && data.groups[0].says_target !== null;
+const intervalCell = (iv) => cell(interval(iv), iv.estimate);
 fill(document.getElementById("groups"),
   ["group", "n", "reach top-1", "median depth top-1", `reach p>${threshold}`,
-   `median depth p>${threshold}`, "final P(target)"],
-  data.groups.map((g) => [cell(g.group), cell(g.n), cell(interval(g.share_top1),
-    g.share_top1.estimate), cell(interval(g.depth_top1), g.depth_top1.estimate),
-    cell(interval(g.share_above), g.share_above.estimate),
-    cell(interval(g.depth_above), g.depth_above.estimate),
-    cell(fmt(g.final_prob, 3), g.final_prob)]));
+   `median depth p>${threshold}`, "final P(target)"].concat(said ?
+   ["says target", "depth of said token", "said token stable from"] : []),
+  data.groups.map((g) => [cell(g.group), cell(g.n), intervalCell(g.share_top1),
+    intervalCell(g.depth_top1), intervalCell(g.share_above), intervalCell(g.depth_above),
+    cell(fmt(g.final_prob, 3), g.final_prob)].concat(said ? [intervalCell(g.says_target),
+    intervalCell(g.said_depth_top1), intervalCell(g.said_depth_stable)] : [])));
 fill(document.getElementById("tests"), ["groups", "n", "U", "p", "Cliff's delta"],
   data.tests.map((t) => [cell(`${t.first} vs ${t.second}`), cell(`${t.n_first} / ${t.n_second}`),
     cell(fmt(t.u, 1), t.u), cell(t.p_value === null ? "-" : Number(t.p_value).toPrecision(3),
     t.p_value), cell(fmt(t.cliffs_delta), t.cliffs_delta)]));
+if (data.paired.length) {
+  document.getElementById("paired-section").hidden = false;
+  fill(document.getElementById("paired"),
+    ["metric", "pairs", "pun higher / literal higher / tied", "mean pun - literal",
+     "W", "p", "rank-biserial"],
+    data.paired.map((t) => [cell(t.metric), cell(t.n_pairs),
+      cell(`${t.n_first_higher} / ${t.n_second_higher} / ${t.n_tied}`, t.n_first_higher),
+      cell(`${fmt(t.mean_difference.estimate, 3)} [${fmt(t.mean_difference.low, 3)}, ` +
+        `${fmt(t.mean_difference.high, 3)}]`, t.mean_difference.estimate),
+      cell(fmt(t.w, 1), t.w),
+      cell(t.p_value === null ? "-" : Number(t.p_value).toPrecision(3), t.p_value),
+      cell(fmt(t.rank_biserial), t.rank_biserial)]));
+}
 if (data.kruskal) {
   const k = data.kruskal;
   document.getElementById("kruskal").textContent = `Kruskal-Wallis over ${k.groups.join(", ")}: ` +

@@ -3,7 +3,8 @@
 - :mod:`.dataset`: the item schema, the bundled pun/literal/fact items, loading files
   and the single-token check;
 - :mod:`.run`: :func:`run_study`, batched, streamed to Parquet and resumable;
-- :mod:`.stats`: per-group summaries with bootstrap intervals, rank tests, comparisons.
+- :mod:`.stats`: per-group summaries with bootstrap intervals, rank tests, paired
+  pun-vs-literal tests, comparisons.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from ..analysis import analyze
 from ..errors import InputError
+from ..generation import generate_lens
 from ..lenses import Lens, get_lens
 from ..lenses.files import model_fingerprint
 from ..loading import LensModel
@@ -76,9 +77,23 @@ ITEM_SCHEMA = pa.schema(
         ("final_prob", pa.float32()),
         ("final_rank", pa.int64()),
         ("final_logit_diff", pa.float32()),
+        ("said_text", pa.string()),
+        ("said_token", pa.string()),
+        ("says_target", pa.bool_()),
+        ("said_first_top1", pa.int32()),
+        ("said_stable_top1", pa.int32()),
+        ("said_depth_top1", pa.float64()),
+        ("said_depth_stable", pa.float64()),
     ]
 )
-"""One row per item. Layers and depths are null where the target never gets there."""
+"""One row per item. Layers and depths are null where the target never gets there.
+
+The ``said_*`` columns (and ``says_target``) describe what the model actually says,
+from :func:`~logitlens.generation.generate_lens` with ``generate=N``; null without it.
+``said_text`` is the N greedy tokens; the rest are about the first of them: its text,
+whether it is the target's (first) token, and its ``first_top1`` / ``stable_top1``
+layers, also as normalised depth.
+"""
 
 LAYER_SCHEMA = pa.schema(
     [
@@ -103,6 +118,8 @@ class StudyOptions:
 
     batch_size: int = 16
     threshold: float = 0.1
+    generate: int = 0
+    """Tokens generated greedily per item (0: none), for the ``said_*`` columns."""
 
 
 @dataclass
@@ -257,9 +274,11 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     old_lens, new_lens = old.get("lens", {}), new["lens"]
     if old_lens.get("sha256") != new_lens["sha256"]:
         found.append(f"lens {old_lens.get('name')!r} -> {new_lens['name']!r} (different weights)")
-    for key in sorted(set(old.get("options", {})) | set(new["options"])):
-        if old.get("options", {}).get(key) != new["options"].get(key):
-            found.append(f"option {key} {old['options'].get(key)!r} -> {new['options'][key]!r}")
+    # An option added since the old study was written took its default there.
+    old_options = {**asdict(StudyOptions()), **old.get("options", {})}
+    for key in sorted(set(old_options) | set(new["options"])):
+        if old_options.get(key) != new["options"].get(key):
+            found.append(f"option {key} {old_options.get(key)!r} -> {new['options'].get(key)!r}")
     if old.get("dataset") != new["dataset"]:
         found.append("dataset (its items changed)")
     if old.get("format") != new["format"]:
@@ -297,6 +316,7 @@ def run_study(
     tuned_path: str | None = None,
     batch_size: int = 16,
     threshold: float = 0.1,
+    generate: int = 0,
     progress: bool = True,
 ) -> StudyResult:
     """Run ``lens`` over every item (last position) and stream the rows to ``out_dir``.
@@ -304,7 +324,10 @@ def run_study(
     Per item and layer: probability and rank of the target and of its alternative, the
     logit difference target - alternative, and the entropy. Per item: the first layer
     where the target probability exceeds ``threshold`` and the first where it is top-1,
-    also as normalised depth. Rerunning the same call resumes; a different model, lens,
+    also as normalised depth. With ``generate=N``, each item's prompt is also continued
+    greedily by N tokens with :func:`~logitlens.generation.generate_lens` (the same
+    lens), recording what the model says and the decision depth of its first token
+    (the ``said_*`` columns). Rerunning the same call resumes; a different model, lens,
     option or dataset in an existing ``out_dir`` raises :class:`InputError`.
     """
     items = _check_items(items)
@@ -312,10 +335,12 @@ def run_study(
         raise InputError(f"batch_size must be at least 1, got {batch_size}.")
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"threshold is a probability, between 0 and 1; got {threshold}.")
+    if isinstance(generate, bool) or not isinstance(generate, int) or generate < 0:
+        raise InputError(f"generate is a number of tokens, 0 or more; got {generate!r}.")
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     out_dir = Path(out_dir).expanduser()
-    options = StudyOptions(batch_size=batch_size, threshold=float(threshold))
+    options = StudyOptions(batch_size=batch_size, threshold=float(threshold), generate=generate)
     manifest = _manifest(model, lens, items, options)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -420,27 +445,32 @@ def _run_batch(
     options: StudyOptions,
 ) -> tuple[pa.Table, pa.Table]:
     """One forward pass over a batch; the item and layer rows as Arrow tables."""
-    # An item without alternative uses its target twice; its alternative columns are nulled.
-    targets = [[item.target, item.alternative or item.target] for item in items]
+    # The alternative is also a second target, for its probability and rank; the
+    # logit_diff metric pairs each target with an alternative (the target's: the
+    # literal word; the second target's own: unused). An item without alternative uses
+    # its target in every role, and its alternative columns are nulled.
+    alternatives = [item.alternative or item.target for item in items]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MultiTokenTargetWarning)  # counted once, up front
         result = analyze(
             model,
             [item.prompt for item in items],
             lens=lens,
-            targets=targets,
-            metrics=["target", "target_rank", "entropy"],
+            targets=[
+                [item.target, alternative]
+                for item, alternative in zip(items, alternatives, strict=True)
+            ],
+            alternatives=[[alternative, alternative] for alternative in alternatives],
+            metrics=["target", "target_rank", "entropy", "logit_diff"],
             batch_size=len(items),
             progress=False,
         )
     n_layers = len(result.layers)
     probs = result.target_prob[:, :, 0, :]  # [item, layer, target]
     ranks = result.target_rank[:, :, 0, :]
-    logits = result.target_logit[:, :, 0, :]
+    logit_diff = result.logit_diff[:, :, 0, 0]  # [item, layer]: target - alternative
     entropy = result.entropy[:, :, 0]
     has_alternative = np.array([item.alternative is not None for item in items])
-    nan = np.where(has_alternative, 1.0, np.nan)[:, None]
-    logit_diff = (logits[..., 0] - logits[..., 1]) * nan
     layer_index = np.arange(n_layers)
     depth = (layer_index + 1) / n_layers
 
@@ -483,6 +513,8 @@ def _run_batch(
     item_columns["final_logit_diff"] = pa.array(
         item_columns["final_logit_diff"], mask=~has_alternative
     )
+    target_ids = [row[0] for row in result.target_ids]
+    item_columns.update(_said_columns(model, lens, items, target_ids, options.generate))
     return (
         pa.Table.from_pydict(item_columns, schema=ITEM_SCHEMA),
         pa.Table.from_pydict(layer_columns, schema=LAYER_SCHEMA),
@@ -493,3 +525,25 @@ def _first_true(hits: np.ndarray) -> list[int | None]:
     """Per row of ``hits`` ``[item, layer]``, the first layer that is true, or ``None``."""
     first = hits.argmax(axis=1)
     return [int(f) if hits[row, f] else None for row, f in enumerate(first)]
+
+
+def _said_columns(
+    model: LensModel, lens: Lens, items: list[StudyItem], target_ids: list[int], generate: int
+) -> dict[str, list[Any]]:
+    """The ``said_*`` columns: each prompt continued greedily (all null for ``generate=0``)."""
+    names = [name for name in ITEM_SCHEMA.names if name.startswith("said") or name == "says_target"]
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    for item, target_id in zip(items, target_ids, strict=True):
+        if not generate:
+            for column in columns.values():
+                column.append(None)
+            continue
+        said = generate_lens(model, item.prompt, generate, lens=lens, k=1)
+        columns["said_text"].append(said.text)
+        columns["said_token"].append(said.generated_tokens[0])
+        columns["says_target"].append(said.generated_ids[0] == target_id)
+        columns["said_first_top1"].append(said.first_top1[0])
+        columns["said_stable_top1"].append(said.stable_top1[0])
+        columns["said_depth_top1"].append(said.normalised_depth("first")[0])
+        columns["said_depth_stable"].append(said.normalised_depth("stable")[0])
+    return columns

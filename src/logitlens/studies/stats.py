@@ -13,6 +13,13 @@ and Kruskal-Wallis H (chi-square approximation with tie correction), implemented
 with NumPy and checked against scipy in the tests; effect size is Cliff's delta
 (P(x > y) - P(x < y); for decision depth, positive means the first group decides later).
 
+Puns and literal controls linked by ``pair`` (the same target word, two senses) are
+also compared pair by pair: Wilcoxon signed-rank (normal approximation with tie
+correction, zero differences dropped) on decision depth and on the final target
+probability, with the matched-pairs rank-biserial correlation as effect size and the
+mean paired difference with a bootstrap interval over pairs. For these paired depths
+an item that never reaches top-1 decides one layer after the last.
+
 Example:
     >>> summary = summarize_study(StudyResult.load("runs/smollm2"))
     >>> summary.to_dataframe()
@@ -36,6 +43,16 @@ TESTED_CATEGORIES = ("pun", "literal", "fact")
 """Categories compared pairwise and by Kruskal-Wallis (when the study has them)."""
 CULTURAL_TAG = "cultural"
 TRAJECTORY_METRICS = ("target_prob", "logit_diff", "entropy")
+GROUP_INTERVALS = (
+    "share_top1",
+    "depth_top1",
+    "share_above",
+    "depth_above",
+    "says_target",
+    "said_depth_top1",
+    "said_depth_stable",
+)
+"""The :class:`GroupSummary` intervals, in table order (the ``said`` ones need generate=N)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,12 @@ class GroupSummary:
     """Median depth of the first layer above the threshold, over the items that get there."""
     final_prob: float
     """Mean target probability at the last layer (the model's own prediction)."""
+    says_target: Interval | None = None
+    """Share of items whose first greedily generated token is the target (``generate=N``)."""
+    said_depth_top1: Interval | None = None
+    """Median decision depth (``first_top1``) of the first token the model says."""
+    said_depth_stable: Interval | None = None
+    """Median depth from which that token stays top-1 (``stable_top1``)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +113,28 @@ class KruskalTest:
     h: float
     df: int
     p_value: float
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Paired items (a pun and its literal control) compared by Wilcoxon signed-rank."""
+
+    metric: str
+    """``"decision depth"`` or ``"final P(target)"``."""
+    first: str
+    second: str
+    n_pairs: int
+    n_first_higher: int
+    """Pairs where the first item's value is higher (for depth: it decides later)."""
+    n_second_higher: int
+    n_tied: int
+    w: float
+    """The smaller of the signed-rank sums (scipy's two-sided statistic)."""
+    p_value: float
+    rank_biserial: float
+    """(R+ - R-) / (R+ + R-): > 0 when the first item's value tends to be higher."""
+    mean_difference: Interval
+    """Mean of first - second over pairs, with a bootstrap interval over pairs."""
 
 
 @dataclass
@@ -122,14 +167,18 @@ class StudySummary:
     trajectories: list[Trajectory] = field(default_factory=list)
     decision_depths: dict[str, np.ndarray] = field(default_factory=dict)
     """Per group, every item's decision depth (``inf`` for never top-1): the distribution."""
+    paired: list[PairedTest] = field(default_factory=list)
+    """Puns against their literal controls (``pair``), when the study has both."""
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per group: n, shares and median depths with their intervals."""
         rows = []
         for group in self.groups:
             row: dict[str, Any] = {"group": group.group, "n": group.n}
-            for name in ("share_top1", "depth_top1", "share_above", "depth_above"):
+            for name in GROUP_INTERVALS:
                 interval = getattr(group, name)
+                if interval is None:
+                    continue
                 row[name] = interval.estimate
                 row[f"{name}_low"] = interval.low
                 row[f"{name}_high"] = interval.high
@@ -139,6 +188,20 @@ class StudySummary:
 
     def tests_dataframe(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(test) for test in self.tests])
+
+    def paired_dataframe(self) -> pd.DataFrame:
+        """One row per paired comparison, the mean difference's interval in three columns."""
+        rows = []
+        for test in self.paired:
+            row = asdict(test)
+            difference = row.pop("mean_difference")
+            row.update(
+                mean_difference=difference["estimate"],
+                mean_difference_low=difference["low"],
+                mean_difference_high=difference["high"],
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     def trajectory(self, group: str, metric: str = "target_prob") -> Trajectory:
         for item in self.trajectories:
@@ -160,6 +223,7 @@ class StudySummary:
                 "groups": [asdict(group) for group in self.groups],
                 "tests": [asdict(test) for test in self.tests],
                 "kruskal": None if self.kruskal is None else asdict(self.kruskal),
+                "paired": [asdict(test) for test in self.paired],
                 "trajectories": [
                     {
                         "group": t.group,
@@ -301,6 +365,32 @@ def kruskal_wallis(*groups: Sequence[float]) -> tuple[float, int, float]:
     return h, df, _chi2_sf(h, df)
 
 
+def wilcoxon_signed_rank(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
+    """Two-sided Wilcoxon signed-rank test of paired ``x``, ``y``: ``(W, p, rank-biserial)``.
+
+    Zero differences are dropped and tied absolute differences share their average
+    rank (variance corrected for ties); normal approximation without continuity
+    correction, as ``scipy.stats.wilcoxon(x, y, method="asymptotic")``. ``W`` is the
+    smaller signed-rank sum; the rank-biserial correlation is ``(R+ - R-) / (R+ + R-)``.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise InputError(f"Paired values need equal lengths, got {x.size} and {y.size}.")
+    differences = x - y
+    differences = differences[differences != 0]
+    n = differences.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    ranks = _rank(np.abs(differences))
+    plus, minus = float(ranks[differences > 0].sum()), float(ranks[differences < 0].sum())
+    variance = n * (n + 1) * (2 * n + 1) / 24 - _tie_sum(np.abs(differences)) / 48
+    rank_biserial = (plus - minus) / (plus + minus)
+    if variance <= 0:
+        return min(plus, minus), 1.0, rank_biserial
+    z = (plus - n * (n + 1) / 4) / math.sqrt(variance)
+    return min(plus, minus), min(1.0, 2 * _normal_sf(abs(z))), rank_biserial
+
+
 def cliffs_delta(x: Sequence[float], y: Sequence[float]) -> float:
     """Cliff's delta, P(x > y) - P(x < y), over all pairs (``inf`` compares as largest)."""
     x, y = np.asarray(x, dtype=float), np.sort(np.asarray(y, dtype=float))
@@ -344,11 +434,13 @@ def summarize_study(
     groups = study_groups(items)
     depths_all = decision_depths(items)
     above_all = items.depth_above.astype(float).to_numpy()
+    generated = int(study.manifest["options"].get("generate", 0)) > 0
     summaries, depth_lists = [], {}
     for offset, (name, mask) in enumerate(groups.items()):
         depths, above = depths_all[mask], above_all[mask]
         group_seed = seed + 7919 * offset  # distinct, reproducible streams per group
         boot = {"n_boot": n_boot, "level": level}
+        said = _said_intervals(items[mask], group_seed + 4, boot) if generated else {}
         summaries.append(
             GroupSummary(
                 group=name,
@@ -366,6 +458,7 @@ def summarize_study(
                     above[np.isfinite(above)], seed=group_seed + 3, **boot
                 ),
                 final_prob=float(items.final_prob[mask].mean()),
+                **said,
             )
         )
         depth_lists[name] = depths
@@ -375,6 +468,7 @@ def summarize_study(
     if len(present) >= 2:
         h, df, p = kruskal_wallis(*(depth_lists[c] for c in present))
         kruskal = KruskalTest(groups=tuple(present), h=h, df=df, p_value=p)
+    pairs = pun_literal_pairs(items)
     return StudySummary(
         model_name=study.model_name,
         lens=str(study.manifest["lens"]["name"]),
@@ -388,7 +482,84 @@ def summarize_study(
         kruskal=kruskal,
         trajectories=_trajectories(study, groups, seed, n_boot, level),
         decision_depths=depth_lists,
+        paired=_paired_tests(items, pairs, study.n_layers, seed + 15485863, n_boot, level),
     )
+
+
+def _said_intervals(items: pd.DataFrame, seed: int, boot: dict[str, Any]) -> dict[str, Interval]:
+    """What a group's items say when generated: share saying the target, decision depths."""
+    says = items.says_target.astype(float).to_numpy()
+    says = says[~np.isnan(says)]
+    found = {"says_target": bootstrap_interval(says, np.mean, seed=seed, **boot)}
+    for offset, name in enumerate(("said_depth_top1", "said_depth_stable"), start=1):
+        depths = items[name].astype(float).to_numpy()
+        found[name] = bootstrap_interval(depths[np.isfinite(depths)], seed=seed + offset, **boot)
+    return found
+
+
+def pun_literal_pairs(items: pd.DataFrame) -> list[tuple[int, int]]:
+    """Row positions ``(pun, literal)`` of the items linked by ``pair`` (either way round)
+    whose partner is in the study, in the order of the pun rows."""
+    if "pair" not in items:
+        return []
+    position = {item_id: index for index, item_id in enumerate(items.id)}
+    category = items.category.to_numpy()
+    found: set[tuple[int, int]] = set()
+    for index, partner in enumerate(items.pair):
+        other = position.get(partner) if isinstance(partner, str) else None
+        if other is None:
+            continue
+        kinds = (category[index], category[other])
+        if kinds == ("pun", "literal"):
+            found.add((index, other))
+        elif kinds == ("literal", "pun"):
+            found.add((other, index))
+    return sorted(found)
+
+
+def _paired_tests(
+    items: pd.DataFrame,
+    pairs: list[tuple[int, int]],
+    n_layers: int,
+    seed: int,
+    n_boot: int,
+    level: float,
+) -> list[PairedTest]:
+    if not pairs:
+        return []
+    puns, literals = (np.array(side) for side in zip(*pairs, strict=True))
+    # Decision layers as integers (never: one after the last), so that equal differences
+    # tie exactly; depth differences are layer differences / n_layers.
+    layers = items.first_layer_top1.astype(float).fillna(n_layers).to_numpy()
+    final = items.final_prob.astype(float).to_numpy()
+    tests = []
+    for offset, (metric, values, scale) in enumerate(
+        (("decision depth", layers, 1 / n_layers), ("final P(target)", final, 1.0))
+    ):
+        first, second = values[puns], values[literals]
+        w, p, rank_biserial = wilcoxon_signed_rank(first, second)
+        tests.append(
+            PairedTest(
+                metric=metric,
+                first="pun",
+                second="literal",
+                n_pairs=len(pairs),
+                n_first_higher=int((first > second).sum()),
+                n_second_higher=int((first < second).sum()),
+                n_tied=int((first == second).sum()),
+                w=w,
+                p_value=p,
+                rank_biserial=rank_biserial,
+                mean_difference=bootstrap_interval(
+                    (first - second) * scale,
+                    np.mean,
+                    n_boot=n_boot,
+                    seed=seed + offset,
+                    level=level,
+                ),
+            )
+        )
+    return tests
 
 
 def _rank_tests(depths: dict[str, np.ndarray]) -> list[RankTest]:

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -59,6 +59,9 @@ from ..lenses.files import (
 from ..residuals import layer_output
 from .corpus import tokenize_documents
 from .tuned import DTYPES, checkpoint_path_for
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 SKIP_FIRST = 16
 """Leading positions left out of the average (attention sinks)."""
@@ -131,7 +134,7 @@ class _Stop(Exception):
 
 
 def prompt_jacobians(
-    model: Any,
+    model: LensModel,
     input_ids: torch.Tensor,
     *,
     target_layer: int = -1,
@@ -139,7 +142,8 @@ def prompt_jacobians(
     dims_per_pass: int = 64,
     rows: range | None = None,
 ) -> torch.Tensor:
-    """Each prompt's Jacobian estimate: ``[batch, n_sources, len(rows), d]`` in float32.
+    """Each prompt's Jacobian estimate: ``[batch, n_sources, len(rows), d]`` in float32
+    (float64 for a float64 model).
 
     ``input_ids`` is ``[batch, seq_len]`` (equal lengths, no padding); sources are
     :func:`fitted_layers` (``EMBED``, then layers ``0 .. target - 1``). Row ``i`` of
@@ -191,7 +195,8 @@ def prompt_jacobians(
     batch, positions, d_model = output.shape
     n_valid = positions - skip_first
     rows = range(d_model) if rows is None else rows
-    jacobians = torch.empty(batch, len(sources), len(rows), d_model)
+    dtype = torch.promote_types(output.dtype, torch.float32)  # float64 models stay float64
+    jacobians = torch.empty(batch, len(sources), len(rows), d_model, dtype=dtype)
     passes = range(0, len(rows), dims_per_pass)
     for number, first in enumerate(passes):
         dims = torch.tensor(rows[first : first + dims_per_pass], device=output.device)
@@ -206,12 +211,12 @@ def prompt_jacobians(
             retain_graph=number < len(passes) - 1,
         )
         for slot, grad in enumerate(grads):
-            mean = grad[:, :, skip_first:].float().sum(2) / n_valid  # [dims, batch, d]
+            mean = grad[:, :, skip_first:].to(dtype).sum(2) / n_valid  # [dims, batch, d]
             jacobians[:, slot, first : first + len(dims)] = mean.transpose(0, 1).cpu()
     return jacobians
 
 
-def pack_texts(model: Any, texts: Sequence[str] | torch.Tensor, seq_len: int) -> torch.Tensor:
+def pack_texts(model: LensModel, texts: Sequence[str] | torch.Tensor, seq_len: int) -> torch.Tensor:
     """Token ids ``[n, seq_len]``: texts packed with EOS between documents, or ids as given."""
     if isinstance(texts, torch.Tensor):
         return texts
@@ -254,7 +259,7 @@ def _load_checkpoint(
 
 
 def fit_jacobian_lens(
-    model: Any,
+    model: LensModel,
     texts: Sequence[str] | torch.Tensor,
     config: JacobianFitConfig | None = None,
     *,
