@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from ..results import LensResult
 
 app = typer.Typer(
-    help="Look inside transformer language models layer by layer (logit, raw, tuned and Jacobian lenses)."
+    help="Look inside transformer language models layer by layer "
+    "(logit, raw, tuned and Jacobian lenses)."
     "\n\nExamples:\n\n"
     "  logitlens top 'The capital of France is'\n\n"
     "  logitlens track 'Why do electricians make good swimmers? Because they know the' "
