@@ -24,7 +24,7 @@ TARGET = " current"
 def main(out_dir: Path) -> list[Path]:
     model = logitlens.load_model()
     result = logitlens.analyze(
-        model, PUN, targets=TARGET, positions="all", metrics=["topk", "final_rank"]
+        model, PUN, targets=TARGET, positions="all", metrics=["topk", "target_rank", "final_rank"]
     )
     figures = {
         # A 135M model never makes " current" likely: a log scale shows its rise.

@@ -265,11 +265,11 @@ def test_compare_alternatives_from_the_file_and_the_option(cli, tiny, tmp_path):
 
 
 def test_tuned_train_device_auto_trains_and_saves(tiny, monkeypatch, tmp_path):
-    from logitlens.cli import tuned_commands
+    from logitlens.cli import common
 
     asked = []
     monkeypatch.setattr(
-        tuned_commands, "open_model", lambda model, remote, device: asked.append(device) or tiny
+        common, "open_model", lambda model, remote, device: asked.append(device) or tiny
     )
     out = tmp_path / "lens.safetensors"
     result = CliRunner().invoke(

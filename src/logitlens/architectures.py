@@ -98,7 +98,8 @@ def get_architecture(config_or_type: Any) -> Architecture:
             "naming its decoder layers, final norm and unembedding, e.g. "
             "logitlens.architectures.register(Architecture(model_types=("
             f"{model_type!r},), layers='model.layers', final_norm='model.norm', "
-            "unembed='lm_head'))."
+            "unembed='lm_head')), then check it with `logitlens doctor --model MODEL` "
+            "(logitlens.doctor.run_doctor)."
         ) from None
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,9 @@ from .lenses import EMBED, Lens, Unembedding, get_lens
 from .metrics import kl_divergence
 from .residuals import BULK_CHUNK_ROWS, chunk_plan, residual_stream
 from .training.corpus import tokenize_documents
+
+if TYPE_CHECKING:
+    from .loading import LensModel
 
 DEFAULT_CHUNK_ROWS = BULK_CHUNK_ROWS
 """Layer x position rows unembedded at once (:data:`logitlens.residuals.BULK_CHUNK_ROWS`)."""
@@ -122,7 +125,7 @@ def labelled_lenses(lenses: Sequence[str | Lens] | Mapping[str, str | Lens]) -> 
 
 
 def evaluate_lenses(
-    model: Any,
+    model: LensModel,
     lenses: Sequence[str | Lens] | Mapping[str, str | Lens],
     documents: Sequence[str] | torch.Tensor,
     *,
@@ -245,7 +248,7 @@ class PassAtK:
 
 
 def pass_at_k(
-    model: Any,
+    model: LensModel,
     lenses: Sequence[str | Lens] | Mapping[str, str | Lens],
     items: Sequence[Any],
     *,
@@ -344,7 +347,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def scoreboard(
-    model: Any,
+    model: LensModel,
     lenses: Sequence[str | Lens] | Mapping[str, str | Lens],
     documents: Sequence[str] | torch.Tensor,
     items: Sequence[Any] | None = None,

@@ -270,7 +270,7 @@ def _load_hf(
         kwargs["device_map"] = device_map
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    if device_map is None:
+    if device_map is None and device != "cpu":  # from_pretrained loads onto the CPU
         model = model.to(device)
     return model, tokenizer
 

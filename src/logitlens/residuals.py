@@ -19,6 +19,8 @@ from .options import EMBED
 if TYPE_CHECKING:
     import torch
 
+    from .loading import LensModel
+
 
 def layer_output(output: Any) -> Any:
     """The hidden states of a decoder layer's output.
@@ -29,7 +31,7 @@ def layer_output(output: Any) -> Any:
     return output[0] if isinstance(output, tuple) else output
 
 
-def residual_stream(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+def residual_stream(model: LensModel, input_ids: torch.Tensor) -> torch.Tensor:
     """Residuals ``[n_layers + 1, batch, seq, d]``: ``EMBED`` first, then each layer's output.
 
     Runs the plain module under ``no_grad``, with hooks, and stops after the last

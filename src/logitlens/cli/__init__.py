@@ -9,9 +9,11 @@ Ctrl-C prints "Interrupted" and what was kept, exit code 130.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer._click import exceptions as click_errors  # typer ships its own click
@@ -28,6 +30,7 @@ from . import tuned_commands  # noqa: F401  isort: skip
 from . import lens_commands  # noqa: F401  isort: skip
 from . import dataset_commands  # noqa: F401  isort: skip
 from . import generate_commands  # noqa: F401  isort: skip
+from . import doctor_commands  # noqa: F401  isort: skip
 
 
 @app.callback()
@@ -44,7 +47,20 @@ def _global_options(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``logitlens`` console script."""
+    # OpenMP's idle threads spin by default. Where runnable threads outnumber cores (a
+    # shared machine, a busy laptop, CI), every one of the few hundred small ops of a short
+    # forward pass then waits for a descheduled spinner: a warm `top` spent 1.6 s in its
+    # forward pass instead of 0.13 s (benchmarks/bench_cli.py). Sleeping threads give the
+    # same numbers; set OMP_WAIT_POLICY to choose otherwise. Read when torch loads, below.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     command = typer.main.get_command(app)
+    previous = signal.getsignal(signal.SIGINT)
+    watch = previous is signal.default_int_handler and threading.current_thread() is (
+        threading.main_thread()
+    )
+    if watch:
+        signal.signal(signal.SIGINT, _record_interrupt)
+    Session.interrupted = False
     try:
         code = command.main(args=argv, prog_name="logitlens", standalone_mode=False)
     except click_errors.NoArgsIsHelpError as error:
@@ -57,21 +73,42 @@ def main(argv: list[str] | None = None) -> None:
         _fail(error.format_message())
     except (typer.Abort, KeyboardInterrupt):
         code = 130
-    except LogitLensError as error:
-        _fail(str(error), error)
-    except OSError as error:  # a file the library did not expect to fail
-        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), error)
     except Exception as error:
-        _fail(
-            f"Unexpected {type(error).__name__}: {error}. This is a bug in logitlens: rerun "
-            "with --debug and report the traceback.",
-            error,
-            code=1,
-        )
+        if not Session.interrupted:
+            _report(error)
+        code = 130  # Ctrl-C turned into another error on its way up (see _record_interrupt)
+    finally:
+        if watch:
+            signal.signal(signal.SIGINT, previous)
     if code == 130:
         note(f"Interrupted. {Session.kept}")
         _forget_the_interrupt()
     sys.exit(code or 0)
+
+
+def _record_interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: remember it, then raise KeyboardInterrupt as Python does.
+
+    Some libraries turn the KeyboardInterrupt into another error on its way up (a
+    transformers lazy import that is interrupted raises "Could not import module ..."),
+    which must still end as an interrupt, not as a bug report.
+    """
+    Session.interrupted = True
+    signal.default_int_handler(signum, frame)
+
+
+def _report(error: Exception) -> None:
+    """One line for an error that ended a command (exit 2; 1 for a bug in logitlens)."""
+    if isinstance(error, LogitLensError):
+        _fail(str(error), error)
+    if isinstance(error, OSError):  # a file the library did not expect to fail
+        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), error)
+    _fail(
+        f"Unexpected {type(error).__name__}: {error}. This is a bug in logitlens: rerun "
+        "with --debug and report the traceback.",
+        error,
+        code=1,
+    )
 
 
 def _forget_the_interrupt() -> None:

@@ -6,7 +6,6 @@ the analysis come from :mod:`.common`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,7 +159,9 @@ def compare(
         check_results_path(out, inputs=[file] if file is not None else [])
     pairs = [(*split_pair(text), None) for text in pair or []]
     if file is not None:
-        pairs += read_pairs(file)
+        from ..studies.dataset import load_pairs
+
+        pairs += load_pairs(file)
     if not pairs:
         raise InputError(
             "Nothing to compare: give --pair 'PROMPT=> TARGET' (repeatable) or --file pairs.jsonl."
@@ -214,61 +215,6 @@ def split_pair(text: str) -> tuple[str, str | int]:
             "'Why do electricians make good swimmers? Because they know the=> current'."
         )
     return prompt, parse_target(target)
-
-
-def read_pairs(path: Path) -> list[tuple[str, str | int, str | int | None]]:
-    """Prompt/target(/alternative) of a JSONL file (UTF-8, with or without BOM), per line."""
-    from ..paths import check_regular_file
-
-    check_regular_file(path, "read")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
-            f"{error.start}): re-save it as UTF-8."
-        ) from None
-    except OSError as error:
-        raise InputError(f"Cannot read {path}: {error.strerror}.") from None
-    pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            pairs.append(_pair_of(json_line(line, path, number), f"{path}:{number}"))
-    if not pairs:
-        raise InputError(f"{path} holds no prompt/target pairs.")
-    return pairs
-
-
-def json_line(line: str, path: Path, number: int) -> Any:
-    """One JSON value of a JSONL file, or an error naming the line."""
-    try:
-        return json.loads(line)
-    except ValueError as error:
-        raise InputError(
-            f"{path}:{number} is not valid JSON ({error.msg} at column {error.colno}); "
-            'write one object per line, e.g. {"prompt": "The capital of France is", '
-            '"target": " Paris"}'
-        ) from None
-
-
-def _pair_of(record: Any, where: str) -> tuple[str, str | int, str | int | None]:
-    if not isinstance(record, dict):
-        raise InputError(f'{where} is not a JSON object: write {{"prompt": ..., "target": ...}}.')
-    for field in ("prompt", "target"):
-        if field not in record:
-            raise InputError(f"{where} has no {field!r} field (it has {sorted(record)}).")
-    prompt, target = record["prompt"], record["target"]
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError(f"{where}: 'prompt' must be non-empty text, got {prompt!r}.")
-    alternative = record.get("alternative")
-    for field, token in (("target", target), ("alternative", alternative)):
-        if field == "alternative" and token is None:
-            continue
-        if isinstance(token, bool) or not isinstance(token, (str, int)) or token == "":
-            raise InputError(
-                f'{where}: {field!r} must be text such as " current" or a token id, got {token!r}.'
-            )
-    return prompt, target, alternative
 
 
 @analysis_command(*LENS_OPTIONS, "k", "json_output")

@@ -26,6 +26,7 @@ from rich.console import Console
 from ..errors import InputError
 from ..metrics import REGISTRY
 from ..options import check_layers_spec, metric_names, position_items
+from ..training.config import BIBLE, MODEL_SAMPLES
 
 if TYPE_CHECKING:
     from ..lenses import Lens
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from ..results import LensResult
 
 app = typer.Typer(
-    help="Look inside transformer language models layer by layer (logit, raw and tuned lenses)."
+    help="Look inside transformer language models layer by layer "
+    "(logit, raw, tuned and Jacobian lenses)."
     "\n\nExamples:\n\n"
     "  logitlens top 'The capital of France is'\n\n"
     "  logitlens track 'Why do electricians make good swimmers? Because they know the' "
@@ -55,6 +57,7 @@ class Session:
 
     debug = False
     kept = "Nothing was written."
+    interrupted = False
 
 
 def keep(description: str) -> None:
@@ -129,6 +132,25 @@ DeviceOption = Annotated[
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")
+]
+
+# Options of the commands that read a corpus and make a lens file (tuned train, jlens fit,
+# lens eval, tuned eval).
+CorpusOption = Annotated[
+    str,
+    typer.Option(
+        "--corpus",
+        help=f"'{BIBLE}' (King James Bible, offline), '{MODEL_SAMPLES}' (text the model "
+        "writes, sized to --tokens), or a .txt / .jsonl file or a directory of them.",
+    ),
+]
+SeqLenOption = Annotated[int, typer.Option("--seq-len", min=2, help="Tokens per sequence.")]
+BatchOption = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")
+]
+LensOutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Lens file (.safetensors); default: user cache."),
 ]
 
 SHARED: dict[str, tuple[Any, Any]] = {
@@ -319,6 +341,23 @@ def open_model(
         if device == "auto":
             return load_model(model, remote=remote, device_map="auto", timeout=timeout)
         return load_model(model, remote=remote, device=device, timeout=timeout)
+
+
+def open_model_for_lens(
+    output: Path | None, model: str | None, device: str | None, kind: str, resumed: str
+) -> tuple[LensModel, Path]:
+    """For a command that makes a lens file: check that ``output`` and its checkpoint can be
+    written (before the model loads), open the model, and choose the default path (the
+    user cache) when ``output`` is ``None``. ``resumed`` names what a Ctrl-C keeps."""
+    from ..lenses.files import default_lens_path
+    from ..training.tuned import check_writable_output, checkpoint_path_for
+
+    if output is not None:
+        check_writable_output(Path(output).expanduser())
+    lens_model = open_model(model, False, device)
+    path = output or default_lens_path(lens_model, kind)
+    keep(f"The {resumed} so far is kept in {checkpoint_path_for(path)}; run again to resume.")
+    return lens_model, path
 
 
 def open_lens(request: Request, model: LensModel | None = None) -> Lens | None:

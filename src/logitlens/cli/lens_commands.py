@@ -15,15 +15,20 @@ import typer
 from ..errors import InputError
 from ..training.config import BIBLE
 from .common import (
+    BatchOption,
+    CorpusOption,
     DeviceOption,
     JsonOption,
+    LensOutputOption,
     ModelOption,
+    PlotOption,
+    SeqLenOption,
     app,
     cached_lens,
     check_picture_path,
     console,
-    keep,
     open_model,
+    open_model_for_lens,
     print_json,
     save_plot,
     say,
@@ -54,18 +59,6 @@ ItemsOption = Annotated[
 ]
 PassKOption = Annotated[str, typer.Option("--pass-k", help="k values for pass@k, e.g. 1,10.")]
 TokensOption = Annotated[int, typer.Option("--tokens", min=1, help="Held-out tokens to score.")]
-SeqLenOption = Annotated[int, typer.Option("--seq-len", min=2, help="Tokens per sequence.")]
-BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward.")]
-CorpusOption = Annotated[
-    str,
-    typer.Option(
-        "--corpus",
-        help="'bible' (offline), 'model-samples', or a .txt / .jsonl file or folder.",
-    ),
-]
-PlotOption = Annotated[
-    Path | None, typer.Option("--plot", help="Save a picture (.png, .svg or .pdf).")
-]
 
 
 def load_lens_files(specs: list[str]) -> dict[str, Lens]:
@@ -262,10 +255,7 @@ def import_command(
 
 @jlens_app.command("fit")
 def fit(
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Lens file (.safetensors); default: user cache."),
-    ] = None,
+    output: LensOutputOption = None,
     model: ModelOption = None,
     corpus: CorpusOption = BIBLE,
     n_texts: Annotated[int, typer.Option("--n-texts", min=1, help="Sequences to average.")] = 100,
@@ -289,7 +279,6 @@ def fit(
     ] = True,
 ):
     """Fit a Jacobian lens (average d h_final / d h_l) on the training split of a corpus."""
-    from ..lenses.files import default_lens_path
     from ..training.corpus import load_documents, split_documents
     from ..training.jacobian import JacobianFitConfig, fit_jacobian_lens
 
@@ -305,9 +294,7 @@ def fit(
     )
     config.validate()
     train, _ = split_documents(load_documents(corpus))
-    lens_model = open_model(model, False, device)
-    path = output or default_lens_path(lens_model, "jacobian")
-    keep(f"The fit so far is kept in {path}.checkpoint; run the same command to resume.")
+    lens_model, path = open_model_for_lens(output, model, device, "jacobian", "fit")
     lens = fit_jacobian_lens(
         lens_model, train, config, output=path, resume=resume, info={"corpus": corpus}
     )

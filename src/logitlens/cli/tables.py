@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
-from ..generation import GenerationResult
-from ..loading import ModelInfo
-from ..results import LensResult, TargetSummary
+if TYPE_CHECKING:
+    from ..generation import GenerationResult
+    from ..loading import ModelInfo
+    from ..results import LensResult, TargetSummary
 
 
 def format_prob(prob: float) -> str:

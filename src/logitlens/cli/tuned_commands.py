@@ -9,13 +9,16 @@ import typer
 
 from ..training.config import BIBLE, DTYPE_NAMES, MODEL_SAMPLES, SCHEDULES, TrainingConfig
 from .common import (
+    BatchOption,
+    CorpusOption,
     DeviceOption,
     JsonOption,
+    LensOutputOption,
     ModelOption,
+    SeqLenOption,
     app,
     err_console,
-    keep,
-    open_model,
+    open_model_for_lens,
     say,
 )
 
@@ -27,26 +30,10 @@ app.add_typer(tuned_app, name="tuned")
 
 _DEFAULTS = TrainingConfig()
 
-CorpusOption = Annotated[
-    str,
-    typer.Option(
-        "--corpus",
-        help=f"'{BIBLE}' (King James Bible, offline), '{MODEL_SAMPLES}' (text the model "
-        "writes, sized to --tokens), or a .txt / .jsonl file or a directory of them.",
-    ),
-]
-SeqLenOption = Annotated[int, typer.Option("--seq-len", min=2, help="Tokens per sequence.")]
-BatchOption = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")
-]
-
 
 @tuned_app.command()
 def train(
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Lens file (.safetensors); default: user cache."),
-    ] = None,
+    output: LensOutputOption = None,
     model: ModelOption = None,
     corpus: CorpusOption = BIBLE,
     tokens: Annotated[
@@ -85,9 +72,7 @@ def train(
 
     Example: logitlens tuned train --tokens 16384 -o lens.safetensors
     """
-    from ..lenses.files import default_lens_path
     from ..training import train_tuned_lens
-    from ..training.tuned import check_writable_output, checkpoint_path_for
 
     config = TrainingConfig(
         corpus=corpus,
@@ -104,11 +89,7 @@ def train(
         checkpoint_every=checkpoint_every,
     )
     config.validate()
-    if output is not None:
-        check_writable_output(Path(output).expanduser())
-    lens_model = open_model(model, False, device)
-    path = output or default_lens_path(lens_model)
-    keep(f"The checkpoint {checkpoint_path_for(path)} is kept; run again to resume.")
+    lens_model, path = open_model_for_lens(output, model, device, "tuned", "training")
     if corpus == MODEL_SAMPLES:
         err_console.print("Sampling text from the model...")
     lens = train_tuned_lens(lens_model, path, config, resume=resume)

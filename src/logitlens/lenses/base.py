@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from ..architectures import Architecture, resolve
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 EMBED = -1
 """Layer index used for the embedding output (the residual stream entering layer 0)."""
@@ -46,7 +49,10 @@ class Unembedding:
         """Project normed hidden states ``[..., d]`` to logits ``[..., vocab]``."""
         for module in self.pre_unembed:
             hidden = module(hidden)
-        logits = self.unembed(hidden)
+        return self.cap(self.unembed(hidden))
+
+    def cap(self, logits: torch.Tensor) -> torch.Tensor:
+        """The final logit soft-cap (Gemma 2/3: ``cap * tanh(logits / cap)``), if any."""
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -93,7 +99,7 @@ class Lens(ABC):
             digest.update(data.view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
-    def check_model(self, model: Any) -> None:  # noqa: B027 - optional hook
+    def check_model(self, model: LensModel) -> None:  # noqa: B027 - optional hook
         """Raise if this lens cannot be used with ``model`` (default: any model)."""
 
     def to_json(self) -> dict[str, Any]:

@@ -13,13 +13,16 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..architectures import resolve
 from ..errors import LensFileError
 from ..paths import atomic_output, cache_dir, write_error
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 
 def _weight_digest(tensors: Sequence[torch.Tensor]) -> str:
@@ -46,7 +49,7 @@ def _cached_digest(module: torch.nn.Module, tensors: list[torch.Tensor]) -> str:
     return cached[1]
 
 
-def model_fingerprint(model: Any) -> dict[str, Any]:
+def model_fingerprint(model: LensModel) -> dict[str, Any]:
     """What identifies the model a lens was trained for.
 
     ``weights_sha256`` is ``None`` for a remote model, whose weights are not here;
@@ -80,7 +83,7 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
     )
 
 
-def default_lens_path(model: Any, kind: str = "tuned") -> Path:
+def default_lens_path(model: LensModel, kind: str = "tuned") -> Path:
     """Where ``logitlens tuned train`` (``jlens fit``: ``kind="jacobian"``) puts a
     model's lens unless told otherwise."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)

@@ -32,7 +32,7 @@ import hashlib
 import json
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from ..errors import LensFileError
 from .files import describe_fingerprint, model_fingerprint
 from .jacobian import JacobianLens
 from .tuned import TunedLens
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 TUNED_LENS_HUB = "AlignmentResearch/tuned-lens"
 """Hugging Face *space* with pretrained tuned lenses under ``lens/<model>/``."""
@@ -66,7 +69,7 @@ def safe_torch_load(path: Path) -> Any:
         raise LensFileError(f"{path} is not a readable PyTorch file ({error}).") from None
 
 
-def unembedding_hash(model: Any) -> str:
+def unembedding_hash(model: LensModel) -> str:
     """The tuned-lens project's hash of the unembedding matrix (its ``unembed_hash``)."""
     weight = resolve(model.module, model.architecture.unembed).weight
     array = weight.detach().float().cpu().numpy()
@@ -88,7 +91,7 @@ def _fetch_from_hub(source: str) -> Path:
     return Path(hf_hub_download(JACOBIAN_LENS_HUB, name))
 
 
-def import_lens(source: str | Path, model: Any, *, check_hash: bool = True) -> TunedLens:
+def import_lens(source: str | Path, model: LensModel, *, check_hash: bool = True) -> TunedLens:
     """A logitlens lens from a tuned-lens folder, a Jacobian-lens ``.pt`` or a hub id.
 
     Args:
@@ -115,7 +118,7 @@ def import_lens(source: str | Path, model: Any, *, check_hash: bool = True) -> T
     )
 
 
-def _import_tuned_lens(folder: Path, model: Any, check_hash: bool) -> TunedLens:
+def _import_tuned_lens(folder: Path, model: LensModel, check_hash: bool) -> TunedLens:
     config_file, params_file = folder / "config.json", folder / "params.pt"
     if not config_file.is_file() or not params_file.is_file():
         raise LensFileError(
@@ -175,7 +178,7 @@ def _import_tuned_lens(folder: Path, model: Any, check_hash: bool) -> TunedLens:
     return TunedLens(weight, bias, fingerprint, info=info)
 
 
-def _import_jacobian_lens(path: Path, model: Any) -> JacobianLens:
+def _import_jacobian_lens(path: Path, model: LensModel) -> JacobianLens:
     saved = safe_torch_load(path)
     if not isinstance(saved, dict) or not isinstance(saved.get("J"), dict):
         keys = sorted(map(str, saved)) if isinstance(saved, dict) else type(saved).__name__

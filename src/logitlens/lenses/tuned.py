@@ -22,13 +22,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from ..errors import LensFileError
 from .base import Lens, Unembedding
 from .files import describe_fingerprint, model_fingerprint, read_safetensors, write_safetensors
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 FORMAT = "logitlens-tuned-lens"
 """The file format of every lens made of per-layer translators (tuned, Jacobian, imported);
@@ -74,7 +77,7 @@ class TunedLens(Lens):
         self.path = path
 
     @classmethod
-    def identity(cls, model: Any, dtype: torch.dtype = torch.float32) -> TunedLens:
+    def identity(cls, model: LensModel, dtype: torch.dtype = torch.float32) -> TunedLens:
         """An untrained lens for ``model``: every translator zero (equals the logit lens)."""
         fingerprint = model_fingerprint(model)
         slots, d_model = fingerprint["n_layers"] + 1, fingerprint["d_model"]
@@ -107,7 +110,7 @@ class TunedLens(Lens):
     ) -> torch.Tensor:
         return unembedding.logits(unembedding.norm(self.translate(hidden, layers)))
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: LensModel) -> None:
         """Refuse a model other than the one this lens was trained for, naming both."""
         theirs = model_fingerprint(model)
         keys = ["model_type", "n_layers", "d_model", "vocab_size"]

@@ -83,6 +83,20 @@ def _layer_axis(ax: Axes, result: LensResult) -> None:
     ax.set_xlabel("Layer")
 
 
+def _finish_trajectory(
+    fig: Figure, ax: Axes, result: LensResult, log: bool, target_text: str, title: str
+) -> Figure:
+    """The furniture of a target-probability-by-layer picture: axes, labels, legend."""
+    _layer_axis(ax, result)
+    _probability_axis(ax, log)
+    ax.set_ylabel(f'P("{target_text}")')
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # ----- saving ---------------------------------------------------------------------------
 
 
@@ -134,17 +148,15 @@ def plot_trajectory(
         ax.plot([], [], " ", label="never top-1")
     above = "never" if summary.first_layer_above is None else f"layer {summary.first_layer_above}"
     ax.plot([], [], " ", label=f"first above {threshold}: {above}")
-    _layer_axis(ax, result)
-    _probability_axis(ax, log)
-    ax.set_ylabel(f'P("{_plain(target_text)}")')
-    ax.set_title(
+    return _finish_trajectory(
+        fig,
+        ax,
+        result,
+        log,
+        _plain(target_text),
         f'{result.lens} lens on {result.model_name}: when does "{_plain(target_text)}" '
-        f"emerge?\n{_quoted(summary.prompt)}"
+        f"emerge?\n{_quoted(summary.prompt)}",
     )
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def plot_comparison(
@@ -230,18 +242,16 @@ def plot_lenses(
             label=f"{name} lens",
         )
     ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold}")
-    _layer_axis(ax, first)
-    _probability_axis(ax, log)
     shown = _plain(token_label(target_text))
-    ax.set_ylabel(f'P("{shown}")')
-    ax.set_title(
+    return _finish_trajectory(
+        fig,
+        ax,
+        first,
+        log,
+        shown,
         f'Lens comparison ({", ".join(named)}): P("{shown}") on {first.model_name}\n'
-        f"{_quoted(prompt_text)}"
+        f"{_quoted(prompt_text)}",
     )
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 # ----- layer x position pictures --------------------------------------------------------

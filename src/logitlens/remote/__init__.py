@@ -8,13 +8,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .backend import DEFAULT_TIMEOUT, NdifBackend, Progress
 from .hosting import HostedModel, build_remote_model, check_hosted, hosted_models
 
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
-def trace_backend(model: Any, timeout: float | None = None) -> NdifBackend | None:
+
+def trace_backend(model: LensModel, timeout: float | None = None) -> NdifBackend | None:
     """The backend for one trace of ``model`` (a LensModel): NDIF's when remote, else None."""
     if model.remote is not True:
         return None

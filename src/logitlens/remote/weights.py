@@ -20,18 +20,21 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..architectures import resolve
 from ..errors import ModelLoadError
 
+if TYPE_CHECKING:
+    from ..loading import LensModel
+
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
 
-def unembedding_root(model: Any) -> torch.nn.Module:
+def unembedding_root(model: LensModel) -> torch.nn.Module:
     """A CPU module tree of ``model`` (a remote LensModel) whose final norm and head hold
     the real weights; every other module stays on the meta device.
 

@@ -281,19 +281,94 @@ def check_single_tokens(
     Words are tokenized as the lens does it: alone, without special tokens, leading
     space included. ``name`` labels the report (default: the tokenizer's own path).
     """
+    words = [
+        (item.id, field_name, text)
+        for item in items
+        for field_name in ("target", "alternative")
+        if (text := getattr(item, field_name)) is not None
+    ]
+    return check_words(words, tokenizer, name, len(items))
+
+
+def check_words(
+    words: Sequence[tuple[str, str, str]],
+    tokenizer: Any,
+    name: str | None = None,
+    n_items: int | None = None,
+) -> TokenReport:
+    """:func:`check_single_tokens` on ``(item id, field, word)`` triples from any file."""
     multi_token = []
-    n_words = 0
-    for item in items:
-        for field_name in ("target", "alternative"):
-            text = getattr(item, field_name)
-            if text is None:
-                continue
-            n_words += 1
-            ids = tokenizer.encode(text, add_special_tokens=False)
-            if len(ids) != 1:
-                pieces = tuple(tokenizer.decode([i]) for i in ids)
-                multi_token.append(MultiTokenWord(item.id, field_name, text, pieces))
+    for item_id, field_name, text in words:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            pieces = tuple(tokenizer.decode([i]) for i in ids)
+            multi_token.append(MultiTokenWord(item_id, field_name, text, pieces))
     name = name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
     return TokenReport(
-        tokenizer=str(name), n_items=len(items), n_words=n_words, multi_token=multi_token
+        tokenizer=str(name),
+        n_items=len({item_id for item_id, _, _ in words}) if n_items is None else n_items,
+        n_words=len(words),
+        multi_token=multi_token,
     )
+
+
+def load_pairs(path: str | Path) -> list[tuple[str, str | int, str | int | None]]:
+    """Prompt, target and alternative of each line of a ``compare`` JSONL file.
+
+    One ``{"prompt": "...", "target": " word"}`` object per line (UTF-8, with or without
+    BOM), with an optional ``"alternative"``; a word may be a token id. Every problem is an
+    :class:`~logitlens.errors.InputError` naming the line.
+    """
+    from ..paths import check_regular_file
+
+    path = Path(path).expanduser()
+    check_regular_file(path, "read")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}): re-save it as UTF-8."
+        ) from None
+    except OSError as error:
+        raise InputError(f"Cannot read {path}: {error.strerror}.") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            pairs.append(_pair_of(_json_line(line, path, number), f"{path}:{number}"))
+    if not pairs:
+        raise InputError(f"{path} holds no prompt/target pairs.")
+    return pairs
+
+
+def _json_line(line: str, path: Path, number: int) -> Any:
+    """One JSON value of a JSONL file, or an error naming the line."""
+    try:
+        return json.loads(line)
+    except ValueError as error:
+        raise InputError(
+            f"{path}:{number} is not valid JSON ({error.msg} at column {error.colno}); "
+            'write one object per line, e.g. {"prompt": "The capital of France is", '
+            '"target": " Paris"}'
+        ) from None
+
+
+def _pair_of(record: Any, where: str) -> tuple[str, str | int, str | int | None]:
+    if not isinstance(record, dict):
+        raise InputError(f'{where} is not a JSON object: write {{"prompt": ..., "target": ...}}.')
+    for field_name in ("prompt", "target"):
+        if field_name not in record:
+            raise InputError(f"{where} has no {field_name!r} field (it has {sorted(record)}).")
+    prompt, target = record["prompt"], record["target"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError(f"{where}: 'prompt' must be non-empty text, got {prompt!r}.")
+    alternative = record.get("alternative")
+    for field_name, token in (("target", target), ("alternative", alternative)):
+        if field_name == "alternative" and token is None:
+            continue
+        if isinstance(token, bool) or not isinstance(token, (str, int)) or token == "":
+            raise InputError(
+                f'{where}: {field_name!r} must be text such as " current" or a token id, '
+                f"got {token!r}."
+            )
+    return prompt, target, alternative

@@ -22,13 +22,16 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import InputError
 from ..paths import package_file
 from .config import BIBLE, MODEL_SAMPLES
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 SAMPLE_LENGTH = 128
 """Tokens per sampled document."""
@@ -97,7 +100,7 @@ def _file_documents(path: Path) -> list[str]:
 def load_documents(
     source: str | Path | Sequence[str] = BIBLE,
     *,
-    model: Any = None,
+    model: LensModel | None = None,
     tokens: int | None = None,
     seed: int = 0,
 ) -> list[str]:
@@ -146,7 +149,7 @@ def load_documents(
 
 
 def sample_documents(
-    model: Any, n_documents: int = 64, length: int = 128, seed: int = 0
+    model: LensModel, n_documents: int = 64, length: int = 128, seed: int = 0
 ) -> list[str]:
     """Text sampled from the model itself (temperature 1), starting from its BOS token.
 

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -64,6 +64,9 @@ from ..lenses.files import (
 from ..residuals import layer_output
 from .corpus import tokenize_documents
 from .tuned import DTYPES, checkpoint_path_for
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 SKIP_FIRST = 16
 """Leading positions left out of the average (attention sinks)."""
@@ -168,7 +171,7 @@ def _prefix_cache(module: torch.nn.Module, prefix_ids: torch.Tensor) -> dict[str
 
 
 def prompt_jacobians(
-    model: Any,
+    model: LensModel,
     input_ids: torch.Tensor,
     *,
     target_layer: int = -1,
@@ -262,7 +265,7 @@ def _backward_rows(
     return jacobians
 
 
-def pack_texts(model: Any, texts: Sequence[str] | torch.Tensor, seq_len: int) -> torch.Tensor:
+def pack_texts(model: LensModel, texts: Sequence[str] | torch.Tensor, seq_len: int) -> torch.Tensor:
     """Token ids ``[n, seq_len]``: texts packed with EOS between documents, or ids as given."""
     if isinstance(texts, torch.Tensor):
         return texts
@@ -305,7 +308,7 @@ def _load_checkpoint(
 
 
 def fit_jacobian_lens(
-    model: Any,
+    model: LensModel,
     texts: Sequence[str] | torch.Tensor,
     config: JacobianFitConfig | None = None,
     *,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from ..paths import check_output_path, directory_write_problem, write_error
 from ..residuals import chunk_plan, residual_stream
 from .config import DTYPE_NAMES, TrainingConfig
 from .corpus import batch_order, load_documents, split_documents, tokenize_documents
+
+if TYPE_CHECKING:
+    from ..loading import LensModel
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
@@ -128,7 +131,7 @@ def check_writable_output(output: Path) -> None:
         raise write_error(output, problem)
 
 
-def _prepare_model(model: Any, config: TrainingConfig) -> None:
+def _prepare_model(model: LensModel, config: TrainingConfig) -> None:
     device = None if config.device == "auto" else config.device  # placed when loaded
     if device is not None or config.dtype is not None:
         model.module.to(device=device, dtype=DTYPES[config.dtype] if config.dtype else None)
@@ -164,7 +167,7 @@ def lens_loss(
 
 
 def train_tuned_lens(
-    model: Any,
+    model: LensModel,
     output: str | Path,
     config: TrainingConfig | None = None,
     *,
