@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import reference
 import torch
+from lens_checks import PROMPTS, assert_same_arrays, run_every_metric
 from tiny_models import TINY_MODEL_TYPES, tiny_model
 
 import logitlens
@@ -24,8 +25,6 @@ from logitlens.training.jacobian import (
     prompt_jacobians,
 )
 
-PROMPTS = ["Why do electricians make good swimmers? Because they know the", "The river bank"]
-METRICS = ["topk", "target", "entropy", "kl", "final_rank"]
 FAMILIES = ["llama", "gpt2", "gemma2", "falcon", "bloom", "qwen3_moe", "opt-350m-like", "phi"]
 
 
@@ -168,28 +167,12 @@ def _random_jacobian_lens(model, seed=0, scale=0.05) -> JacobianLens:
     return JacobianLens.from_jacobians(torch.eye(d_model) + noise, fingerprint)
 
 
-def _run(model, lens, prompts=PROMPTS, **kwargs):
-    return logitlens.analyze(
-        model,
-        prompts,
-        lens=lens,
-        metrics=METRICS,
-        targets=" current",
-        positions="all",
-        include_embed=True,
-        **kwargs,
-    )
-
-
-def _assert_same(first, second):
-    for name in ("top_ids", "top_probs", "target_prob", "target_rank", "entropy", "kl"):
-        np.testing.assert_array_equal(getattr(first, name), getattr(second, name), err_msg=name)
-
-
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
 def test_identity_jacobian_lens_is_exactly_the_logit_lens(wrap_tiny, model_type):
     model = wrap_tiny(model_type)
-    _assert_same(_run(model, JacobianLens.identity(model)), _run(model, "logit"))
+    assert_same_arrays(
+        run_every_metric(model, JacobianLens.identity(model)), run_every_metric(model, "logit")
+    )
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3", "opt-350m-like", "falcon"])
@@ -198,13 +181,13 @@ def test_jacobian_lens_locally_remotely_and_batched(wrap_tiny, model_type):
     local = logitlens.load_model(hf_model, tokenizer=tokenizer)
     remote = logitlens.load_model(hf_model, tokenizer=tokenizer, remote="local")
     lens = _random_jacobian_lens(local)
-    local_result = _run(local, lens)
-    assert not np.array_equal(local_result.top_probs, _run(local, "logit").top_probs)
-    remote_result = _run(remote, lens)
+    local_result = run_every_metric(local, lens)
+    assert not np.array_equal(local_result.top_probs, run_every_metric(local, "logit").top_probs)
+    remote_result = run_every_metric(remote, lens)
     np.testing.assert_allclose(remote_result.top_probs, local_result.top_probs, atol=1e-6)
     np.testing.assert_array_equal(remote_result.top_ids, local_result.top_ids)
     for index, prompt in enumerate(PROMPTS):
-        alone = _run(local, lens, prompts=[prompt])
+        alone = run_every_metric(local, lens, prompts=[prompt])
         length = len(alone.token_ids[0])
         np.testing.assert_allclose(
             alone.top_probs[0], local_result.top_probs[index][:, :length], atol=1e-5
@@ -234,7 +217,9 @@ def test_files_say_their_kind(wrap_tiny, tmp_path):
     assert isinstance(loaded, JacobianLens) and loaded.n_prompts == 7
     assert torch.equal(loaded.weight, jacobian.weight)
     assert isinstance(load_lens(str(path)), JacobianLens)
-    _assert_same(_run(model, "jacobian", tuned_path=str(path)), _run(model, jacobian))
+    assert_same_arrays(
+        run_every_metric(model, "jacobian", tuned_path=str(path)), run_every_metric(model, jacobian)
+    )
     tuned = TunedLens.identity(model)
     tuned_path = tuned.save(tmp_path / "t.safetensors")
     assert type(load_lens(str(tuned_path))) is TunedLens
@@ -346,9 +331,9 @@ def _jacobian_rows_by_hooks(hf_model, ids, rows, skip_first):
 def test_bundled_identity_jlens_and_a_small_fit(bundled):
     """On SmolLM2-135M: the identity J-lens is the logit lens, and two rows of a short
     fit (cache, vmap, eager attention) equal plain per-row backward passes (no cache, SDPA)."""
-    _assert_same(
-        _run(bundled, JacobianLens.identity(bundled), prompts=[PROMPTS[0]]),
-        _run(bundled, "logit", prompts=[PROMPTS[0]]),
+    assert_same_arrays(
+        run_every_metric(bundled, JacobianLens.identity(bundled), prompts=[PROMPTS[0]]),
+        run_every_metric(bundled, "logit", prompts=[PROMPTS[0]]),
     )
     ids = bundled.tokenizer(PROMPTS[0], return_tensors="pt").input_ids[:, :14]
     rows = range(299, 301)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from lens_checks import METRICS, assert_same_arrays, run_every_metric
 from tiny_models import TINY_MODEL_TYPES, tiny_model
 
 import logitlens
@@ -14,9 +15,6 @@ from logitlens.errors import InputError, LensFileError
 from logitlens.lenses import TunedLens, get_lens
 from logitlens.lenses.files import model_fingerprint, write_safetensors
 from logitlens.lenses.tuned import CONFIG_KEY
-
-PROMPTS = ["Why do electricians make good swimmers? Because they know the", "The river bank"]
-METRICS = ["topk", "target", "target_rank", "entropy", "kl", "final_rank"]
 
 
 def _random_lens(model, seed=0, scale=0.05) -> TunedLens:
@@ -27,28 +25,12 @@ def _random_lens(model, seed=0, scale=0.05) -> TunedLens:
     return lens
 
 
-def _run(model, lens, **kwargs):
-    return logitlens.analyze(
-        model,
-        PROMPTS,
-        lens=lens,
-        metrics=METRICS,
-        targets=" current",
-        positions="all",
-        include_embed=True,
-        **kwargs,
-    )
-
-
-def _assert_same(first, second):
-    for name in ("top_ids", "top_probs", "target_prob", "target_rank", "entropy", "kl"):
-        np.testing.assert_array_equal(getattr(first, name), getattr(second, name), err_msg=name)
-
-
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
 def test_identity_lens_is_exactly_the_logit_lens(wrap_tiny, model_type):
     model = wrap_tiny(model_type)
-    _assert_same(_run(model, TunedLens.identity(model)), _run(model, "logit"))
+    assert_same_arrays(
+        run_every_metric(model, TunedLens.identity(model)), run_every_metric(model, "logit")
+    )
 
 
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
@@ -58,8 +40,8 @@ def test_translators_travel_with_a_remote_request(wrap_tiny, model_type):
     local = logitlens.load_model(hf_model, tokenizer=tokenizer)
     remote = logitlens.load_model(hf_model, tokenizer=tokenizer, remote="local")
     lens = _random_lens(local)
-    local_result, remote_result = _run(local, lens), _run(remote, lens)
-    assert not np.array_equal(local_result.top_probs, _run(local, "logit").top_probs)
+    local_result, remote_result = run_every_metric(local, lens), run_every_metric(remote, lens)
+    assert not np.array_equal(local_result.top_probs, run_every_metric(local, "logit").top_probs)
     np.testing.assert_allclose(remote_result.top_probs, local_result.top_probs, atol=1e-6)
     np.testing.assert_array_equal(remote_result.top_ids, local_result.top_ids)
 
@@ -93,8 +75,10 @@ def test_save_and_load_is_bit_identical(wrap_tiny, tmp_path):
     loaded = get_lens("tuned", str(path))
     assert isinstance(loaded, TunedLens) and loaded.info == {"note": "test"}
     assert torch.equal(loaded.weight, lens.weight) and torch.equal(loaded.bias, lens.bias)
-    _assert_same(_run(model, loaded), _run(model, lens))
-    _assert_same(_run(model, "tuned", tuned_path=str(path)), _run(model, lens))
+    assert_same_arrays(run_every_metric(model, loaded), run_every_metric(model, lens))
+    assert_same_arrays(
+        run_every_metric(model, "tuned", tuned_path=str(path)), run_every_metric(model, lens)
+    )
     assert list(tmp_path.iterdir()) == [path]  # no temporary files left behind
     assert path.read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
 
@@ -162,7 +146,7 @@ def test_bundled_identity_lens_and_refusal(bundled, wrap_tiny, tmp_path):
     assert identity.weight.shape == (31, 576, 576)
     first = logitlens.analyze(bundled, PUN, lens=identity, targets=" current", metrics=METRICS)
     second = logitlens.analyze(bundled, PUN, lens="logit", targets=" current", metrics=METRICS)
-    _assert_same(first, second)
+    assert_same_arrays(first, second)
     tiny_lens = TunedLens.identity(wrap_tiny("llama")).save(tmp_path / "tiny.safetensors")
     with pytest.raises(LensFileError, match="not for 'SmolLM2-135M-Instruct'"):
         logitlens.analyze(bundled, PUN, lens="tuned", tuned_path=str(tiny_lens))
