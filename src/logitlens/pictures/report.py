@@ -35,8 +35,8 @@ _TOP1 = "top_probs"
 _PICTURE_KEYS = ("label", "scale", "high_is_good")
 
 
-def _asset(name: str) -> str:
-    """A file of the page (``report.html``, ``.css``, ``.js``), shipped as package data."""
+def asset(name: str) -> str:
+    """A file of a report page (``report.html``, ``study_report.css``, ...): package data."""
     return resources.files(__package__).joinpath("assets", name).read_text(encoding="utf-8")
 
 
@@ -116,10 +116,10 @@ def render_report(
     # "<" escaped so that no token text can close the script element.
     data = data.replace("<", "\\u003c")
     return (
-        _asset("report.html")
+        asset("report.html")
         .replace("__TITLE__", html.escape(title))
-        .replace("__CSS__", _asset("report.css"))
-        .replace("__SCRIPT__", _asset("report.js"))
+        .replace("__CSS__", asset("report.css"))
+        .replace("__SCRIPT__", asset("report.js"))
         .replace("__DATA__", data)
     )
 
