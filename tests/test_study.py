@@ -158,6 +158,22 @@ def test_refuses_other_setup_naming_it(tiny, tmp_path):
         run_study(other, items, out_dir=tmp_path / "s", batch_size=4)
 
 
+def test_refuses_a_lens_with_other_weights(tiny, tmp_path):
+    from logitlens.lenses import TunedLens
+
+    items = make_items(4)
+    first = TunedLens.identity(tiny)
+    run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=first, progress=False)
+    retrained = TunedLens.identity(tiny)
+    retrained.bias[1] += 0.5
+    with pytest.raises(InputError, match=r"lens 'tuned' -> 'tuned' \(different weights\)"):
+        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=retrained)
+    resumed = run_study(
+        tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=TunedLens.identity(tiny)
+    )
+    assert resumed.complete
+
+
 def test_bad_inputs(tiny, tmp_path):
     items = make_items(3)
     with pytest.raises(InputError, match="twice"):

@@ -39,7 +39,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from tqdm.auto import tqdm
 
 from ..analysis import analyze
@@ -237,14 +236,8 @@ def _item_record(item: StudyItem) -> dict[str, Any]:
 
 
 def lens_hash(lens: Lens) -> str:
-    """sha256 of the lens's name and, for a lens with weights, every weight tensor."""
-    digest = hashlib.sha256(lens.name.encode())
-    parameters = getattr(lens, "parameters", None)
-    for tensor in parameters() if callable(parameters) else []:
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    """sha256 of the lens's name and, for a lens with weights, its weights' hash."""
+    return _sha256_json([lens.name, lens.content_hash()])
 
 
 def _manifest(
