@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jsontext
 from ..errors import InputError
 from ..metrics import PICTURES
 from ..paths import REPORT_SUFFIXES, check_output_path, write_text_atomic
@@ -112,7 +112,7 @@ def render_report(
     results: LensResult | Sequence[LensResult], title: str = "logitlens report"
 ) -> str:
     """The report page as one HTML string (data, CSS and JavaScript inline)."""
-    data = json.dumps(report_data(results), ensure_ascii=False, separators=(",", ":"))
+    data = jsontext.dumps(report_data(results), ensure_ascii=False, separators=(",", ":"))
     # "<" escaped so that no token text can close the script element.
     data = data.replace("<", "\\u003c")
     return (

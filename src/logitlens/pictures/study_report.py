@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import html
 import io
-import json
 from pathlib import Path
 
 from matplotlib import pyplot as plt
 
+from .. import jsontext
 from ..paths import REPORT_SUFFIXES, check_output_path, write_text_atomic
 from ..studies.stats import StudySummary
 from .plots import plot_decision_depths, plot_study_trajectories
@@ -34,7 +34,7 @@ def _svg(figure) -> str:
 def render_study_report(summary: StudySummary, title: str | None = None) -> str:
     """The report page as one HTML string (data, CSS, JavaScript and SVG inline)."""
     title = title or f"logitlens study: {summary.model_name}"
-    data = json.dumps(summary.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    data = jsontext.dumps(summary.to_dict(), ensure_ascii=False, separators=(",", ":"))
     data = data.replace("<", "\\u003c")  # no text can close the script element
     figures = [
         ("Mean trajectories per group", plot_study_trajectories(summary)),

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..options import check_limit
 from .run import StudyResult
 
 TESTED_CATEGORIES = ("pun", "literal", "fact")
@@ -267,6 +268,7 @@ def bootstrap_interval(
     ``statistic`` must accept ``axis=-1`` (NumPy reductions do). The same ``seed`` gives
     the same interval.
     """
+    n_boot, seed = check_limit(n_boot, "n_boot"), check_limit(seed, "seed")
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return Interval(math.nan, math.nan, math.nan)
@@ -426,6 +428,7 @@ def summarize_study(
     study: StudyResult, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95
 ) -> StudySummary:
     """Per group: shares and median depths with bootstrap intervals; rank tests; trajectories."""
+    n_boot, seed = check_limit(n_boot, "n_boot"), check_limit(seed, "seed")
     items = study.items
     if items.empty:
         raise InputError(
@@ -639,4 +642,6 @@ def compare_studies(
     """Summaries of several studies, for a table and a plot on normalised depth."""
     if len(studies) < 1:
         raise InputError("Give at least one study directory to compare.")
+    check_limit(n_boot, "n_boot")
+    check_limit(seed, "seed")
     return StudyComparison([summarize_study(s, seed=seed, n_boot=n_boot) for s in studies])
