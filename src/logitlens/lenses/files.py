@@ -20,7 +20,7 @@ import torch
 from ..architectures import resolve
 from ..errors import LensFileError
 from ..lens_registry import kind_named
-from ..paths import atomic_output, write_error
+from ..storage import write_atomic, write_error
 
 if TYPE_CHECKING:
     from ..loading import LensModel
@@ -103,7 +103,8 @@ def write_safetensors(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise write_error(path, error) from None
-    with atomic_output(path) as temporary:
+
+    def save(temporary: Path) -> None:
         try:
             save_file(tensors, str(temporary), metadata=metadata)
         except SafetensorError as error:  # its I/O errors are not OSErrors: make them one
@@ -111,7 +112,8 @@ def write_safetensors(
             if code is None:
                 raise
             raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
-    return path
+
+    return write_atomic(path, save)
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], context: str) -> None:
