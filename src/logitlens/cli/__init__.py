@@ -43,7 +43,7 @@ def _global_options(
 ) -> None:
     """Look inside transformer language models layer by layer."""
     Session.debug = debug or os.environ.get("LOGITLENS_DEBUG", "") not in ("", "0")
-    Session.kept = "Nothing was written."
+    Session.kept = None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         if watch:
             signal.signal(signal.SIGINT, previous)
     if code == 130:
-        note(f"Interrupted. {Session.kept}")
+        note(f"Interrupted. {Session.kept_now()}")
         _forget_the_interrupt()
     sys.exit(code or 0)
 

@@ -56,13 +56,19 @@ class Session:
     """What the entry point reports when a command stops early (see ``cli.main``)."""
 
     debug = False
-    kept = "Nothing was written."
+    kept: Callable[[], str] | None = None
     interrupted = False
 
+    @classmethod
+    def kept_now(cls) -> str:
+        """What an interrupted command left on disk, read from the disk now."""
+        return cls.kept() if cls.kept is not None else "Nothing was written."
 
-def keep(description: str) -> None:
-    """Say what an interrupted command leaves behind, e.g. a resumable output file."""
-    Session.kept = description
+
+def keep(describe: Callable[[], str]) -> None:
+    """Say how to tell what an interrupted command leaves behind (read when it stops,
+    from the disk: e.g. how many prompts a resumable output file holds)."""
+    Session.kept = describe
 
 
 PICTURE_WINDOW = 64
@@ -356,7 +362,14 @@ def open_model_for_lens(
         check_writable_output(Path(output).expanduser())
     lens_model = open_model(model, False, device)
     path = output or default_lens_path(lens_model, kind)
-    keep(f"The {resumed} so far is kept in {checkpoint_path_for(path)}; run again to resume.")
+    checkpoint = checkpoint_path_for(path)
+    keep(
+        lambda: (
+            f"The {resumed} so far is kept in {checkpoint}; run again to resume."
+            if checkpoint.is_file()
+            else "Nothing was written."
+        )
+    )
     return lens_model, path
 
 
@@ -428,9 +441,9 @@ def run_analysis(
     }
     if out is None:
         return analyze(model, prompts, **kwargs)
-    from ..runs import analyze_to_jsonl
+    from ..runs import analyze_to_jsonl, kept_in
 
-    keep(f"Finished prompts are kept in {out}; run the same command again to resume.")
+    keep(lambda: kept_in(out))
     return analyze_to_jsonl(model, prompts, out, progress=not request.json_output, **kwargs)
 
 

@@ -19,7 +19,8 @@ import torch
 
 from ..architectures import resolve
 from ..errors import LensFileError
-from ..paths import atomic_output, cache_dir, write_error
+from ..paths import cache_dir
+from ..storage import write_atomic, write_error
 
 if TYPE_CHECKING:
     from ..loading import LensModel
@@ -104,7 +105,8 @@ def write_safetensors(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise write_error(path, error) from None
-    with atomic_output(path) as temporary:
+
+    def save(temporary: Path) -> None:
         try:
             save_file(tensors, str(temporary), metadata=metadata)
         except SafetensorError as error:  # its I/O errors are not OSErrors: make them one
@@ -112,7 +114,8 @@ def write_safetensors(
             if code is None:
                 raise
             raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
-    return path
+
+    return write_atomic(path, save)
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], context: str) -> None:

@@ -27,8 +27,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics import PICTURES
-from ..paths import REPORT_SUFFIXES, check_output_path, write_text_atomic
+from ..paths import REPORT_SUFFIXES, check_output_path
 from ..results import LensResult
+from ..storage import write_atomic
 
 _TOP1 = "top_probs"
 """The array the page colours by itself (the top-1 probability, drawn from the top-k)."""
@@ -139,7 +140,7 @@ def write_report(
 ) -> Path:
     """Write the report to ``path`` (.html) and return the path written."""
     path = check_output_path(path, REPORT_SUFFIXES)
-    return write_text_atomic(path, render_report(results, title))
+    return write_atomic(path, render_report(results, title))
 
 
 __all__ = ["render_report", "render_report_data", "report_data", "script_json", "write_report"]
