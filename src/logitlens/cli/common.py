@@ -435,17 +435,18 @@ def run_analysis(
 
 def _picture_positions(model: LensModel, prompts: list[str], request: Request) -> Any:
     """``all`` positions of a long prompt become its last ``window`` ones, said on stderr."""
+    from ..options import window_positions
+
     if request.positions != "all":
         return request.positions
     lengths = [len(model.tokenizer(p)["input_ids"]) for p in prompts]
-    if max(lengths) <= request.window:
-        return "all"
-    window = min(request.window, *lengths)
-    note(
-        f"Note: the prompt is {max(lengths)} tokens; drawing the last {window} positions "
-        "(choose with --window N or --positions).",
-    )
-    return list(range(-window, 0))
+    positions = window_positions("all", lengths, request.window)
+    if positions != "all":
+        note(
+            f"Note: the prompt is {max(lengths)} tokens; drawing the last {len(positions)} "
+            "positions (choose with --window N or --positions).",
+        )
+    return positions
 
 
 def parse_target(target: str) -> str | int:
