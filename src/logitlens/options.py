@@ -55,9 +55,11 @@ def check_count(value: Any, what: str, minimum: int = 1) -> int:
     return number
 
 
-MAX_PICTURE_POSITIONS = 256
-"""Positions one picture may draw: a 256-column grid takes ~10 s and ~1 GB; 1,051 columns
-took 144 s and 6.4 GB. Longer prompts are drawn over a window of positions."""
+MAX_PICTURE_POSITIONS = 128
+"""Positions one picture may draw. Drawing the grid costs about 0.5 s per column with
+30 layers (SmolLM2, on a shared, busy 2-core machine: 64 columns 22 s, 128 columns 70 s
+and 1.9 GB, 256 columns 120 s and 2.6 GB); 1,051 columns took 144 s and 6.4 GB. Longer
+prompts are drawn over a window of positions (``--window``)."""
 
 
 @dataclass(frozen=True)

@@ -181,13 +181,10 @@ def lens_kind(config: dict[str, Any]) -> str:
 
 
 def lens_kinds() -> list[str]:
-    """The kinds a lens file may hold: the tuned lens and every lens built on it."""
-    kinds, classes = [], [TunedLens]
-    while classes:
-        kind = classes.pop(0)
-        kinds.append(kind.name)
-        classes.extend(kind.__subclasses__())
-    return kinds
+    """The kinds a lens file may hold: the registry's lenses that are read from a file."""
+    from ..lens_registry import file_lenses
+
+    return [entry.name for entry in file_lenses()]
 
 
 CONFIG_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
