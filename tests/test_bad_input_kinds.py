@@ -314,7 +314,7 @@ def study(tmp_path_factory):
 
 
 RANGE_LIBRARY_CASES = [
-    (lambda s: _summarize(s, n_boot=0), "n_boot must be between 1 and 100,000, got 0"),
+    (lambda s: _summarize(s, n_boot=0), "n_boot must be between 1 and 10,000, got 0"),
     (lambda s: _summarize(s, n_boot=10**9), "each resample redraws every item"),
     (lambda s: _summarize(s, seed=-1), "seed must be between 0 and"),
     (lambda s: _summarize(s, n_boot=2.5), "Bad n_boot 2.5"),
@@ -508,3 +508,12 @@ def test_json_output_never_holds_nan_or_infinity(capsys, wrap_tiny):
     result.kl[0, 0, 0] = np.inf
     text = result.to_json()
     assert "Infinity" not in text and json.loads(text)["kl"][0][0][0] is None
+
+
+def test_a_long_prompt_in_a_later_batch_is_named_before_any_batch(tiny, tmp_path, capsys):
+    long_prompt = " ".join(["word"] * 400)
+    pairs = [arg for i in range(5) for arg in ("-p", f"Prompt number {i} is=> the")]
+    args = ["compare", *pairs, "-p", f"{long_prompt}=> x", "--batch-size", "2"]
+    code, err = run_cli([*args, "--out", str(tmp_path / "r.jsonl")], capsys)
+    assert_one_line_error(code, err, "Prompt 5 is")
+    assert not (tmp_path / "r.jsonl").exists() or len((tmp_path / "r.jsonl").read_text()) == 0

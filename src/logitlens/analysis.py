@@ -76,7 +76,8 @@ class ReductionPlan:
         return self.n_layers - 1 if self.need_final else None
 
 
-def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
+def tokenize_prompts(model: LensModel, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt (BOS included); a prompt beyond the context is named."""
     limit = model.context_length
     encoded = []
     for index, prompt in enumerate(prompts):
@@ -158,7 +159,7 @@ def analyze(
     if k > vocab_size:
         raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
     layer_list = parse_layers(layers, n_layers, include_embed)
-    token_ids = _tokenize(model, prompts)
+    token_ids = tokenize_prompts(model, prompts)
     resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)
     alternative_rows = (
         None
