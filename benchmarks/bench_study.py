@@ -27,8 +27,8 @@ import torch
 from bench_core import PeakRSS, hooked, race, unembed
 
 import logitlens
+from logitlens.batching import plan_batches
 from logitlens.studies import load_items, run_study
-from logitlens.studies.run import plan_batches
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 
