@@ -37,8 +37,10 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import torch
+from transformers import AutoModelForCausalLM
 
 import logitlens
 from logitlens.batching import plan_batches
@@ -67,6 +69,17 @@ WORDS = [
 
 
 # ----- the floor: plain PyTorch -----------------------------------------------------------
+
+
+def plain_copy(model) -> SimpleNamespace:
+    """The same weights loaded by plain transformers, untouched by nnsight.
+
+    nnsight wraps the forward of every module of the model it traces (inert outside a
+    trace, but not free), so the floor runs on its own copy, as a script without
+    logitlens would.
+    """
+    module = AutoModelForCausalLM.from_pretrained(model.module.name_or_path, dtype=torch.float32)
+    return SimpleNamespace(module=module.eval(), tokenizer=model.tokenizer)
 
 
 @contextmanager
@@ -207,6 +220,7 @@ def speed_child(threads: int, rounds: int) -> None:
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore", MultiTokenTargetWarning)  # 3 puns: their first token
     model = logitlens.load_model()
+    plain = plain_copy(model)
     print(f"{model.name}: {model.n_layers} layers, torch threads {torch.get_num_threads()}")
     target_id = model.tokenizer.encode(TARGET, add_special_tokens=False)[0]
     floor_name = "floor (backbone + batched unembed)"
@@ -215,8 +229,8 @@ def speed_child(threads: int, rounds: int) -> None:
     w1 = race(
         {
             "logitlens": lambda: logitlens.analyze(model, PUN, k=10),
-            floor_name: lambda: floor_topk(model, [PUN]),
-            "plain forward (whole model)": lambda: plain_forward(model, PUN),
+            floor_name: lambda: floor_topk(plain, [PUN]),
+            "plain forward (whole model)": lambda: plain_forward(plain, PUN),
             "notebook loop (nnsight)": lambda: notebook_loop(model, PUN),
         },
         rounds,
@@ -232,7 +246,7 @@ def speed_child(threads: int, rounds: int) -> None:
             "logitlens": lambda: logitlens.analyze(
                 model, PUN, positions="all", targets=TARGET, metrics=["target"]
             ),
-            floor_name: lambda: floor_target_all_positions(model, PUN, target_id),
+            floor_name: lambda: floor_target_all_positions(plain, PUN, target_id),
         },
         rounds,
     )
@@ -247,7 +261,7 @@ def speed_child(threads: int, rounds: int) -> None:
             "logitlens": lambda: logitlens.analyze(
                 model, prompts, targets=targets, metrics=["target"], batch_size=BATCH
             ),
-            floor_name: lambda: floor_own_targets(model, prompts, target_ids),
+            floor_name: lambda: floor_own_targets(plain, prompts, target_ids),
         },
         max(3, rounds // 3),
     )
@@ -320,6 +334,7 @@ class PeakRSS:
 def memory_child(kind: str) -> None:
     """Run in a subprocess: print the peak RSS growth (MiB) of W2 on a 512-token prompt."""
     model = logitlens.load_model()
+    plain = plain_copy(model)
     ids = model.tokenizer(random_prompt(600))["input_ids"][:512]
     prompt = model.tokenizer.decode(ids)
     target_id = model.tokenizer.encode(TARGET, add_special_tokens=False)[0]
@@ -330,8 +345,8 @@ def memory_child(kind: str) -> None:
                 model, text, positions="all", targets=TARGET, metrics=["target"]
             )
         if kind == "forward":
-            return plain_forward(model, text)
-        return floor_target_all_positions(model, text, target_id)
+            return plain_forward(plain, text)
+        return floor_target_all_positions(plain, text, target_id)
 
     run(model.tokenizer.decode(ids[:16]))  # warm up lazily initialised state
     baseline = PeakRSS.current()
