@@ -272,9 +272,10 @@ class LensResult:
         """Serialise to JSON text; also write it to ``path`` when given."""
         text = json.dumps(self.to_dict(), ensure_ascii=False)
         if path is not None:
-            from .paths import check_output_path, write_text_atomic
+            from .paths import check_output_path
+            from .storage import write_atomic
 
-            write_text_atomic(check_output_path(path, None), text)
+            write_atomic(check_output_path(path, None), text)
         return text
 
     @classmethod
