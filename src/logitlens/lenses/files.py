@@ -19,7 +19,8 @@ import torch
 
 from ..architectures import resolve
 from ..errors import InputError, LensFileError
-from ..paths import cache_dir, check_output_path
+from ..lens_registry import kind_named
+from ..paths import check_output_path
 from ..storage import refuse_foreign, write_atomic, write_error
 
 if TYPE_CHECKING:
@@ -93,10 +94,8 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
 
 def default_lens_path(model: LensModel, kind: str = "tuned") -> Path:
     """Where ``logitlens tuned train`` (``jlens fit``: ``kind="jacobian"``) puts a
-    model's lens unless told otherwise."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)
-    suffix = "" if kind == "tuned" else ".jlens" if kind == "jacobian" else f".{kind}"
-    return cache_dir() / "lenses" / f"{safe}{suffix}.safetensors"
+    model's lens unless told otherwise (the lens's entry in the lens registry says)."""
+    return kind_named(kind).cache_path(model)
 
 
 def written_by_logitlens(path: str | Path) -> bool:

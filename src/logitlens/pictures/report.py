@@ -113,16 +113,24 @@ def render_report(
     results: LensResult | Sequence[LensResult], title: str = "logitlens report"
 ) -> str:
     """The report page as one HTML string (data, CSS and JavaScript inline)."""
-    data = json.dumps(report_data(results), ensure_ascii=False, separators=(",", ":"))
-    # "<" escaped so that no token text can close the script element.
-    data = data.replace("<", "\\u003c")
+    return render_report_data(report_data(results), title)
+
+
+def render_report_data(data: dict[str, Any], title: str = "logitlens report") -> str:
+    """The report page of data from :func:`report_data` (the explorer adds byte labels)."""
     return (
         asset("report.html")
+        .replace("__VIEW__", asset("lens_view.html"))
         .replace("__TITLE__", html.escape(title))
         .replace("__CSS__", asset("report.css"))
         .replace("__SCRIPT__", asset("report.js"))
-        .replace("__DATA__", data)
+        .replace("__DATA__", script_json(data))
     )
+
+
+def script_json(data: Any) -> str:
+    """JSON to embed in a ``<script>`` element: ``<`` escaped so no text can close it."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def write_report(
@@ -135,4 +143,4 @@ def write_report(
     return write_atomic(path, render_report(results, title))
 
 
-__all__ = ["render_report", "report_data", "write_report"]
+__all__ = ["render_report", "render_report_data", "report_data", "script_json", "write_report"]

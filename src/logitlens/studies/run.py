@@ -278,8 +278,9 @@ def _item_record(item: StudyItem) -> dict[str, Any]:
 
 
 def lens_hash(lens: Lens) -> str:
-    """sha256 of the lens's name and, for a lens with weights, its weights' hash."""
-    return _sha256_json([lens.name, lens.content_hash()])
+    """sha256 of the lens's :meth:`~logitlens.lenses.Lens.identify`: its name, its weights'
+    hash and its parameters (a lens without any hashes as it did before they existed)."""
+    return _sha256_json(list(lens.identify().values()))
 
 
 def _manifest(
@@ -298,13 +299,15 @@ def _manifest(
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between two manifests, in words (empty when a resume is safe).
 
-    The lens is compared by name and weights (not by the path it was read from); an
-    option added since the old study was written took its default there.
+    The lens is compared by its identity (name, parameters and the hash of both with
+    its weights), not by the path it was read from; an option added since the old
+    study was written took its default there.
     """
 
     def identity(manifest: dict[str, Any]) -> dict[str, Any]:
         lens = manifest.get("lens", {})
-        return {**manifest, "lens": {"name": lens.get("name"), "sha256": lens.get("sha256")}}
+        keys = ("name", "parameters", "sha256")
+        return {**manifest, "lens": {key: lens[key] for key in keys if key in lens}}
 
     return manifest_differences(
         identity(old),
