@@ -374,8 +374,6 @@ def open_model_for_lens(
         check_writable_output(Path(output).expanduser(), force)
     lens_model = open_model(model, False, device)
     path = output or default_lens_path(lens_model, kind)
-    if output is None:
-        check_writable_output(path, force)
     checkpoint = checkpoint_path_for(path)
     keep(
         lambda: (

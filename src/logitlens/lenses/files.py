@@ -20,7 +20,7 @@ import torch
 from ..architectures import resolve
 from ..errors import InputError, LensFileError
 from ..lens_registry import kind_named
-from ..paths import check_output_path
+from ..paths import check_output_path, directory_write_problem
 from ..storage import refuse_foreign, write_atomic, write_error
 
 if TYPE_CHECKING:
@@ -114,12 +114,19 @@ def check_lens_output(path: str | Path, *, force: bool = False, checkpoint: bool
     """Refuse, before any work, a lens path logitlens must not write.
 
     A name not ending in ``.safetensors`` (checkpoints excepted), a directory, FIFO or
-    device, an unwritable directory, or an existing file logitlens did not write
-    (another model's ``model.safetensors``, someone's notes) unless ``force``.
+    device, an unwritable directory (a missing one is created when the lens is saved),
+    or an existing file logitlens did not write (another model's ``model.safetensors``,
+    someone's notes) unless ``force``.
     """
     path = Path(path).expanduser()
     if not checkpoint and path.suffix.lower() != LENS_SUFFIX:
         raise InputError(f"Write the lens as a .safetensors file, not {path.name!r}.")
+    if not path.parent.is_dir():
+        existing = next(p for p in path.parents if p.exists())
+        problem = directory_write_problem(existing)
+        if problem is not None:
+            raise write_error(path, problem)
+        return path
     check_output_path(path, None)
     what = "training checkpoint" if checkpoint else "lens file"
     refuse_foreign(path, written_by_logitlens, what, force=force)

@@ -28,11 +28,9 @@ import torch
 
 from ..errors import InputError, LensFileError
 from ..lenses import EMBED, TunedLens, Unembedding
-from ..lenses.files import LENS_SUFFIX, check_lens_output, read_safetensors, write_safetensors
+from ..lenses.files import check_lens_output, read_safetensors, write_safetensors
 from ..metrics import kl_divergence
-from ..paths import directory_write_problem
 from ..residuals import chunk_plan, residual_stream
-from ..storage import write_error
 from .config import DTYPE_NAMES, TrainingConfig
 from .corpus import batch_order, load_documents, split_documents, tokenize_documents
 
@@ -125,16 +123,8 @@ def _load_checkpoint(
 def check_writable_output(output: Path, force: bool = False) -> None:
     """Fail now, not after training, if the lens or its checkpoint cannot be written,
     or would replace a file logitlens did not write (unless ``force``)."""
-    if output.suffix.lower() != LENS_SUFFIX:
-        raise InputError(f"Write the lens as a .safetensors file, not {output.name!r}.")
-    if output.parent.is_dir():
-        check_lens_output(output, force=force)
-        check_lens_output(checkpoint_path_for(output), force=force, checkpoint=True)
-        return
-    existing = next(p for p in output.parents if p.exists())
-    problem = directory_write_problem(existing)
-    if problem is not None:
-        raise write_error(output, problem)
+    check_lens_output(output, force=force)
+    check_lens_output(checkpoint_path_for(output), force=force, checkpoint=True)
 
 
 def _prepare_model(model: LensModel, config: TrainingConfig) -> None:
