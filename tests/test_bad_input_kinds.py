@@ -61,8 +61,8 @@ def bad(tmp_path_factory, tiny_model_dir):
     torch.save({"0.weight": torch.zeros(64, 64)}, lens_folder / "params.pt")
     paths["latin1-lens"] = lens_folder
 
-    # Damaged models: truncated weights, no tokenizer.
-    for name in ("truncated-model", "no-tokenizer"):
+    # Damaged models: truncated weights, no tokenizer, a config that is not UTF-8.
+    for name in ("truncated-model", "no-tokenizer", "latin1-config"):
         folder = root / name
         folder.mkdir()
         for file in tiny_model_dir.iterdir():
@@ -71,6 +71,8 @@ def bad(tmp_path_factory, tiny_model_dir):
         paths[name] = folder
     weights = paths["truncated-model"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    config = paths["latin1-config"] / "config.json"
+    config.write_bytes(config.read_bytes().replace(b"{", b'{"note": "' + LATIN1 + b'",', 1))
 
     # Lens files whose config lies about itself.
     good = {"format": "logitlens-tuned-lens", "version": 1, "kind": "tuned", "model": {}}
@@ -171,6 +173,15 @@ def test_a_latin1_terminal_argument_is_named_in_a_real_process():
     assert err.count("\n") == 1 and "(after -t) is not valid UTF-8 text (byte 0xe9" in err
 
 
+def test_a_file_whose_name_is_not_utf8_may_still_be_named(tiny, tmp_path, capsys):
+    """Linux file names are bytes: an existing one passes the argument check."""
+    name = os.fsdecode(b"caf\xe9.jsonl")
+    (tmp_path / name).write_text(json.dumps({"prompt": PUN, "target": " x"}) + "\n", "utf-8")
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", "-f", str(tmp_path / name), "--json"])
+    assert stopped.value.code == 0, capsys.readouterr().err
+
+
 TEXT_LIBRARY_CASES = [
     (lambda m, p: logitlens.analyze(m, PUN, targets=" caf\udce9"), "The target is not valid UTF-8"),
     (lambda m, p: logitlens.generate_lens(m, "caf\udce9"), "The prompt is not valid UTF-8"),
@@ -225,6 +236,7 @@ DAMAGED_CASES = [
     (["top", PUN, "-m", "{truncated-model}"], "are damaged: truncated or corrupt"),
     (["doctor", "-m", "{truncated-model}"], "are damaged: truncated or corrupt"),
     (["top", PUN, "-m", "{no-tokenizer}"], "has no usable tokenizer"),
+    (["top", PUN, "-m", "{latin1-config}"], "config.json:1 is not UTF-8 text (byte 0xe9"),
 ]
 
 

@@ -20,7 +20,7 @@ import torch
 
 from .architectures import Architecture, context_length, get_architecture, resolve
 from .errors import ModelLoadError
-from .paths import cache_dir, package_file
+from .paths import cache_dir, package_file, read_text_file
 from .storage import write_error
 
 
@@ -491,6 +491,7 @@ def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:
                 f"{str(name)!r} is a directory but has no config.json: point at a "
                 "directory written by save_pretrained()."
             )
+        read_text_file(path / "config.json", ModelLoadError)  # not UTF-8: named, not "not T5"
         weights = ("*.safetensors", "*.bin", "*.gguf")
         if not any(next(path.glob(pattern), None) for pattern in weights):
             raise ModelLoadError(

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from . import jsontext
 from .analysis import analyze, tokenize_prompts
 from .errors import InputError
 from .lenses import Lens, get_lens
@@ -299,7 +300,7 @@ def _write_missing(
                 single = result.subset([offset])
                 done[keys[index]] = single
                 record = {"key": keys[index], "result": single.to_dict()}
-                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+                lines.append(jsontext.dumps(record, ensure_ascii=False) + "\n")
             end = handle.seek(0, os.SEEK_END)
             try:
                 write_all(handle, "".join(lines).encode("utf-8"))

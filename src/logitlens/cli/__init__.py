@@ -95,9 +95,12 @@ def check_arguments(args: list[str]) -> None:
     """Refuse an argument that is not UTF-8 (a Latin-1 terminal), naming it, before parsing.
 
     Every prompt, target, path and option value enters here, decoded by Python with
-    ``surrogateescape``; one check covers all commands.
+    ``surrogateescape``; one check covers all commands. The name of a file that exists is
+    let through: Linux file names may be any bytes, and Python opens them as given.
     """
     for index, arg in enumerate(args):
+        if os.path.lexists(arg):
+            continue
         after = f" (after {args[index - 1]})" if index and args[index - 1].startswith("-") else ""
         check_text(arg, f"Argument {index + 1}{after}")
 
