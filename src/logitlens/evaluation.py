@@ -63,6 +63,12 @@ class LensEvaluation:
     info: dict[str, Any] = field(default_factory=dict)
     top1_agreement: dict[str, list[float]] = field(default_factory=dict)
 
+    def _repr_html_(self) -> str | None:
+        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
+        from .pictures.notebook import repr_html
+
+        return repr_html(self)
+
     def perplexity(self, lens: str) -> list[float]:
         return [float(torch.tensor(ce).exp()) for ce in self.cross_entropy[lens]]
 
@@ -314,6 +320,12 @@ class Scoreboard:
 
     evaluation: LensEvaluation
     pass_at_k: PassAtK | None = None
+
+    def _repr_html_(self) -> str | None:
+        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
+        from .pictures.notebook import repr_html
+
+        return repr_html(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The evaluation's fields, plus ``pass_at_k`` and the per-lens ``summary``."""

@@ -66,6 +66,12 @@ class GenerationResult:
     text: str
     n_layers: int
 
+    def _repr_html_(self) -> str | None:
+        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
+        from .pictures.notebook import repr_html
+
+        return repr_html(self)
+
     @property
     def layers(self) -> list[int]:
         return self.lens_result.layers

@@ -98,6 +98,12 @@ class LensResult:
     vocab: dict[int, str] = field(default_factory=dict)
     """Decoded text of every token id that appears in the arrays."""
 
+    def _repr_html_(self) -> str | None:
+        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
+        from .pictures.notebook import repr_html
+
+        return repr_html(self)
+
     # ----- lookups -------------------------------------------------------------
 
     @property

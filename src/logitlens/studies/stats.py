@@ -170,6 +170,12 @@ class StudySummary:
     paired: list[PairedTest] = field(default_factory=list)
     """Puns against their literal controls (``pair``), when the study has both."""
 
+    def _repr_html_(self) -> str | None:
+        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
+        from ..pictures.notebook import repr_html
+
+        return repr_html(self)
+
     def to_dataframe(self) -> pd.DataFrame:
         """One row per group: n, shares and median depths with their intervals."""
         rows = []
