@@ -5,7 +5,7 @@ Running the same call again skips every prompt already in the file, so an interr
 run (Ctrl-C, ``kill -9``, a dropped NDIF connection) loses at most one batch.
 
 The file's first line is a header naming the model (its weight fingerprint), the lens
-(its content hash) and every option that changes a number. A run whose header differs
+(kind, parameters, hash) and every option that changes a number. A run whose header differs
 is refused, naming the part that differs, so two checkpoints with the same directory
 name can never share results. logitlens never truncates a file that is not its own,
 never opens FIFOs or devices, sets corrupt lines aside in ``<file>.rejected`` instead
@@ -80,18 +80,13 @@ def _header_of(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("format") == FORMAT else None
 
 
-def _lens_identity(lens: Lens) -> dict[str, Any]:
-    """The lens's name and a hash of its weights (``None`` for lenses without any)."""
-    return {"name": lens.name, "sha256": lens.content_hash()}
-
-
 def run_header(model: LensModel, lens: Lens, options: dict[str, Any]) -> dict[str, Any]:
     """What a results file's numbers depend on: model weights, lens weights, options."""
     numbers = {k: v for k, v in sorted(options.items()) if k not in _NOT_NUMBERS}
     return {
         "format": FORMAT,
         "model": model_fingerprint(model),
-        "lens": _lens_identity(lens),
+        "lens": lens.identify(),
         "options": json.loads(json.dumps(numbers, default=str)),
     }
 

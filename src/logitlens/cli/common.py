@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
+from ..lens_registry import file_lenses, kind_named, lens_help, parse_lens_spec
 from ..metrics import REGISTRY
 from ..options import check_layers_spec, metric_names, position_items
 from ..training.config import BIBLE, MODEL_SAMPLES
@@ -183,8 +184,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "--lens",
                 "-l",
-                help="logit (default), raw, tuned or jacobian (these two: --lens-path, or the "
-                "model's file in the user cache).",
+                help=lens_help(),
             ),
         ],
         None,
@@ -195,7 +195,8 @@ SHARED: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "--lens-path",
                 "--tuned-path",
-                help="Lens file for --lens tuned or jacobian; alone it implies --lens tuned.",
+                help=f"Lens file for --lens {' or '.join(k.name for k in file_lenses())}; alone "
+                "it implies --lens tuned.",
             ),
         ],
         None,
@@ -273,15 +274,17 @@ class Request:
         position_items(self.positions)
         if self.metrics is not None:
             metric_names(self.metrics)
-        if self.tuned_path is not None and self.lens in (None, "tuned"):
-            if self.lens is None:
-                note("Note: --tuned-path implies --lens tuned.")
+        if self.tuned_path is not None and self.lens is None:
+            note("Note: --tuned-path implies --lens tuned.")
             self.lens = "tuned"
-        elif self.tuned_path is not None and self.lens != "jacobian":
+        kind = kind_named(self.lens or "logit")
+        if self.tuned_path is not None and not kind.needs_file:
+            files = file_lenses()
             raise InputError(
-                f"--tuned-path is for a lens with a file (tuned or jacobian; also spelled "
-                f"--lens-path), but --lens is {self.lens!r}: drop it or use --lens tuned / "
-                "--lens jacobian."
+                f"--tuned-path is for a lens with a file ({' or '.join(k.name for k in files)}; "
+                f"also spelled --lens-path), but --lens is {self.lens!r}: drop it or use "
+                + " / ".join(f"--lens {k.name}" for k in files)
+                + "."
             )
 
     def metric_list(self, *always: str) -> list[str]:
@@ -376,30 +379,13 @@ def open_model_for_lens(
 def open_lens(request: Request, model: LensModel | None = None) -> Lens | None:
     """The lens (a lens file is read and checked here, before the model loads).
 
-    ``--lens tuned`` or ``jacobian`` without ``--lens-path`` means the model's file in
-    the user cache: ``None`` until the model is loaded, then call again with ``model``.
+    A lens with a file (tuned, jacobian) without ``--lens-path`` means the model's file
+    in the user cache: ``None`` until the model is loaded, then call again with ``model``.
     """
-    from ..lenses import LENS_FILES, get_lens
-
-    name = request.lens or "logit"
-    if name in LENS_FILES and request.tuned_path is None:
-        return None if model is None else cached_lens(name, model)
-    return get_lens(name, request.tuned_path)
-
-
-def cached_lens(kind: str, model: LensModel) -> Lens:
-    """``model``'s tuned or Jacobian lens from the user cache, where training puts it."""
-    from ..lenses import get_lens
-    from ..lenses.files import default_lens_path
-
-    path = default_lens_path(model, kind)
-    if not path.is_file():
-        command = "logitlens tuned train" if kind == "tuned" else "logitlens jlens fit"
-        raise InputError(
-            f"No {kind} lens for {model.name} in the user cache ({path}); make one with "
-            f"`{command}`, or pass a lens file (--lens-path PATH; lens eval: --lens PATH)."
-        )
-    return get_lens(kind, str(path))
+    kind, values = parse_lens_spec(request.lens or "logit")
+    if kind.needs_file and request.tuned_path is None:
+        return None if model is None else kind.cached(model)
+    return kind.build(request.tuned_path, values)
 
 
 def run_analysis(

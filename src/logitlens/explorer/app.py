@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import InputError, LogitLensError
-from ..lenses import LENS_FILES, LENSES, Lens, get_lens
+from ..lens_registry import LENSES, file_lenses
+from ..lenses import Lens, get_lens
 from ..loading import LensModel
 from ..metrics import PICTURES, REGISTRY
 from ..options import check_prompts, position_items, window_positions
@@ -342,19 +343,22 @@ def available_lenses(
     the user cache holds for this model. A lens file for another model is listed too: the
     page then shows the error that :func:`logitlens.analyze` raises for it."""
     from ..lenses import load_lens
-    from ..lenses.files import default_lens_path
 
-    lenses: dict[str, Lens] = {name: get_lens(name) for name in LENSES}
+    with_files = file_lenses()
+    lenses: dict[str, Lens] = {
+        name: get_lens(name) for name, kind in LENSES.items() if kind not in with_files
+    }
     if lens_path is not None:
-        chosen = get_lens(lens, lens_path) if lens in LENS_FILES else load_lens(lens_path)
+        named = lens in [kind.name for kind in with_files]
+        chosen = get_lens(lens, lens_path) if named else load_lens(lens_path)
         lenses[chosen.name] = chosen
-    for kind in LENS_FILES:
-        path = default_lens_path(model, kind)
-        if kind not in lenses and path.is_file():
+    for kind in with_files:
+        path = kind.cache_path(model)
+        if kind.name not in lenses and path.is_file():
             try:
-                lenses[kind] = get_lens(kind, str(path))
+                lenses[kind.name] = kind.build(path)
             except LogitLensError as error:
-                warnings.warn(f"Skipping the cached {kind} lens: {error}", stacklevel=2)
+                warnings.warn(f"Skipping the cached {kind.name} lens: {error}", stacklevel=2)
     if lens is not None and lens not in lenses:
         get_lens(lens)  # the error naming the known lenses, or how to make the file
     return lenses

@@ -19,7 +19,7 @@ import torch
 
 from ..architectures import resolve
 from ..errors import LensFileError
-from ..paths import cache_dir
+from ..lens_registry import kind_named
 from ..storage import write_atomic, write_error
 
 if TYPE_CHECKING:
@@ -86,10 +86,8 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
 
 def default_lens_path(model: LensModel, kind: str = "tuned") -> Path:
     """Where ``logitlens tuned train`` (``jlens fit``: ``kind="jacobian"``) puts a
-    model's lens unless told otherwise."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)
-    suffix = "" if kind == "tuned" else ".jlens" if kind == "jacobian" else f".{kind}"
-    return cache_dir() / "lenses" / f"{safe}{suffix}.safetensors"
+    model's lens unless told otherwise (the lens's entry in the lens registry says)."""
+    return kind_named(kind).cache_path(model)
 
 
 def write_safetensors(
