@@ -36,6 +36,7 @@ from .lenses import EMBED, Lens, Unembedding, get_lens
 from .metrics import kl_divergence
 from .residuals import BULK_CHUNK_ROWS, chunk_plan, residual_stream
 from .training.corpus import tokenize_documents
+from .views import InlineView
 
 if TYPE_CHECKING:
     from .loading import LensModel
@@ -45,7 +46,7 @@ DEFAULT_CHUNK_ROWS = BULK_CHUNK_ROWS
 
 
 @dataclass
-class LensEvaluation:
+class LensEvaluation(InlineView):
     """Per-lens, per-layer KL, top-1 agreement, cross-entropy and perplexity on held-out text.
 
     ``kl[lens][i]`` and ``cross_entropy[lens][i]`` describe ``layers[i]`` (``EMBED`` = -1);
@@ -62,12 +63,6 @@ class LensEvaluation:
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     top1_agreement: dict[str, list[float]] = field(default_factory=dict)
-
-    def _repr_html_(self) -> str | None:
-        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
-        from .pictures.notebook import repr_html
-
-        return repr_html(self)
 
     def perplexity(self, lens: str) -> list[float]:
         return [float(torch.tensor(ce).exp()) for ce in self.cross_entropy[lens]]
@@ -315,17 +310,11 @@ def pass_at_k(
 
 
 @dataclass
-class Scoreboard:
+class Scoreboard(InlineView):
     """Every lens on the same footing: held-out text metrics and pass@k (if items given)."""
 
     evaluation: LensEvaluation
     pass_at_k: PassAtK | None = None
-
-    def _repr_html_(self) -> str | None:
-        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
-        from .pictures.notebook import repr_html
-
-        return repr_html(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The evaluation's fields, plus ``pass_at_k`` and the per-lens ``summary``."""

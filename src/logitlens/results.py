@@ -20,6 +20,7 @@ import numpy as np
 from .errors import InputError
 from .lenses import EMBED
 from .metrics import ARRAYS, hint
+from .views import InlineView
 
 _PER_PROMPT_LISTS = (
     "prompts",
@@ -66,7 +67,7 @@ class TargetSummary:
 
 @dataclass
 @_metric_array_fields
-class LensResult:
+class LensResult(InlineView):
     """Reductions of one lens over prompts x layers x positions.
 
     ``layers`` holds decoder-layer indices (the output of ``layers[i]``), with
@@ -97,12 +98,6 @@ class LensResult:
     alternative_tokens: list[list[str]] = field(default_factory=list)
     vocab: dict[int, str] = field(default_factory=dict)
     """Decoded text of every token id that appears in the arrays."""
-
-    def _repr_html_(self) -> str | None:
-        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
-        from .pictures.notebook import repr_html
-
-        return repr_html(self)
 
     # ----- lookups -------------------------------------------------------------
 

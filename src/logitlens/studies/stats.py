@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..views import InlineView
 from .run import StudyResult
 
 TESTED_CATEGORIES = ("pun", "literal", "fact")
@@ -151,7 +152,7 @@ class Trajectory:
 
 
 @dataclass
-class StudySummary:
+class StudySummary(InlineView):
     """Everything ``logitlens study summary`` prints, plots and reports."""
 
     model_name: str
@@ -169,12 +170,6 @@ class StudySummary:
     """Per group, every item's decision depth (``inf`` for never top-1): the distribution."""
     paired: list[PairedTest] = field(default_factory=list)
     """Puns against their literal controls (``pair``), when the study has both."""
-
-    def _repr_html_(self) -> str | None:
-        """The interactive view, inline in a notebook (:mod:`logitlens.pictures.notebook`)."""
-        from ..pictures.notebook import repr_html
-
-        return repr_html(self)
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per group: n, shares and median depths with their intervals."""
