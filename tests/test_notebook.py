@@ -40,7 +40,7 @@ def check_inline_view(notebook) -> None:
 
     cell = next(c for c in notebook.cells if c.source.strip() == "logitlens.show(contexts)")
     html = [out["data"]["text/html"] for out in cell.outputs if "text/html" in out.get("data", {})]
-    assert len(html) == 1 and html[0].startswith("<iframe")
+    assert len(html) == 1 and "<iframe" in html[0]
     contexts = logitlens.analyze(  # the notebook's own call
         logitlens.load_model(),
         [PUN, "Electricians work with wires that carry electrical"],

@@ -64,7 +64,7 @@ def framed(html_output: str) -> str:
 
 def test_results_render_as_their_view(result, tiny, board):
     output = result._repr_html_()
-    assert output.startswith("<iframe") and 'sandbox="allow-scripts' in output
+    assert output.startswith('<div class="logitlens-view"><iframe') and 'sandbox="allow-scripts' in output
     page = framed(output)
     assert 'id="report-data"' in page and PUN in page
     assert not re.search(r"<(script|img|link|iframe)[^>]*(src|href)=", page)  # no network
@@ -105,7 +105,7 @@ def test_the_view_in_a_browser_is_the_result(chromium, result, board):
     problems = []
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.set_content(f"<h1>notebook</h1>{view_html([result.subset([1]), result])}")
-    frame = page.frame_locator("iframe.logitlens-view")
+    frame = page.frame_locator(".logitlens-view iframe")
     frame.locator("td.cell").first.wait_for()
     inner = page.frames[1]
     page_checks.check_grid(inner, result.subset([1]))

@@ -79,9 +79,9 @@ def view_html(item: Any, height: int = HEIGHT) -> str:
     """The view as notebook output: its page in a sandboxed frame (scripts, no network)."""
     page = view_page(item)
     return (
-        f'<iframe class="logitlens-view" srcdoc="{html.escape(page, quote=True)}" '
+        f'<div class="logitlens-view"><iframe srcdoc="{html.escape(page, quote=True)}" '
         f'sandbox="allow-scripts allow-downloads" '
-        f'style="width: 100%; height: {int(height)}px; border: 1px solid #ddd;"></iframe>'
+        f'style="width: 100%; height: {int(height)}px; border: 1px solid #ddd;"></iframe></div>'
     )
 
 
