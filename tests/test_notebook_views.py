@@ -64,7 +64,8 @@ def framed(html_output: str) -> str:
 
 def test_results_render_as_their_view(result, tiny, board):
     output = result._repr_html_()
-    assert output.startswith('<div class="logitlens-view"><iframe') and 'sandbox="allow-scripts' in output
+    assert output.startswith('<div class="logitlens-view"><iframe')
+    assert 'sandbox="allow-scripts' in output
     page = framed(output)
     assert 'id="report-data"' in page and PUN in page
     assert not re.search(r"<(script|img|link|iframe)[^>]*(src|href)=", page)  # no network
