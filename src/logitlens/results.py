@@ -20,6 +20,7 @@ import numpy as np
 from .errors import InputError
 from .lenses import EMBED
 from .metrics import ARRAYS, hint
+from .views import InlineView
 
 _PER_PROMPT_LISTS = (
     "prompts",
@@ -66,7 +67,7 @@ class TargetSummary:
 
 @dataclass
 @_metric_array_fields
-class LensResult:
+class LensResult(InlineView):
     """Reductions of one lens over prompts x layers x positions.
 
     ``layers`` holds decoder-layer indices (the output of ``layers[i]``), with
