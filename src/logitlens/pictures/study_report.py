@@ -16,7 +16,7 @@ from pathlib import Path
 
 from matplotlib import pyplot as plt
 
-from ..paths import REPORT_SUFFIXES, check_output_path
+from ..paths import REPORT_SUFFIXES, check_document_output
 from ..storage import write_atomic
 from ..studies.stats import StudySummary
 from .plots import plot_decision_depths, plot_study_trajectories
@@ -52,7 +52,12 @@ def render_study_report(summary: StudySummary, title: str | None = None) -> str:
     )
 
 
-def write_study_report(summary: StudySummary, path: str | Path, title: str | None = None) -> Path:
-    """Write the study report to ``path`` (.html) and return the path written."""
-    path = check_output_path(path, REPORT_SUFFIXES)
+def write_study_report(
+    summary: StudySummary, path: str | Path, title: str | None = None, *, force: bool = False
+) -> Path:
+    """Write the study report to ``path`` (.html) and return the path written.
+
+    An existing file that logitlens did not write is never replaced unless ``force``.
+    """
+    path = check_document_output(path, REPORT_SUFFIXES, "report", force=force)
     return write_atomic(path, render_study_report(summary, title))
