@@ -175,6 +175,22 @@ def test_the_explorer_shows_what_the_library_computes(page, bundled, tmp_path):
     assert '<script type="application/json" id="report-data">' in report
     assert not re.search(r"<(script|img|link)[^>]*(src|href)=", report)  # nothing fetched
 
+    # The attribution view: each layer's attention and MLP part of target minus alternative.
+    page.check("#attribution")
+    ask(page, [PUN], "logit", " current", " water")
+    parts = logitlens.attribute(bundled, PUN, target=" current", alternative=" water").difference
+    bars = page.eval_on_selector_all(
+        "#attribution-chart rect.bar",
+        "bars => bars.map(b => [b.dataset.part, +b.dataset.layer, +b.dataset.value])",
+    )
+    shown = {(part, layer): value for part, layer, value in bars}
+    assert len(shown) == 2 * len(expected.layers)
+    for layer in range(len(expected.layers)):
+        assert shown["attention", layer] == pytest.approx(parts.attention[0, layer, 0, 0], abs=1e-4)
+        assert shown["mlp", layer] == pytest.approx(parts.mlp[0, layer, 0, 0], abs=1e-4)
+    assert f"{float(parts.logit[0, 0, 0]):.3f}" in page.text_content("#attribution-sum")
+    page.uncheck("#attribution")
+
     # The raw lens, two prompts side by side.
     shared_before = page.url
     ask(page, [PUN, LITERAL], "raw", " current")
