@@ -23,7 +23,17 @@ from .common import (
 
 
 @analysis_command(
-    "model", "remote", "timeout", "device", "lens", "tuned_path", "layers", "k", "json_output", k=5
+    "model",
+    "remote",
+    "timeout",
+    "device",
+    "lens",
+    "tuned_path",
+    "layers",
+    "k",
+    "json_output",
+    "force",
+    k=5,
 )
 def generate(
     request: Request,
@@ -40,7 +50,7 @@ def generate(
     from ..generation import generate_lens
     from .tables import generation_table
 
-    check_picture_path(plot)
+    check_picture_path(plot, force=request.force)
     if plot is not None and max_new_tokens > MAX_PICTURE_POSITIONS:
         raise InputError(
             f"--plot draws one column per new token, at most {MAX_PICTURE_POSITIONS}: "
@@ -67,4 +77,4 @@ def generate(
     if plot is not None:
         from ..pictures import plots
 
-        save_plot(lambda: plots.plot_generation(result), plot, request.json_output)
+        save_plot(lambda: plots.plot_generation(result), plot, request.json_output, request.force)

@@ -38,6 +38,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..options import check_limit
+from ..views import InlineView
 from .run import StudyResult
 
 TESTED_CATEGORIES = ("pun", "literal", "fact")
@@ -152,7 +153,7 @@ class Trajectory:
 
 
 @dataclass
-class StudySummary:
+class StudySummary(InlineView):
     """Everything ``logitlens study summary`` prints, plots and reports."""
 
     model_name: str
