@@ -26,11 +26,6 @@ PUN = "Why do electricians make good swimmers? Because they know the"
 
 
 @pytest.fixture
-def tiny(wrap_tiny):
-    return wrap_tiny("llama")
-
-
-@pytest.fixture
 def files(tmp_path):
     """Bad input files, by name."""
     paths = {name: tmp_path / name for name in ("out_dir",)}
@@ -309,12 +304,23 @@ def test_debug_shows_the_traceback():
     assert "Traceback" in completed.stderr
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """In the child before exec: Ctrl-C handled by default, as in an interactive shell.
+
+    A test runner started in the background (``pytest ... &``, nohup, some CI runners)
+    inherits SIGINT ignored, and an ignored signal stays ignored across exec, so the
+    command would never see the Ctrl-C this test sends.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_interrupted_and_exits_130(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "logitlens", "top", PUN],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_from_a_terminal,
     )
     time.sleep(1.5)  # past parsing, into the imports or the load
     process.send_signal(signal.SIGINT)

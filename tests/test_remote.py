@@ -111,17 +111,6 @@ ARRAYS = (
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from tiny_models import tiny_model
-
-    directory = tmp_path_factory.mktemp("hub") / "tiny-llama"
-    hf_model, tokenizer = tiny_model("llama")
-    hf_model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def ndif(tiny_dir, tmp_path_factory):
     """The loopback server, hosting the tiny model and the bundled one, reached as NDIF + hub."""
     import huggingface_hub.constants as hub
