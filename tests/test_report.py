@@ -205,8 +205,14 @@ def _cell_centre(browser: Chromium, layer: int, col: int) -> tuple[float, float]
     return box[0], box[1]
 
 
+_VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
+
+
 def _shown(text: str) -> str:
-    return text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    """A token as the grid shows it: whitespace as a visible sign, control bytes as <0x..>."""
+    return "".join(
+        _VISIBLE.get(c, f"<0x{ord(c):02X}>") if ord(c) <= 0x20 or c == "\x7f" else c for c in text
+    )
 
 
 def _detail_rows(browser: Chromium) -> list[list[str]]:

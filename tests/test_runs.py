@@ -166,3 +166,71 @@ def test_bad_output_directory_and_target_count(model, tmp_path):
         runs.analyze_to_jsonl(model, PROMPTS, tmp_path / "missing" / "out.jsonl")
     with pytest.raises(InputError, match="targets for"):
         runs.analyze_to_jsonl(model, PROMPTS, tmp_path / "out.jsonl", targets=TARGETS[:2])
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny model saved with save_pretrained, for the command line in a child process."""
+    from tiny_models import tiny_model
+
+    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    hf_model, tokenizer = tiny_model("llama")
+    hf_model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _records(path) -> list[str]:
+    """The complete, valid record lines of a results file (keys)."""
+    keys = []
+    for line in path.read_bytes().splitlines(keepends=True)[1:]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith(b"\n") and isinstance(record, dict) and "key" in record:
+            keys.append(record["key"])
+    return keys
+
+
+@pytest.mark.parametrize("signum", ["SIGKILL", "SIGINT"])
+def test_a_repair_stopped_inside_its_rewrite_keeps_every_record(tiny_dir, tmp_path, signum):
+    """kill -9 or Ctrl-C between writing the repaired file and renaming it: every good
+    record is still there, Ctrl-C says how many, and a rerun completes the file."""
+    import signal as signals
+
+    from rewrite_window import signal_inside_rewrite
+
+    from logitlens.cli import main
+
+    path = tmp_path / "out.jsonl"
+    pairs = [arg for i in range(8) for arg in ("--pair", f"Prompt number {i} is=> the")]
+    args = ["compare", *pairs, "--model", str(tiny_dir), "--out", str(path), "--batch-size", "2"]
+    with pytest.raises(SystemExit) as finished:
+        main(args)
+    assert finished.value.code in (0, None)
+    header, *lines = path.read_text().splitlines()
+    assert len(lines) == 8
+    good = [json.loads(line)["key"] for i, line in enumerate(lines) if i != 3]
+    path.write_text("\n".join([header, *lines[:3], "garbage {", *lines[4:]]) + "\n")
+
+    stopped = signal_inside_rewrite(args, tmp_path / "marker", getattr(signals, signum))
+    assert sorted(_records(path)) == sorted(good)  # the old file, whole
+    assert not [p.name for p in tmp_path.glob(".out.jsonl*")] or signum == "SIGKILL"
+    if signum == "SIGINT":
+        assert stopped.returncode == 130, stopped.stderr
+        assert f"Interrupted. 7 finished prompt(s) are kept in {path}" in stopped.stderr
+        assert "Unexpected" not in stopped.stderr
+
+    with pytest.warns(UserWarning, match="1 corrupt line"), pytest.raises(SystemExit):
+        main(args)
+    assert len(_records(path)) == 8 and set(good) <= set(_records(path))
+    assert not list(tmp_path.glob(".out.jsonl*"))  # a killed rewrite's temporary is gone too
+    assert "garbage {" in (tmp_path / "out.jsonl.rejected").read_text()
+
+
+def test_an_interrupted_run_says_how_many_prompts_are_on_disk(tmp_path):
+    path = tmp_path / "out.jsonl"
+    assert runs.kept_in(path) == "Nothing was written."
+    path.write_text('{"format": "logitlens-results/1"}\n{"key": "a", "result": {}}\n{"key"')
+    assert runs.kept_in(path).startswith(f"1 finished prompt(s) are kept in {path}")

@@ -20,7 +20,8 @@ import torch
 
 from .architectures import Architecture, context_length, get_architecture, resolve
 from .errors import ModelLoadError
-from .paths import cache_dir, package_file, write_error
+from .paths import cache_dir, package_file
+from .storage import write_error
 
 
 @dataclass(frozen=True)

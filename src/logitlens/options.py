@@ -146,6 +146,14 @@ def parse_positions(positions: Positions, length: int) -> list[int]:
     return [item % length for item in items]
 
 
+def window_positions(positions: Positions, lengths: Sequence[int], window: int) -> Positions:
+    """``"all"`` positions of prompts longer than ``window`` tokens become the last ``window``
+    (of the shortest prompt, at most): a picture of thousands of columns helps nobody."""
+    if positions != "all" or max(lengths) <= window:
+        return positions
+    return list(range(-min(window, *lengths), 0))
+
+
 def check_prompts(prompts: Any) -> list[str]:
     """One prompt or a list of them, each non-empty text that is valid UTF-8."""
     if prompts is None:

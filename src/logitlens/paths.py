@@ -11,11 +11,11 @@ import importlib.util
 import os
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import InputError, OutputError
+from .errors import InputError
+from .storage import write_error
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 """File types the plots can be saved as (matplotlib picks the format by suffix)."""
@@ -106,54 +106,3 @@ def directory_write_problem(directory: Path) -> OSError | None:
 def writable_directory(directory: Path) -> bool:
     """Can a file be created in ``directory``?"""
     return directory_write_problem(directory) is None
-
-
-def write_error(path: str | Path, error: OSError) -> OutputError:
-    """One line for a failed write: full disk, read-only place, no permission, other."""
-    reason = {
-        errno.ENOSPC: "the disk is full: free some space or choose another directory",
-        errno.EDQUOT: "the disk quota is exceeded: free some space or choose another directory",
-        errno.EROFS: "the file system is read-only: choose a writable directory",
-        errno.EACCES: "no permission: choose a directory you can write to",
-        errno.EPERM: "no permission: choose a directory you can write to",
-        errno.ENOENT: "its directory does not exist: create it first",
-    }.get(error.errno, f"{error.strerror or error}")
-    return OutputError(f"Could not write {str(path)!r}: {reason}. Nothing was written.")
-
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it into place when the block succeeds.
-
-    A failure (full disk, read-only place, Ctrl-C) removes the temporary file, so no
-    half-written file is ever left, and an ``OSError`` becomes one :class:`OutputError`.
-    """
-    path = Path(path).expanduser()
-    try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise write_error(path, error) from None
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file
-        yield temporary
-        os.replace(temporary, path)
-    except OSError as error:
-        raise write_error(path, error) from None
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_output`."""
-    path = Path(path).expanduser()
-    with atomic_output(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-    return path

@@ -97,6 +97,8 @@ class LensResult:
     alternative_tokens: list[list[str]] = field(default_factory=list)
     vocab: dict[int, str] = field(default_factory=dict)
     """Decoded text of every token id that appears in the arrays."""
+    site: str = "post"
+    """Where layers were read: ``"post"`` (layer output) or ``"mid"`` (after attention)."""
 
     # ----- lookups -------------------------------------------------------------
 
@@ -272,9 +274,10 @@ class LensResult:
         """Serialise to JSON text; also write it to ``path`` when given."""
         text = json.dumps(self.to_dict(), ensure_ascii=False)
         if path is not None:
-            from .paths import check_output_path, write_text_atomic
+            from .paths import check_output_path
+            from .storage import write_atomic
 
-            write_text_atomic(check_output_path(path, None), text)
+            write_atomic(check_output_path(path, None), text)
         return text
 
     @classmethod

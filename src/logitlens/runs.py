@@ -5,16 +5,18 @@ Running the same call again skips every prompt already in the file, so an interr
 run (Ctrl-C, ``kill -9``, a dropped NDIF connection) loses at most one batch.
 
 The file's first line is a header naming the model (its weight fingerprint), the lens
-(its content hash) and every option that changes a number. A run whose header differs
+(kind, parameters, hash) and every option that changes a number. A run whose header differs
 is refused, naming the part that differs, so two checkpoints with the same directory
 name can never share results. logitlens never truncates a file that is not its own,
 never opens FIFOs or devices, sets corrupt lines aside in ``<file>.rejected`` instead
 of dropping the good lines after them, and holds an exclusive lock while it writes.
+The file is only ever appended to, or rewritten whole through a temporary sibling and
+a rename (:mod:`logitlens.storage`), so no interruption can lose a finished prompt.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import json
 import os
@@ -23,12 +25,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from .analysis import analyze
-from .errors import InputError, OutputError
+from .errors import InputError
 from .lenses import Lens, get_lens
 from .lenses.files import model_fingerprint
 from .loading import LensModel
-from .paths import check_output_path, check_regular_file, write_error
+from .paths import check_output_path, check_regular_file
 from .results import LensResult
+from .storage import (
+    NOTHING_WRITTEN,
+    manifest_differences,
+    open_locked,
+    remove_stale_temporaries,
+    write_all,
+    write_atomic,
+    write_error,
+)
 from .targets import Target
 
 FORMAT = "logitlens-results/1"
@@ -69,30 +80,15 @@ def _header_of(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("format") == FORMAT else None
 
 
-def _lens_identity(lens: Lens) -> dict[str, Any]:
-    """The lens's name and a hash of its weights (``None`` for lenses without any)."""
-    return {"name": lens.name, "sha256": lens.content_hash()}
-
-
 def run_header(model: LensModel, lens: Lens, options: dict[str, Any]) -> dict[str, Any]:
     """What a results file's numbers depend on: model weights, lens weights, options."""
     numbers = {k: v for k, v in sorted(options.items()) if k not in _NOT_NUMBERS}
     return {
         "format": FORMAT,
         "model": model_fingerprint(model),
-        "lens": _lens_identity(lens),
+        "lens": lens.identify(),
         "options": json.loads(json.dumps(numbers, default=str)),
     }
-
-
-def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    parts = []
-    for part in ("model", "lens", "options"):
-        if saved.get(part) != wanted[part]:
-            old, new = saved.get(part) or {}, wanted[part]
-            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            parts.append(f"{part} ({', '.join(keys)})")
-    return parts
 
 
 def _per_prompt(tokens: Any, n_prompts: int, what: str) -> list[Any]:
@@ -114,21 +110,37 @@ def _key(prompt: str, target: Any, alternative: Any = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _lock(handle: IO[Any], path: Path) -> None:
+def kept_in(path: str | Path) -> str:
+    """What a results file holds now, in words (for a message after an interruption)."""
+    path = Path(path).expanduser()
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise OutputError(
-            f"Another logitlens run is writing {str(path)!r}: wait for it to finish, or "
-            "choose another --out."
-        ) from None
+        with path.open("rb") as handle:
+            lines = handle.read().splitlines(keepends=True)
+    except OSError:
+        return NOTHING_WRITTEN
+    finished = sum(1 for line in lines[1:] if line.endswith(b"\n") and _is_record(line))
+    if not finished:
+        return NOTHING_WRITTEN
+    return (
+        f"{finished} finished prompt(s) are kept in {path}; run the same command again to resume."
+    )
 
 
-def _read_done(handle: IO[bytes], path: Path) -> tuple[dict[str, LensResult], int]:
-    """Results in the file after its header, and how many corrupt lines were set aside.
+def _is_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "key" in record and "result" in record
 
-    A corrupt line (a torn write, a hand edit) goes to ``<file>.rejected``; the good lines
-    after it are kept, and the file is rewritten without it.
+
+def _read_done(handle: IO[bytes], path: Path) -> tuple[IO[bytes], dict[str, LensResult], int]:
+    """The (possibly new) locked handle, the results after the header, and how many
+    corrupt lines were set aside.
+
+    A corrupt line (a torn write, a hand edit) goes to ``<file>.rejected``; the good
+    lines after it are kept, and the file is rewritten without it: a new file renamed
+    over the old one, so the old file stays whole until the new one is.
     """
     handle.seek(0)
     lines = handle.read().splitlines(keepends=True)
@@ -143,18 +155,18 @@ def _read_done(handle: IO[bytes], path: Path) -> tuple[dict[str, LensResult], in
             if line.strip():
                 rejected.append(line if line.endswith(b"\n") else line + b"\n")
     if rejected or (lines and not lines[-1].endswith(b"\n")):
-        try:
-            if rejected:
-                with open(f"{path}.rejected", "ab") as aside:
-                    aside.writelines(rejected)
-            handle.seek(0)
-            handle.truncate()
-            handle.writelines(good)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except OSError as error:
-            raise write_error(path, error) from None
-    return done, len(rejected)
+        if rejected:
+            aside = Path(f"{path}.rejected")
+            try:
+                with open(aside, "ab", buffering=0) as stream:
+                    write_all(stream, b"".join(rejected))
+                    os.fsync(stream.fileno())
+            except OSError as error:
+                raise write_error(aside, error, kept=f"{str(path)!r} was left as it was.") from None
+        rewritten = write_atomic(path, b"".join(good), hold_lock=True)
+        handle.close()
+        handle = rewritten  # type: ignore[assignment]
+    return handle, done, len(rejected)
 
 
 def analyze_to_jsonl(
@@ -193,35 +205,34 @@ def analyze_to_jsonl(
     header = run_header(model, lens, {**options, "lens": lens.name})
     keys = [_key(*item) for item in zip(prompts, per_prompt, alternatives, strict=True)]
     created = not path.exists()
+    handle = open_locked(
+        path,
+        f"Another logitlens run is writing {str(path)!r}: wait for it to finish, or "
+        "choose another --out.",
+    )
     try:
-        # unbuffered: a failed write must not be retried by a flush when the file closes
-        handle = open(path, "a+b", buffering=0)  # noqa: SIM115  closed below; never truncates
-    except OSError as error:
-        raise write_error(path, error) from None
-    with handle:
-        _lock(handle, path)
         check_regular_file(path, "write")
+        remove_stale_temporaries(path)
         handle.seek(0)
         first = handle.readline()
         if not first:
             try:
-                handle.write((json.dumps(header) + "\n").encode())
-                handle.flush()
+                write_all(handle, (json.dumps(header) + "\n").encode())
             except OSError as error:  # a full disk: leave no empty file behind
                 if created:
                     path.unlink(missing_ok=True)
-                raise write_error(path, error) from None
+                raise write_error(path, error, kept=NOTHING_WRITTEN) from None
         else:
             saved = _header_of(first)
             if saved is None:
                 raise InputError(f"{str(path)!r} is not a logitlens results file.")
-            differ = _differences(saved, header)
+            differ = manifest_differences(saved, header, ("model", "lens", "options"))
             if differ:
                 raise InputError(
                     f"{str(path)!r} holds results of a different run: differs in "
                     f"{'; '.join(differ)}. Use another --out, or delete the file to start over."
                 )
-        done, rejected = _read_done(handle, path)
+        handle, done, rejected = _read_done(handle, path)
         if rejected:
             import warnings
 
@@ -245,6 +256,8 @@ def analyze_to_jsonl(
             progress,
             options,
         )
+    finally:
+        handle.close()
     return LensResult.concat([done[key] for key in keys])
 
 
@@ -288,10 +301,10 @@ def _write_missing(
                 lines.append(json.dumps(record, ensure_ascii=False) + "\n")
             end = handle.seek(0, os.SEEK_END)
             try:
-                handle.write("".join(lines).encode("utf-8"))
-                handle.flush()
+                write_all(handle, "".join(lines).encode("utf-8"))
                 os.fsync(handle.fileno())
             except OSError as error:  # keep the finished prompts, drop the torn lines
-                handle.truncate(end)
-                raise write_error(path, error) from None
+                with contextlib.suppress(OSError):  # else the next run sets it aside
+                    handle.truncate(end)
+                raise write_error(path, error, kept=kept_in(path)) from None
             bar.update(len(chosen))

@@ -31,6 +31,7 @@ from . import lens_commands  # noqa: F401  isort: skip
 from . import dataset_commands  # noqa: F401  isort: skip
 from . import generate_commands  # noqa: F401  isort: skip
 from . import doctor_commands  # noqa: F401  isort: skip
+from . import serve_commands  # noqa: F401  isort: skip
 
 
 @app.callback()
@@ -42,7 +43,7 @@ def _global_options(
 ) -> None:
     """Look inside transformer language models layer by layer."""
     Session.debug = debug or os.environ.get("LOGITLENS_DEBUG", "") not in ("", "0")
-    Session.kept = "Nothing was written."
+    Session.kept = None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         if watch:
             signal.signal(signal.SIGINT, previous)
     if code == 130:
-        note(f"Interrupted. {Session.kept}")
+        note(f"Interrupted. {Session.kept_now()}")
         _forget_the_interrupt()
     sys.exit(code or 0)
 

@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
+from ..lens_registry import file_lenses, kind_named, lens_help, parse_lens_spec
 from ..metrics import REGISTRY
 from ..options import check_layers_spec, metric_names, position_items
 from ..training.config import BIBLE, MODEL_SAMPLES
@@ -56,13 +57,19 @@ class Session:
     """What the entry point reports when a command stops early (see ``cli.main``)."""
 
     debug = False
-    kept = "Nothing was written."
+    kept: Callable[[], str] | None = None
     interrupted = False
 
+    @classmethod
+    def kept_now(cls) -> str:
+        """What an interrupted command left on disk, read from the disk now."""
+        return cls.kept() if cls.kept is not None else "Nothing was written."
 
-def keep(description: str) -> None:
-    """Say what an interrupted command leaves behind, e.g. a resumable output file."""
-    Session.kept = description
+
+def keep(describe: Callable[[], str]) -> None:
+    """Say how to tell what an interrupted command leaves behind (read when it stops,
+    from the disk: e.g. how many prompts a resumable output file holds)."""
+    Session.kept = describe
 
 
 PICTURE_WINDOW = 64
@@ -177,8 +184,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "--lens",
                 "-l",
-                help="logit (default), raw, tuned or jacobian (these two: --lens-path, or the "
-                "model's file in the user cache).",
+                help=lens_help(),
             ),
         ],
         None,
@@ -189,7 +195,8 @@ SHARED: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "--lens-path",
                 "--tuned-path",
-                help="Lens file for --lens tuned or jacobian; alone it implies --lens tuned.",
+                help=f"Lens file for --lens {' or '.join(k.name for k in file_lenses())}; alone "
+                "it implies --lens tuned.",
             ),
         ],
         None,
@@ -267,15 +274,17 @@ class Request:
         position_items(self.positions)
         if self.metrics is not None:
             metric_names(self.metrics)
-        if self.tuned_path is not None and self.lens in (None, "tuned"):
-            if self.lens is None:
-                note("Note: --tuned-path implies --lens tuned.")
+        if self.tuned_path is not None and self.lens is None:
+            note("Note: --tuned-path implies --lens tuned.")
             self.lens = "tuned"
-        elif self.tuned_path is not None and self.lens != "jacobian":
+        kind = kind_named(self.lens or "logit")
+        if self.tuned_path is not None and not kind.needs_file:
+            files = file_lenses()
             raise InputError(
-                f"--tuned-path is for a lens with a file (tuned or jacobian; also spelled "
-                f"--lens-path), but --lens is {self.lens!r}: drop it or use --lens tuned / "
-                "--lens jacobian."
+                f"--tuned-path is for a lens with a file ({' or '.join(k.name for k in files)}; "
+                f"also spelled --lens-path), but --lens is {self.lens!r}: drop it or use "
+                + " / ".join(f"--lens {k.name}" for k in files)
+                + "."
             )
 
     def metric_list(self, *always: str) -> list[str]:
@@ -356,37 +365,27 @@ def open_model_for_lens(
         check_writable_output(Path(output).expanduser())
     lens_model = open_model(model, False, device)
     path = output or default_lens_path(lens_model, kind)
-    keep(f"The {resumed} so far is kept in {checkpoint_path_for(path)}; run again to resume.")
+    checkpoint = checkpoint_path_for(path)
+    keep(
+        lambda: (
+            f"The {resumed} so far is kept in {checkpoint}; run again to resume."
+            if checkpoint.is_file()
+            else "Nothing was written."
+        )
+    )
     return lens_model, path
 
 
 def open_lens(request: Request, model: LensModel | None = None) -> Lens | None:
     """The lens (a lens file is read and checked here, before the model loads).
 
-    ``--lens tuned`` or ``jacobian`` without ``--lens-path`` means the model's file in
-    the user cache: ``None`` until the model is loaded, then call again with ``model``.
+    A lens with a file (tuned, jacobian) without ``--lens-path`` means the model's file
+    in the user cache: ``None`` until the model is loaded, then call again with ``model``.
     """
-    from ..lenses import LENS_FILES, get_lens
-
-    name = request.lens or "logit"
-    if name in LENS_FILES and request.tuned_path is None:
-        return None if model is None else cached_lens(name, model)
-    return get_lens(name, request.tuned_path)
-
-
-def cached_lens(kind: str, model: LensModel) -> Lens:
-    """``model``'s tuned or Jacobian lens from the user cache, where training puts it."""
-    from ..lenses import get_lens
-    from ..lenses.files import default_lens_path
-
-    path = default_lens_path(model, kind)
-    if not path.is_file():
-        command = "logitlens tuned train" if kind == "tuned" else "logitlens jlens fit"
-        raise InputError(
-            f"No {kind} lens for {model.name} in the user cache ({path}); make one with "
-            f"`{command}`, or pass a lens file (--lens-path PATH; lens eval: --lens PATH)."
-        )
-    return get_lens(kind, str(path))
+    kind, values = parse_lens_spec(request.lens or "logit")
+    if kind.needs_file and request.tuned_path is None:
+        return None if model is None else kind.cached(model)
+    return kind.build(request.tuned_path, values)
 
 
 def run_analysis(
@@ -428,25 +427,26 @@ def run_analysis(
     }
     if out is None:
         return analyze(model, prompts, **kwargs)
-    from ..runs import analyze_to_jsonl
+    from ..runs import analyze_to_jsonl, kept_in
 
-    keep(f"Finished prompts are kept in {out}; run the same command again to resume.")
+    keep(lambda: kept_in(out))
     return analyze_to_jsonl(model, prompts, out, progress=not request.json_output, **kwargs)
 
 
 def _picture_positions(model: LensModel, prompts: list[str], request: Request) -> Any:
     """``all`` positions of a long prompt become its last ``window`` ones, said on stderr."""
+    from ..options import window_positions
+
     if request.positions != "all":
         return request.positions
     lengths = [len(model.tokenizer(p)["input_ids"]) for p in prompts]
-    if max(lengths) <= request.window:
-        return "all"
-    window = min(request.window, *lengths)
-    note(
-        f"Note: the prompt is {max(lengths)} tokens; drawing the last {window} positions "
-        "(choose with --window N or --positions).",
-    )
-    return list(range(-window, 0))
+    positions = window_positions("all", lengths, request.window)
+    if positions != "all":
+        note(
+            f"Note: the prompt is {max(lengths)} tokens; drawing the last {len(positions)} "
+            "positions (choose with --window N or --positions).",
+        )
+    return positions
 
 
 def parse_target(target: str) -> str | int:

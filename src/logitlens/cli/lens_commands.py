@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import InputError
+from ..lens_registry import LENSES, file_lenses, parse_lens_spec
 from ..training.config import BIBLE
 from .common import (
     BatchOption,
@@ -24,7 +25,6 @@ from .common import (
     PlotOption,
     SeqLenOption,
     app,
-    cached_lens,
     check_picture_path,
     console,
     open_model,
@@ -48,7 +48,6 @@ jlens_app = typer.Typer(help="Fit and merge Jacobian lenses.", no_args_is_help=T
 app.add_typer(lens_app, name="lens")
 app.add_typer(jlens_app, name="jlens")
 
-NAMED = ("raw", "logit", "tuned", "jacobian")
 ItemsOption = Annotated[
     str | None,
     typer.Option(
@@ -61,37 +60,37 @@ PassKOption = Annotated[str, typer.Option("--pass-k", help="k values for pass@k,
 TokensOption = Annotated[int, typer.Option("--tokens", min=1, help="Held-out tokens to score.")]
 
 
+def _is_named(spec: str) -> bool:
+    """Whether a ``--lens`` value names a lens (``NAME`` or ``NAME:key=value``), not a file."""
+    return spec.partition(":")[0] in LENSES
+
+
 def load_lens_files(specs: list[str]) -> dict[str, Lens]:
     """The ``--lens`` values that are files, read (and checked) before the model loads."""
     from ..lenses import load_lens
 
-    return {spec: load_lens(spec) for spec in specs if spec not in NAMED}
+    return {spec: load_lens(spec) for spec in specs if not _is_named(spec)}
 
 
 def resolve_lenses(specs: list[str], model: LensModel, files: dict[str, Lens]) -> dict[str, Lens]:
-    """Lenses by label from ``--lens`` values: a name (tuned/jacobian: this model's file in
-    the user cache) or a lens file from :func:`load_lens_files` (labelled by its kind, or
+    """Lenses by label from ``--lens`` values: a name (a lens with a file: this model's file
+    in the user cache) or a lens file from :func:`load_lens_files` (labelled by its kind, or
     by its file name when that kind is taken)."""
-    from ..lenses import LENSES, get_lens
-
     lenses: dict[str, Lens] = {}
     for spec in specs:
-        if spec in LENSES:
-            lenses[spec] = get_lens(spec)
-        elif spec in ("tuned", "jacobian"):
-            lenses[spec] = cached_lens(spec, model)
-        else:
+        if not _is_named(spec):
             lens = files[spec]
             label = lens.name if lens.name not in lenses else Path(spec).stem
             lenses[label] = lens
+        else:
+            kind, values = parse_lens_spec(spec)
+            lenses[spec] = kind.cached(model) if kind.needs_file else kind.build(None, values)
     return lenses
 
 
 def default_specs(model: LensModel) -> list[str]:
-    """raw and logit, plus the tuned and Jacobian lenses the user cache has for ``model``."""
-    from ..lenses.files import default_lens_path
-
-    present = [kind for kind in ("tuned", "jacobian") if default_lens_path(model, kind).is_file()]
+    """raw and logit, plus the lenses with a file that the user cache has for ``model``."""
+    present = [kind.name for kind in file_lenses() if kind.cache_path(model).is_file()]
     return ["raw", "logit", *present]
 
 
@@ -187,8 +186,10 @@ def evaluate(
         typer.Option(
             "--lens",
             "-l",
-            help="Repeatable: raw, logit, tuned, jacobian (this model's file in the user "
-            "cache) or a lens file. Default: raw, logit and the cached tuned/J lenses.",
+            help="Repeatable: a lens ("
+            + ", ".join(LENSES)
+            + "; with parameters NAME:key=value,...; a lens with a file: this model's file in "
+            "the user cache) or a lens file. Default: raw, logit and the cached lens files.",
         ),
     ] = None,
     model: ModelOption = None,

@@ -5,12 +5,15 @@ once, so the unembedding is one batched matmul) to logits ``[layers, rows, vocab
 The model's own parts come from an :class:`Unembedding`, which works on a plain
 PyTorch module or on an nnsight envoy, so the same lens runs locally and on NDIF.
 
-Adding a lens is one subclass of :class:`Lens` plus one entry in ``lenses.LENSES``.
+Adding a lens is one subclass of :class:`Lens` (a dataclass when it has parameters)
+plus one :class:`~logitlens.lens_registry.LensKind` entry (see :mod:`logitlens.lens_registry`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -99,12 +102,38 @@ class Lens(ABC):
             digest.update(data.view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
+    def settings(self) -> dict[str, Any]:
+        """The lens's parameters by name: the fields of a dataclass lens, else none."""
+        if not dataclasses.is_dataclass(self):
+            return {}
+        fields = dataclasses.fields(self)
+        return {field.name: getattr(self, field.name) for field in fields if field.init}
+
+    def identify(self) -> dict[str, Any]:
+        """The lens's identity: what numbers computed with it depend on. Its kind
+        (``name``), the hash of its weights (``sha256``) and its ``parameters``.
+
+        Result files record it, so a resumed run with another lens, retrained weights or
+        another parameter is refused. ``parameters`` is left out for a lens without any,
+        so files written before lenses had parameters still resume. (Not ``identity``:
+        ``TunedLens.identity(model)`` builds the untrained lens.)
+        """
+        return {"name": self.name, "sha256": self.content_hash(), **self._parameters_json()}
+
+    def _parameters_json(self) -> dict[str, Any]:
+        """``{"parameters": ...}`` as JSON gives them back (so a saved identity compares
+        equal to a fresh one); empty for a lens without parameters."""
+        settings = self.settings()
+        if not settings:
+            return {}
+        return {"parameters": json.loads(json.dumps(settings, sort_keys=True, default=str))}
+
     def check_model(self, model: LensModel) -> None:  # noqa: B027 - optional hook
         """Raise if this lens cannot be used with ``model`` (default: any model)."""
 
     def to_json(self) -> dict[str, Any]:
-        """A small description of the lens for result files."""
-        return {"name": self.name}
+        """A small description of the lens for result files (with its parameters, if any)."""
+        return {"name": self.name, **self._parameters_json()}
 
 
 class LogitLens(Lens):

@@ -19,7 +19,8 @@ import torch
 
 from ..architectures import resolve
 from ..errors import LensFileError
-from ..paths import atomic_output, cache_dir, write_error
+from ..lens_registry import kind_named
+from ..storage import write_atomic, write_error
 
 if TYPE_CHECKING:
     from ..loading import LensModel
@@ -85,10 +86,8 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
 
 def default_lens_path(model: LensModel, kind: str = "tuned") -> Path:
     """Where ``logitlens tuned train`` (``jlens fit``: ``kind="jacobian"``) puts a
-    model's lens unless told otherwise."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)
-    suffix = "" if kind == "tuned" else ".jlens" if kind == "jacobian" else f".{kind}"
-    return cache_dir() / "lenses" / f"{safe}{suffix}.safetensors"
+    model's lens unless told otherwise (the lens's entry in the lens registry says)."""
+    return kind_named(kind).cache_path(model)
 
 
 def write_safetensors(
@@ -104,7 +103,8 @@ def write_safetensors(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise write_error(path, error) from None
-    with atomic_output(path) as temporary:
+
+    def save(temporary: Path) -> None:
         try:
             save_file(tensors, str(temporary), metadata=metadata)
         except SafetensorError as error:  # its I/O errors are not OSErrors: make them one
@@ -112,7 +112,8 @@ def write_safetensors(
             if code is None:
                 raise
             raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
-    return path
+
+    return write_atomic(path, save)
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], context: str) -> None:

@@ -26,8 +26,9 @@ from ..errors import InputError
 from ..evaluation import LensEvaluation, Scoreboard
 from ..metrics import PICTURES, Picture
 from ..metrics import picture as grid_metric
-from ..paths import FIGURE_SUFFIXES, atomic_output, check_output_path
+from ..paths import FIGURE_SUFFIXES, check_output_path
 from ..results import LensResult
+from ..storage import write_atomic
 
 if TYPE_CHECKING:
     from ..generation import GenerationResult
@@ -104,8 +105,12 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150, close: bool = Tru
     """Write ``fig`` to ``path`` (.png, .svg or .pdf) and return the path written."""
     path = check_output_path(path)
     try:
-        with atomic_output(path) as temporary:
-            fig.savefig(temporary, dpi=dpi, bbox_inches="tight", format=path.suffix[1:].lower())
+        write_atomic(
+            path,
+            lambda temporary: fig.savefig(
+                temporary, dpi=dpi, bbox_inches="tight", format=path.suffix[1:].lower()
+            ),
+        )
     finally:
         if close:
             plt.close(fig)

@@ -27,8 +27,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics import PICTURES
-from ..paths import REPORT_SUFFIXES, check_output_path, write_text_atomic
+from ..paths import REPORT_SUFFIXES, check_output_path
 from ..results import LensResult
+from ..storage import write_atomic
 
 _TOP1 = "top_probs"
 """The array the page colours by itself (the top-1 probability, drawn from the top-k)."""
@@ -112,16 +113,24 @@ def render_report(
     results: LensResult | Sequence[LensResult], title: str = "logitlens report"
 ) -> str:
     """The report page as one HTML string (data, CSS and JavaScript inline)."""
-    data = json.dumps(report_data(results), ensure_ascii=False, separators=(",", ":"))
-    # "<" escaped so that no token text can close the script element.
-    data = data.replace("<", "\\u003c")
+    return render_report_data(report_data(results), title)
+
+
+def render_report_data(data: dict[str, Any], title: str = "logitlens report") -> str:
+    """The report page of data from :func:`report_data` (the explorer adds byte labels)."""
     return (
         asset("report.html")
+        .replace("__VIEW__", asset("lens_view.html"))
         .replace("__TITLE__", html.escape(title))
         .replace("__CSS__", asset("report.css"))
         .replace("__SCRIPT__", asset("report.js"))
-        .replace("__DATA__", data)
+        .replace("__DATA__", script_json(data))
     )
+
+
+def script_json(data: Any) -> str:
+    """JSON to embed in a ``<script>`` element: ``<`` escaped so no text can close it."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def write_report(
@@ -131,7 +140,7 @@ def write_report(
 ) -> Path:
     """Write the report to ``path`` (.html) and return the path written."""
     path = check_output_path(path, REPORT_SUFFIXES)
-    return write_text_atomic(path, render_report(results, title))
+    return write_atomic(path, render_report(results, title))
 
 
-__all__ = ["render_report", "report_data", "write_report"]
+__all__ = ["render_report", "render_report_data", "report_data", "script_json", "write_report"]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from matplotlib import pyplot as plt
 
-from ..paths import REPORT_SUFFIXES, check_output_path, write_text_atomic
+from ..paths import REPORT_SUFFIXES, check_output_path
+from ..storage import write_atomic
 from ..studies.stats import StudySummary
 from .plots import plot_decision_depths, plot_study_trajectories
 from .report import asset
@@ -57,4 +58,4 @@ def render_study_report(summary: StudySummary, title: str | None = None) -> str:
 def write_study_report(summary: StudySummary, path: str | Path, title: str | None = None) -> Path:
     """Write the study report to ``path`` (.html) and return the path written."""
     path = check_output_path(path, REPORT_SUFFIXES)
-    return write_text_atomic(path, render_study_report(summary, title))
+    return write_atomic(path, render_study_report(summary, title))

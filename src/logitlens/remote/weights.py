@@ -16,9 +16,7 @@ Cost, once per model: the head (``vocab x d``; Llama 3.1 70B: 128256 x 8192 bf16
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,11 +97,14 @@ def cached_tensors(repo_id: str, names: list[str]) -> dict[str, torch.Tensor]:
     if path.is_file():
         return load_file(path)
     tensors = fetch_tensors(repo_id, names)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    os.close(handle)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, temporary)
-    os.replace(temporary, path)
+    from ..storage import write_atomic, write_error
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error) from None
+    contiguous = {k: v.contiguous() for k, v in tensors.items()}
+    write_atomic(path, lambda temporary: save_file(contiguous, str(temporary)))
     return tensors
 
 

@@ -236,8 +236,9 @@ def _item_record(item: StudyItem) -> dict[str, Any]:
 
 
 def lens_hash(lens: Lens) -> str:
-    """sha256 of the lens's name and, for a lens with weights, its weights' hash."""
-    return _sha256_json([lens.name, lens.content_hash()])
+    """sha256 of the lens's :meth:`~logitlens.lenses.Lens.identify`: its name, its weights'
+    hash and its parameters (a lens without any hashes as it did before they existed)."""
+    return _sha256_json(list(lens.identify().values()))
 
 
 def _manifest(
@@ -266,7 +267,14 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             found.append(f"model {key} {old_model.get(key)!r} -> {new_model.get(key)!r}")
     old_lens, new_lens = old.get("lens", {}), new["lens"]
     if old_lens.get("sha256") != new_lens["sha256"]:
-        found.append(f"lens {old_lens.get('name')!r} -> {new_lens['name']!r} (different weights)")
+        changed = f"lens {old_lens.get('name')!r} -> {new_lens['name']!r}"
+        if old_lens.get("parameters") != new_lens.get("parameters"):
+            found.append(
+                f"{changed} (parameters {old_lens.get('parameters')} -> "
+                f"{new_lens.get('parameters')})"
+            )
+        else:
+            found.append(f"{changed} (different weights)")
     # An option added since the old study was written took its default there.
     old_options = {**asdict(StudyOptions()), **old.get("options", {})}
     for key in sorted(set(old_options) | set(new["options"])):

@@ -30,8 +30,9 @@ from ..errors import InputError, LensFileError
 from ..lenses import EMBED, TunedLens, Unembedding
 from ..lenses.files import read_safetensors, write_safetensors
 from ..metrics import kl_divergence
-from ..paths import check_output_path, directory_write_problem, write_error
+from ..paths import check_output_path, directory_write_problem
 from ..residuals import chunk_plan, residual_stream
+from ..storage import write_error
 from .config import DTYPE_NAMES, TrainingConfig
 from .corpus import batch_order, load_documents, split_documents, tokenize_documents
 

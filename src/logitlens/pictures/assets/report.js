@@ -1,18 +1,31 @@
 "use strict";
-const DATA = JSON.parse(document.getElementById("report-data").textContent);
+// The lens view: grid, top-k detail and trajectory of one report's data. The report page
+// and the notebook view embed their data (#report-data); the explorer calls showReport()
+// with each answer of its server.
+let DATA = null;
 // Label and scale of each metric that can colour the grid (logitlens.metrics.PICTURES).
-const PICTURES = DATA.pictures;
-const METRIC_NAMES = Object.fromEntries(
-  Object.entries(PICTURES).map(([name, picture]) => [name, picture.label]));
+let PICTURES = {};
+let METRIC_NAMES = {};
 const LINE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"];
-const state = {entry: 0, metric: "prob", pinned: null};
+const state = {entry: 0, metric: "prob", pinned: null, logScale: false};
+// Smallest probability the log-scale trajectory shows (lower values sit on its floor).
+const LOG_FLOOR = 1e-6;
 
 function tokenText(id) {
   const text = DATA.vocab[String(id)];
   return text === undefined ? "<" + id + ">" : text;
 }
+// Whitespace and control bytes made visible: a space is ␣, not an empty cell.
+const VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"};
 function shown(text) {
-  return text.replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\r/g, "\\r");
+  return text.replace(/[\x00-\x20\x7f]/g, c => VISIBLE[c] ||
+    "<0x" + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0") + ">");
+}
+// A token as a grid cell shows it: its byte labels (<0xE2>) when it is part of a
+// character, else its text with whitespace visible.
+function tokenLabel(id) {
+  const bytes = (DATA.byte_labels || {})[String(id)];
+  return bytes === undefined ? shown(tokenText(id)) : bytes;
 }
 function el(tag, attrs, text) {
   const node = document.createElement(tag);
@@ -54,9 +67,8 @@ function colourScale(values, metric) {
   };
 }
 
-function fillSelectors() {
+function bindControls() {
   const promptSelect = document.getElementById("prompt-select");
-  DATA.entries.forEach((e, i) => promptSelect.appendChild(el("option", {value: i}, e.label)));
   promptSelect.addEventListener("change", () => {
     state.entry = Number(promptSelect.value);
     state.pinned = null;
@@ -65,7 +77,21 @@ function fillSelectors() {
   document.getElementById("metric-select").addEventListener("change", event => {
     state.metric = event.target.value;
     renderGrid();
+    renderTrajectory();
   });
+  const logScale = document.getElementById("log-scale");
+  if (logScale) {
+    logScale.addEventListener("change", () => {
+      state.logScale = logScale.checked;
+      renderTrajectory();
+    });
+  }
+}
+
+function fillPromptSelect() {
+  const promptSelect = document.getElementById("prompt-select");
+  promptSelect.replaceChildren(...DATA.entries.map((e, i) => el("option", {value: i}, e.label)));
+  promptSelect.value = String(state.entry);
 }
 
 function fillMetricSelect() {
@@ -89,7 +115,7 @@ function renderGrid() {
   if (e.model_top) {
     const nextRow = el("tr", {class: "next"});
     nextRow.appendChild(el("th", {class: "layer"}, "next"));
-    e.model_top.forEach(id => nextRow.appendChild(el("th", {}, shown(tokenText(id)))));
+    e.model_top.forEach(id => nextRow.appendChild(el("th", {}, tokenLabel(id))));
     head.appendChild(nextRow);
   }
   const body = el("tbody");
@@ -101,7 +127,7 @@ function renderGrid() {
       const style = colour(values[layer][col]);
       const hit = e.model_top && e.model_top[col] === id;
       const cell = el("td", {class: "cell" + (hit ? " hit" : ""), "data-layer": layer,
-        "data-col": col}, shown(tokenText(id)));
+        "data-col": col}, tokenLabel(id));
       cell.style.background = style.background;
       cell.style.color = style.color;
       if (state.pinned && state.pinned[0] === layer && state.pinned[1] === col) {
@@ -146,6 +172,23 @@ function showDetail(layer, col) {
   box.replaceChildren(title, table, extra);
 }
 
+// Where a value sits on the trajectory's y axis, 0 (bottom) to 1 (top), and the tick labels.
+function yScale(series, probabilities) {
+  const values = series.flatMap(s => s.values).filter(v => v !== null);
+  if (state.logScale) {
+    const positive = values.filter(v => v > 0);
+    const high = probabilities ? 1 : Math.max(...positive, LOG_FLOOR);
+    const low = probabilities ? LOG_FLOOR : Math.min(...positive, high / 10);
+    const [lo, hi] = [Math.log10(low), Math.log10(high)];
+    return {at: v => (Math.log10(Math.max(v, low)) - lo) / (hi - lo || 1),
+      top: high.toPrecision(2), bottom: low.toPrecision(2)};
+  }
+  let max = probabilities ? 0.1 : 0;
+  for (const v of values) if (v > max) max = v;
+  max = max || 1;
+  return {at: v => v / max, top: max.toPrecision(2), bottom: "0"};
+}
+
 function renderTrajectory() {
   const e = entry();
   const col = state.pinned ? state.pinned[1] : e.tokens.length - 1;
@@ -160,15 +203,14 @@ function renderTrajectory() {
     series = [{name: METRIC_NAMES[state.metric], values: values.map(row => row[col])}];
     label = METRIC_NAMES[state.metric];
   }
+  const scale = yScale(series, e.targets.length > 0 || state.metric === "prob");
   document.getElementById("trajectory-title").textContent =
-    `Trajectory at position ${e.positions[col]} (${JSON.stringify(e.tokens[col])}): ${label}`;
+    `Trajectory at position ${e.positions[col]} (${JSON.stringify(e.tokens[col])}): ${label}` +
+    (state.logScale ? " (log scale)" : "");
   const [left, right, top, bottom] = [44, 410, 12, 200];
-  let max = e.targets.length ? 0.1 : 0;
-  for (const s of series) for (const v of s.values) if (v !== null && v > max) max = v;
-  max = max || 1;
   const n = e.layers.length;
   const x = i => left + (n > 1 ? (i * (right - left)) / (n - 1) : 0);
-  const y = v => bottom - (v / max) * (bottom - top);
+  const y = v => bottom - Math.min(1, Math.max(0, scale.at(v))) * (bottom - top);
   const nodes = [svgEl("line", {x1: left, y1: bottom, x2: right, y2: bottom, stroke: "#999"}),
     svgEl("line", {x1: left, y1: top, x2: left, y2: bottom, stroke: "#999"})];
   const text = (content, attrs) => {
@@ -176,7 +218,8 @@ function renderTrajectory() {
     node.textContent = content;
     return node;
   };
-  nodes.push(text(max.toPrecision(2), {x: 2, y: top + 8}), text("0", {x: 30, y: bottom}));
+  nodes.push(text(scale.top, {x: 2, y: top + 8, class: "y-top"}),
+    text(scale.bottom, {x: 2, y: bottom, class: "y-bottom"}));
   const step = Math.max(1, Math.ceil(n / 10));
   for (let i = 0; i < n; i += step) nodes.push(text(e.layers[i], {x: x(i) - 4, y: bottom + 14}));
   nodes.push(text("layer", {x: (left + right) / 2, y: bottom + 30}));
@@ -230,5 +273,18 @@ grid.addEventListener("click", event => {
   renderTrajectory();
 });
 
-fillSelectors();
-render();
+/** Show a report's data (report_data() in logitlens.pictures.report) in this page. */
+function showReport(data) {
+  DATA = data;
+  PICTURES = data.pictures;
+  METRIC_NAMES = Object.fromEntries(
+    Object.entries(PICTURES).map(([name, picture]) => [name, picture.label]));
+  if (state.entry >= data.entries.length) state.entry = 0;
+  state.pinned = null;
+  fillPromptSelect();
+  render();
+}
+
+bindControls();
+const embedded = document.getElementById("report-data");
+if (embedded) showReport(JSON.parse(embedded.textContent));

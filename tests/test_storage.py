@@ -1,0 +1,162 @@
+"""The storage layer: atomic writes with the user's umask, locks that follow a rename,
+the never-overwrite-a-foreign-file rule, and the manifest differences in words."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from logitlens import storage
+from logitlens.errors import InputError, OutputError
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+CONTENTS = {
+    "bytes": (b"bytes\n", b"bytes\n"),
+    "text": ("text \u2028 é\n", "text \u2028 é\n".encode()),
+    "a function": (lambda p: p.write_bytes(b"by a function\n"), b"by a function\n"),
+}
+
+
+@pytest.mark.parametrize("content, expected", CONTENTS.values(), ids=list(CONTENTS))
+def test_new_files_follow_the_umask_and_hold_the_content(tmp_path, umask_022, content, expected):
+    path = storage.write_atomic(tmp_path / "out.bin", content)
+    assert _mode(path) == 0o644  # not mkstemp's 0600
+    assert path.read_bytes() == expected
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_a_stricter_umask_and_a_replaced_files_own_mode_are_kept(tmp_path):
+    previous = os.umask(0o077)
+    try:
+        assert _mode(storage.write_atomic(tmp_path / "private", b"x")) == 0o600
+    finally:
+        os.umask(previous)
+    shared = tmp_path / "shared"
+    shared.write_bytes(b"old")
+    shared.chmod(0o664)
+    storage.write_atomic(shared, b"new")
+    assert _mode(shared) == 0o664 and shared.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, failure):
+    path = tmp_path / "lens.safetensors"
+    path.write_bytes(b"the old file")
+
+    def fail(temporary):
+        temporary.write_bytes(b"half")
+        raise failure
+
+    expected = OutputError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as raised:
+        storage.write_atomic(path, fail)
+    assert path.read_bytes() == b"the old file"
+    assert [p.name for p in tmp_path.iterdir()] == ["lens.safetensors"]
+    if expected is OutputError:
+        assert str(raised.value) == (
+            f"Could not write {str(path)!r}: the disk is full: free some space or choose "
+            f"another directory. {str(path)!r} was left as it was."
+        )
+
+
+def test_a_failed_new_file_says_nothing_was_written(tmp_path):
+    with pytest.raises(OutputError, match=r"read-only.*Nothing was written\.$"):
+        storage.write_atomic(tmp_path / "new", lambda p: (_ for _ in ()).throw(OSError(30, "x")))
+
+
+def test_short_writes_are_completed():
+    class Trickle:
+        def __init__(self):
+            self.data = b""
+
+        def write(self, view):
+            self.data += bytes(view[:3])
+            return min(3, len(view))
+
+    stream = Trickle()
+    storage.write_all(stream, b"0123456789")
+    assert stream.data == b"0123456789"
+
+
+def test_the_lock_follows_the_file_through_a_rewrite(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"old\n")
+    first = storage.open_locked(path, "busy")
+    with pytest.raises(OutputError, match="busy"):
+        storage.open_locked(path, "busy")
+    rewritten = storage.write_atomic(path, b"new\n", hold_lock=True)
+    first.close()  # the old file's lock is gone; the new file's is held
+    with pytest.raises(InputError, match="busy"):
+        storage.open_locked(path, "busy", InputError)
+    rewritten.close()
+    again = storage.open_locked(path, "busy")
+    again.seek(0)
+    assert again.read() == b"new\n"
+    again.close()
+
+
+def test_stale_temporaries_of_one_file_only_are_removed(tmp_path):
+    for name in (".out.jsonl.abc.tmp", ".out.jsonl.rejected", ".other.abc.tmp", "out.jsonl"):
+        (tmp_path / name).write_bytes(b"")
+    storage.remove_stale_temporaries(tmp_path / "out.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".other.abc.tmp",
+        ".out.jsonl.rejected",
+        "out.jsonl",
+    ]
+
+
+def test_a_foreign_file_is_never_replaced_unless_forced(tmp_path):
+    theirs = tmp_path / "model.safetensors"
+    theirs.write_bytes(b"someone's weights")
+    with pytest.raises(InputError) as refused:
+        storage.refuse_foreign(theirs, lambda p: False, "lens file")
+    assert str(refused.value) == (
+        f"{str(theirs)!r} exists and is not a lens file written by logitlens; logitlens will "
+        "not overwrite it. Choose another path, or pass --force (library: force=True) to "
+        "replace it."
+    )
+    storage.refuse_foreign(theirs, lambda p: False, "lens file", force=True)
+    storage.refuse_foreign(theirs, lambda p: True, "lens file")
+    storage.refuse_foreign(tmp_path / "missing", lambda p: False, "lens file")
+
+
+DIFFERENCES = {
+    "same": ({"k": 1}, {"k": 1}, []),
+    "one key": ({"k": 10}, {"k": 3}, ["options (k): 10 -> 3"]),
+    "two keys": (
+        {"k": 10, "m": "a"},
+        {"k": 3, "m": "b"},
+        ["options (k, m): k 10 -> 3, m 'a' -> 'b'"],
+    ),
+    "added since": ({}, {"k": 1}, ["options (k): None -> 1"]),
+    "default fills": ({}, {"g": 0}, []),
+    "remote hash": ({"weights_sha256": None}, {"weights_sha256": "a" * 64}, []),
+    "hash shortened": (
+        {"weights_sha256": "a" * 64},
+        {"weights_sha256": "b" * 64},
+        ["options (weights_sha256): aaaaaaaaaaaa -> bbbbbbbbbbbb"],
+    ),
+    "not a dict": ("x", {"k": 1}, ["options: 'x' -> {'k': 1}"]),
+}
+
+
+@pytest.mark.parametrize("old, new, expected", DIFFERENCES.values(), ids=list(DIFFERENCES))
+def test_manifest_differences_in_words(old, new, expected):
+    found = storage.manifest_differences(
+        {"options": old}, {"options": new}, ["options"], defaults={"options": {"g": 0}}
+    )
+    assert found == expected
