@@ -153,8 +153,8 @@ CLI_CASES = [
     (["tuned", "train", "--schedule", "zigzag"], "Unknown schedule 'zigzag'"),
     (["tuned", "train", "--dtype", "float7"], "Unknown dtype 'float7'"),
     (["tuned", "train", "--checkpoint-every", "0"], "'--checkpoint-every'"),
-    (["tuned", "train", "-o", "{tmp}/lens.pt"], "end the name with one of .safetensors"),
-    (["tuned", "train", "-o", "{tmp}/missing/x/lens.pt"], "Save the lens as a .safetensors"),
+    (["tuned", "train", "-o", "{tmp}/lens.pt"], "Write the lens as a .safetensors"),
+    (["tuned", "train", "-o", "{tmp}/missing/x/lens.pt"], "Write the lens as a .safetensors"),
     (["tuned", "eval", "--tuned-path", "{nan.safetensors}"], "NaN or infinite"),
     (["tuned", "eval", "--plot", "{tmp}/e.gif"], "Cannot tell the file type"),
     (["tuned", "eval", "--tokens", "0"], "'--tokens'"),
@@ -304,23 +304,16 @@ def test_debug_shows_the_traceback():
     assert "Traceback" in completed.stderr
 
 
-def _sigint_as_from_a_terminal() -> None:
-    """In the child before exec: Ctrl-C handled by default, as in an interactive shell.
-
-    A test runner started in the background (``pytest ... &``, nohup, some CI runners)
-    inherits SIGINT ignored, and an ignored signal stays ignored across exec, so the
-    command would never see the Ctrl-C this test sends.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_says_interrupted_and_exits_130(tmp_path):
+    """The child resets SIGINT to its default before Python starts, so the test holds
+    when the test runner ignores SIGINT (started in the background)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "logitlens", "top", PUN],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_sigint_as_from_a_terminal,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=True,
     )
     time.sleep(1.5)  # past parsing, into the imports or the load
     process.send_signal(signal.SIGINT)

@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+import torch
 
 from logitlens import storage
 from logitlens.errors import InputError, OutputError
@@ -160,3 +161,200 @@ def test_manifest_differences_in_words(old, new, expected):
         {"options": old}, {"options": new}, ["options"], defaults={"options": {"g": 0}}
     )
     assert found == expected
+
+
+# ----- every writer keeps the rule ----------------------------------------------------------
+
+
+def _foreign_files(directory):
+    """Files logitlens did not write, at paths its writers might be pointed at."""
+    from safetensors.torch import save_file
+
+    model = directory / "model.safetensors"
+    save_file({"lm_head.weight": torch.ones(2, 2)}, str(model))  # someone's model weights
+    notes = directory / "notes.safetensors"
+    notes.write_text("my precious notes\n")
+    return {"model weights": model, "notes": notes}
+
+
+def _jacobian_file(model, path, seed: int) -> str:
+    from logitlens.lenses import JacobianLens
+    from logitlens.lenses.files import model_fingerprint
+
+    fingerprint = model_fingerprint(model)
+    slots, d_model = fingerprint["n_layers"] + 1, fingerprint["d_model"]
+    noise = torch.randn(slots, d_model, d_model, generator=torch.Generator().manual_seed(seed))
+    lens = JacobianLens.from_jacobians(torch.eye(d_model) + 0.01 * noise, fingerprint)
+    lens.info["n_prompts"] = 3
+    return str(lens.save(path))
+
+
+CLI_WRITERS = {
+    "lens import": ["lens", "import", "{lens}", "--out", "{out}"],
+    "tuned train": ["tuned", "train", "--tokens", "64", "--seq-len", "16", "-o", "{out}"],
+    "jlens fit": ["jlens", "fit", "--n-texts", "1", "--seq-len", "32", "-o", "{out}"],
+    "jlens merge": ["jlens", "merge", "{lens}", "{other}", "--out", "{out}"],
+}
+
+
+@pytest.mark.parametrize("target", ["model weights", "notes"])
+@pytest.mark.parametrize("args", CLI_WRITERS.values(), ids=list(CLI_WRITERS))
+def test_cli_writers_never_replace_a_foreign_file(wrap_tiny, tmp_path, capsys, args, target):
+    from logitlens.cli import main
+
+    model = wrap_tiny("llama")
+    foreign = _foreign_files(tmp_path)[target]
+    before = foreign.read_bytes()
+    lens = _jacobian_file(model, tmp_path / "a.safetensors", 0)
+    other = _jacobian_file(model, tmp_path / "b.safetensors", 1)
+    filled = [a.format(lens=lens, other=other, out=foreign) for a in args]
+    with pytest.raises(SystemExit) as stopped:
+        main(filled)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2, err
+    assert err.strip().splitlines()[-1] == (
+        f"Error: {str(foreign)!r} exists and is not a lens file written by logitlens; "
+        "logitlens will not overwrite it. Choose another path, or pass --force (library: "
+        "force=True) to replace it."
+    )
+    assert "Unexpected" not in err and foreign.read_bytes() == before
+
+
+def test_jlens_merge_with_force_replaces_and_refuses_pt_and_twins(wrap_tiny, tmp_path, capsys):
+    from logitlens.cli import main
+    from logitlens.lenses import load_lens
+
+    model = wrap_tiny("llama")
+    foreign = _foreign_files(tmp_path)["model weights"]
+    lens = _jacobian_file(model, tmp_path / "a.safetensors", 0)
+    other = _jacobian_file(model, tmp_path / "b.safetensors", 1)
+    with pytest.raises(SystemExit) as stopped:
+        main(["jlens", "merge", lens, other, "--out", str(foreign), "--force"])
+    assert stopped.value.code in (0, None), capsys.readouterr().err
+    assert load_lens(str(foreign)).n_prompts == 6
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes((tmp_path / "a.safetensors").read_bytes())
+    cases = {
+        ".pt output": ([lens, other, "--out", str(tmp_path / "x.pt")], "Write the lens as a"),
+        "one file twice": ([lens, lens, "--out", str(tmp_path / "m.safetensors")], "same fit"),
+        "a copy": ([lens, str(copy), "--out", str(tmp_path / "m.safetensors")], "same fit"),
+    }
+    for arguments, fragment in cases.values():
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            main(["jlens", "merge", *arguments])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and fragment in err.strip().splitlines()[-1], err
+        assert "Unexpected" not in err
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_library_writers_never_replace_a_foreign_file(wrap_tiny, tmp_path):
+    from logitlens.errors import LensFileError
+    from logitlens.lenses import TunedLens, load_lens
+    from logitlens.training import train_tuned_lens
+    from logitlens.training.jacobian import fit_jacobian_lens, merge_jacobian_lenses
+
+    model = wrap_tiny("llama")
+    foreign = _foreign_files(tmp_path)["model weights"]
+    before = foreign.read_bytes()
+    lens = TunedLens.identity(model)
+    writers = {
+        "save": lambda: lens.save(foreign),
+        "train": lambda: train_tuned_lens(model, foreign, documents=["a b c"] * 50),
+        "fit": lambda: fit_jacobian_lens(model, ["a b c"] * 50, output=foreign),
+        "checkpoint": lambda: train_tuned_lens(
+            model, foreign.with_suffix(".x.safetensors"), documents=["a b c"] * 50
+        ),
+    }
+    checkpoint = foreign.with_suffix(".x.safetensors.checkpoint")
+    checkpoint.write_text("my notes, named like a checkpoint\n")
+    for write in writers.values():
+        with pytest.raises(InputError, match=r"not a (lens file|training checkpoint) written by"):
+            write()
+    assert foreign.read_bytes() == before
+    lens.save(foreign, force=True)
+    assert load_lens(str(foreign)).name == "tuned"
+    lens.save(foreign)  # now logitlens's own file: replacing it needs no force
+    a = _jacobian_file(model, tmp_path / "a.safetensors", 0)
+    with pytest.raises(LensFileError, match="same fit"):
+        merge_jacobian_lenses([a, a])
+
+
+PICTURE_WRITERS = {
+    "top --plot": ["top", "hello", "--plot", "{png}"],
+    "track --plot": ["track", "hello", "-t", " x", "--plot", "{png}"],
+    "compare --plot": ["compare", "-p", "hello=> x", "--plot", "{png}"],
+    "heatmap": ["heatmap", "hello", "-t", " x", "-o", "{png}"],
+    "grid": ["grid", "hello", "-o", "{png}"],
+    "report": ["report", "hello", "-o", "{html}"],
+    "generate --plot": ["generate", "hello", "--plot", "{png}"],
+    "attribute --plot": ["attribute", "hello", "-t", " x", "--plot", "{png}"],
+    "lens eval --plot": ["lens", "eval", "--plot", "{png}"],
+    "tuned eval --plot": ["tuned", "eval", "--plot", "{png}"],
+    "study summary --plot": ["study", "summary", "{dir}", "--plot", "{png}"],
+    "study summary --report": ["study", "summary", "{dir}", "--report", "{html}"],
+    "study compare --plot": ["study", "compare", "{dir}", "--plot", "{png}"],
+}
+
+
+@pytest.mark.parametrize("args", PICTURE_WRITERS.values(), ids=list(PICTURE_WRITERS))
+def test_pictures_and_reports_never_replace_a_foreign_file(tmp_path, capsys, args):
+    """Refused before any model is loaded: one line, exit 2, the file untouched."""
+    from logitlens.cli import main
+
+    photo = tmp_path / "holiday.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n someone's photo")
+    page = tmp_path / "index.html"
+    page.write_text("<html>my home page</html>")
+    filled = [a.format(png=photo, html=page, dir=tmp_path) for a in args]
+    target = photo if "{png}" in args else page
+    with pytest.raises(SystemExit) as stopped:
+        main(filled)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2, err
+    what = "picture" if target == photo else "report"
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"Error: {str(target)!r} exists and is not a {what} written by logitlens")
+    ), err
+    assert "Unexpected" not in err
+    assert photo.read_bytes().endswith(b"someone's photo") and "my home" in page.read_text()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+def test_a_picture_logitlens_wrote_is_replaced_a_foreign_one_only_by_force(tmp_path, suffix):
+    import matplotlib.pyplot as plt
+
+    from logitlens.pictures.plots import save_figure
+
+    path = tmp_path / f"figure{suffix}"
+    path.write_bytes(b"not ours")
+    with pytest.raises(InputError, match="is not a picture written by logitlens"):
+        save_figure(plt.figure(), path)
+    assert path.read_bytes() == b"not ours"
+    save_figure(plt.figure(), path, force=True)
+    assert storage.carries_marker(path)
+    save_figure(plt.figure(), path)  # ours now: replaced without force
+
+
+def test_results_and_reports_from_the_library_keep_the_rule(wrap_tiny, tmp_path):
+    import logitlens
+    from logitlens.pictures.report import write_report
+
+    result = logitlens.analyze(wrap_tiny("llama"), "hello there", k=3)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    with pytest.raises(InputError, match="is not a result file written by logitlens"):
+        result.to_json(notes)
+    result.to_json(notes, force=True)
+    result.to_json(notes)
+    assert logitlens.LensResult.from_json(notes).prompts == ["hello there"]
+    page = tmp_path / "page.html"
+    page.write_text("<html>mine</html>")
+    with pytest.raises(InputError, match="is not a report written by logitlens"):
+        write_report(result, page)
+    write_report(result, page, force=True)
+    write_report(result, page)
+    assert '<meta name="generator" content="logitlens">' in page.read_text()

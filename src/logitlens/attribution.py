@@ -154,6 +154,61 @@ class Attribution:
     }
     """The named dimensions of each array of :class:`Parts`."""
 
+    def measure(self, name: str = "target") -> Parts:
+        """The parts of ``"target"`` or ``"difference"`` (target minus alternative)."""
+        if name == "target":
+            return self.target
+        if name == "difference" and self.difference is not None:
+            return self.difference
+        raise InputError(
+            f"No {name!r} attribution here: choose 'target'"
+            + (" or 'difference'." if self.difference is not None else " (no alternative given).")
+        )
+
+    def column(self, prompt: int = 0, position: int = -1) -> int:
+        """The column holding token ``position`` of ``prompt`` (negative from the end)."""
+        length = len(self.tokens[prompt])
+        wanted = position + length if position < 0 else position
+        found = np.flatnonzero(self.positions[prompt] == wanted)
+        if found.size == 0:
+            analysed = [int(p) for p in self.positions[prompt] if p >= 0]
+            raise InputError(
+                f"Position {position} of prompt {prompt} was not attributed; this result has "
+                f"positions {analysed}. Re-run with positions='all' or a list."
+            )
+        return int(found[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data: labels, and every array as nested lists (NaN: None)."""
+
+        def plain(values: np.ndarray | None) -> Any:
+            if values is None:
+                return None
+            return np.where(np.isnan(values), None, values.astype(object)).tolist()
+
+        def parts_dict(parts: Parts) -> dict[str, Any]:
+            return {
+                name: plain(getattr(parts, name))
+                for name in ("embed", "components", "heads", "head_bias", "constant", "logit")
+            }
+
+        return {
+            "model_name": self.model_name,
+            "prompts": self.prompts,
+            "tokens": self.tokens,
+            "positions": self.positions.tolist(),
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "target_ids": self.target_ids,
+            "target_tokens": self.target_tokens,
+            "alternative_ids": self.alternative_ids,
+            "alternative_tokens": self.alternative_tokens,
+            "components": list(COMPONENTS),
+            "dims": {name: list(dims) for name, dims in self.dims.items()},
+            "target": parts_dict(self.target),
+            "difference": None if self.difference is None else parts_dict(self.difference),
+        }
+
     def to_dataframe(self) -> Any:
         """One row per (measure, prompt, position, target, part): a long pandas DataFrame.
 

@@ -36,6 +36,7 @@ from .remote import trace_backend
 from .remote.weights import unembedding_root
 from .residuals import read_residuals
 from .results import LensResult
+from .views import InlineView
 
 GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
 """Generation options that make ``generate`` pick the model's own argmax at each step
@@ -49,7 +50,7 @@ METRICS = frozenset({"topk", "final_rank"})
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(InlineView):
     """Greedy generation and each layer's lens reading at every step.
 
     ``lens_result`` is a :class:`~logitlens.results.LensResult` with one "prompt": the

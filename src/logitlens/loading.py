@@ -360,6 +360,7 @@ def load_model(
 def _load_remote(name: Any, timeout: float | None) -> LensModel:
     """A hosted model's meta copy, after checking NDIF runs it (fails fast when it cannot)."""
     from .remote import DEFAULT_TIMEOUT, build_remote_model, check_hosted
+    from .remote.versions import check_environment
 
     if find_bundled(name) is not None:
         raise ModelLoadError(
@@ -373,7 +374,8 @@ def _load_remote(name: Any, timeout: float | None) -> LensModel:
             "hub id (e.g. 'meta-llama/Llama-3.1-70B'). Drop remote=True (--remote) to run "
             "it here; `logitlens remote status` lists the hosted models."
         )
-    check_hosted(name)
+    check_hosted(name)  # a note when NDIF has it WARM, COLD or not at all
+    check_environment()  # a note when nnsight, transformers or torch differ from NDIF's
     lens_model = _wrap(build_remote_model(name), name, True)
     lens_model.timeout = timeout or DEFAULT_TIMEOUT
     return lens_model

@@ -155,6 +155,13 @@ SeqLenOption = Annotated[int, typer.Option("--seq-len", min=2, help="Tokens per 
 BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")
 ]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace an output file (lens, picture, report) even if logitlens did not write it.",
+    ),
+]
 LensOutputOption = Annotated[
     Path | None,
     typer.Option("--output", "-o", help="Lens file (.safetensors); default: user cache."),
@@ -245,6 +252,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
         None,
     ),
     "json_output": (JsonOption, False),
+    "force": (ForceOption, False),
 }
 """Options many commands take: name -> (annotated type, default)."""
 
@@ -265,6 +273,7 @@ class Request:
     k: int = 10
     metrics: str | None = None
     json_output: bool = False
+    force: bool = False
 
     def check(self) -> None:
         """Everything that can be checked without torch or the model."""
@@ -353,7 +362,12 @@ def open_model(
 
 
 def open_model_for_lens(
-    output: Path | None, model: str | None, device: str | None, kind: str, resumed: str
+    output: Path | None,
+    model: str | None,
+    device: str | None,
+    kind: str,
+    resumed: str,
+    force: bool = False,
 ) -> tuple[LensModel, Path]:
     """For a command that makes a lens file: check that ``output`` and its checkpoint can be
     written (before the model loads), open the model, and choose the default path (the
@@ -362,7 +376,7 @@ def open_model_for_lens(
     from ..training.tuned import check_writable_output, checkpoint_path_for
 
     if output is not None:
-        check_writable_output(Path(output).expanduser())
+        check_writable_output(Path(output).expanduser(), force)
     lens_model = open_model(model, False, device)
     path = output or default_lens_path(lens_model, kind)
     checkpoint = checkpoint_path_for(path)
@@ -468,22 +482,28 @@ def parse_tokens(tokens: Sequence[str] | None) -> Any:
 # ----- output ----------------------------------------------------------------------------------
 
 
-def check_picture_path(path: Path | None, suffixes: Sequence[str] | None = None) -> None:
-    """Refuse an unwritable picture path before any work (``None``: no picture asked)."""
+def check_picture_path(
+    path: Path | None, suffixes: Sequence[str] | None = None, force: bool = False
+) -> None:
+    """Refuse an unwritable picture or report path, or one that would replace a file
+    logitlens did not write, before any work (``None``: no picture asked)."""
     if path is None:
         return
-    from ..paths import FIGURE_SUFFIXES, check_output_path
+    from ..paths import FIGURE_SUFFIXES, REPORT_SUFFIXES, check_document_output
 
-    check_output_path(path, suffixes or FIGURE_SUFFIXES)
+    what = "report" if suffixes == REPORT_SUFFIXES else "picture"
+    check_document_output(path, suffixes or FIGURE_SUFFIXES, what, force=force)
 
 
-def save_plot(draw: Callable[[], Any], path: Path | None, json_output: bool = False) -> None:
+def save_plot(
+    draw: Callable[[], Any], path: Path | None, json_output: bool = False, force: bool = False
+) -> None:
     """Draw and save a figure; its path goes to stderr under --json so stdout stays JSON."""
     if path is None:
         return
     from ..pictures import plots
 
-    written = plots.save_figure(draw(), path)
+    written = plots.save_figure(draw(), path, force=force)
     say(f"Picture written to {written}", json_output)
 
 

@@ -19,6 +19,7 @@ from .common import (
     BatchOption,
     CorpusOption,
     DeviceOption,
+    ForceOption,
     JsonOption,
     LensOutputOption,
     ModelOption,
@@ -107,6 +108,7 @@ def run_scoreboard(
     pass_k: str,
     plot: Path | None,
     json_output: bool,
+    force: bool = False,
 ) -> None:
     """The shared body of ``lens eval`` and ``tuned eval``."""
     from ..evaluation import scoreboard
@@ -114,7 +116,7 @@ def run_scoreboard(
     from ..training.config import MODEL_SAMPLES
     from ..training.corpus import load_documents, split_documents
 
-    check_picture_path(plot)
+    check_picture_path(plot, force=force)
     ks = _parse_ks(pass_k)
     chosen_items = None if items == "none" else load_items(items)
     files = load_lens_files(specs or [])
@@ -136,7 +138,7 @@ def run_scoreboard(
     )
     from ..pictures import plots
 
-    save_plot(lambda: plots.plot_scoreboard(board), plot, json_output)
+    save_plot(lambda: plots.plot_scoreboard(board), plot, json_output, force)
     if json_output:
         print_json(board.to_dict())
         return
@@ -202,6 +204,7 @@ def evaluate(
     device: DeviceOption = None,
     plot: PlotOption = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """The lens scoreboard: per layer, KL to the model's output, top-1 agreement with it,
     perplexity of the held-out text, and pass@k on prompts with known answers.
@@ -220,6 +223,7 @@ def evaluate(
         pass_k=pass_k,
         plot=plot,
         json_output=json_output,
+        force=force,
     )
 
 
@@ -238,15 +242,16 @@ def import_command(
         bool,
         typer.Option("--hash-check/--no-hash-check", help="Refuse a foreign unembedding hash."),
     ] = True,
+    force: ForceOption = False,
 ):
     """Convert a pretrained lens to a logitlens file, never running pickled code."""
+    from ..lenses.files import check_lens_output
     from ..lenses.imports import import_lens
 
-    if out.suffix != ".safetensors":
-        raise InputError(f"Write the lens as a .safetensors file, not {out.name!r}.")
+    check_lens_output(out, force=force)
     lens_model = open_model(model)
     lens = import_lens(source, lens_model, check_hash=hash_check)
-    path = lens.save(out)
+    path = lens.save(out, force=force)
     console.print(
         f"Imported a {lens.name} lens for {lens_model.name} to {path}\n"
         f"Use it:  logitlens lens eval -l logit -l {path}",
@@ -278,6 +283,7 @@ def fit(
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue an interrupted fit.")
     ] = True,
+    force: ForceOption = False,
 ):
     """Fit a Jacobian lens (average d h_final / d h_l) on the training split of a corpus."""
     from ..training.corpus import load_documents, split_documents
@@ -295,9 +301,15 @@ def fit(
     )
     config.validate()
     train, _ = split_documents(load_documents(corpus))
-    lens_model, path = open_model_for_lens(output, model, device, "jacobian", "fit")
+    lens_model, path = open_model_for_lens(output, model, device, "jacobian", "fit", force)
     lens = fit_jacobian_lens(
-        lens_model, train, config, output=path, resume=resume, info={"corpus": corpus}
+        lens_model,
+        train,
+        config,
+        output=path,
+        resume=resume,
+        info={"corpus": corpus},
+        force=force,
     )
     say(
         f"Saved the Jacobian lens for {lens_model.name} ({lens.n_prompts} x {seq_len} tokens) "
@@ -309,10 +321,13 @@ def fit(
 def merge(
     paths: Annotated[list[Path], typer.Argument(help="Jacobian-lens files fitted on shards.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The merged lens file.")],
+    force: ForceOption = False,
 ):
     """Merge fits on disjoint texts: the mean of their J weighted by prompt count."""
+    from ..lenses.files import check_lens_output
     from ..training.jacobian import merge_jacobian_lenses
 
+    check_lens_output(out, force=force)
     merged = merge_jacobian_lenses(paths)
-    written = merged.save(out)
+    written = merged.save(out, force=force)
     say(f"Merged {len(paths)} fits ({merged.n_prompts} prompts) into {written}")

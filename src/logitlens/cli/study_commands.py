@@ -14,14 +14,18 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..paths import REPORT_SUFFIXES, check_output_path
+from ..paths import REPORT_SUFFIXES
 from .common import (
+    ForceOption,
     JsonOption,
     Request,
     analysis_command,
     app,
+    check_picture_path,
     console,
     err_console,
+    keep,
+    note,
     open_lens,
     open_model,
     print_json,
@@ -87,8 +91,10 @@ def run(
 ):
     """Run the lens over every item; results stream to DIR as Parquet, resumably."""
     from ..studies import load_items, run_study, summarize_study
+    from ..studies.run import kept_in
 
     items = load_items(data)
+    keep(lambda: kept_in(out))
     lens = open_lens(request)
     lens_model = open_model(request.model, request.remote, request.device, request.timeout)
     if lens is None:  # the model's file in the user cache
@@ -128,24 +134,23 @@ def summary(
         Path | None, typer.Option("--report", help="Write the HTML study report (.html).")
     ] = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """Per group: share reaching top-1, median decision depth [95% CI]; rank tests."""
     from ..pictures import plots
     from ..pictures.study_report import write_study_report
-    from ..studies import StudyResult, summarize_study
+    from ..studies import summarize_study
 
     for picture in (plot, depth_plot):
-        if picture:
-            check_output_path(picture)
-    if report:
-        check_output_path(report, REPORT_SUFFIXES)
-    result = summarize_study(StudyResult.load(directory), seed=seed, n_boot=n_boot)
+        check_picture_path(picture, force=force)
+    check_picture_path(report, REPORT_SUFFIXES, force)
+    result = summarize_study(_load(directory), seed=seed, n_boot=n_boot)
     if plot:
-        plots.save_figure(plots.plot_study_trajectories(result), plot)
+        plots.save_figure(plots.plot_study_trajectories(result), plot, force=force)
     if depth_plot:
-        plots.save_figure(plots.plot_decision_depths(result), depth_plot)
+        plots.save_figure(plots.plot_decision_depths(result), depth_plot, force=force)
     if report:
-        write_study_report(result, report)
+        write_study_report(result, report, force=force)
     if json_output:
         print_json(result.to_dict())
         return
@@ -165,18 +170,16 @@ def compare(
         typer.Option("--plot", help="Save the models' trajectories on normalised depth."),
     ] = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """Several models' studies on one normalised-depth axis (table, --plot)."""
     from ..pictures import plots
-    from ..studies import StudyResult, compare_studies
+    from ..studies import compare_studies
 
+    check_picture_path(plot, force=force)
+    comparison = compare_studies([_load(d) for d in directories], seed=seed, n_boot=n_boot)
     if plot:
-        check_output_path(plot)
-    comparison = compare_studies(
-        [StudyResult.load(d) for d in directories], seed=seed, n_boot=n_boot
-    )
-    if plot:
-        plots.save_figure(plots.plot_study_comparison(comparison), plot)
+        plots.save_figure(plots.plot_study_comparison(comparison), plot, force=force)
     if json_output:
         print_json(comparison.to_dict())
         return
@@ -196,6 +199,20 @@ def compare(
     console.print(table)
     if plot:
         err_console.print(f"Saved {plot}")
+
+
+def _load(directory: Path):
+    """A study directory, with a note on stderr when it is not complete."""
+    from ..studies import StudyResult
+
+    study = StudyResult.load(directory)
+    if not study.complete:
+        total = int(study.manifest["dataset"]["n_items"])
+        note(
+            f"Note: {directory} is a partial study: {len(study.items)} of {total} items. "
+            f"Finish it with `logitlens study DATA --out {directory}` (the same setup)."
+        )
+    return study
 
 
 def _print_summary(summary) -> None:

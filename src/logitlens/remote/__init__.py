@@ -17,18 +17,26 @@ if TYPE_CHECKING:
     from ..loading import LensModel
 
 
+BLOCKING_ENV = "LOGITLENS_NDIF_BLOCKING"
+"""Set to ``0`` to wait for NDIF jobs by polling (no websocket): nnsight's non-blocking mode."""
+
+
 def trace_backend(model: LensModel, timeout: float | None = None) -> NdifBackend | None:
     """The backend for one trace of ``model`` (a LensModel): NDIF's when remote, else None."""
+    import os
+
     if model.remote is not True:
         return None
     return NdifBackend(
         model.nn.to_model_key(),
         timeout=timeout or model.timeout,
         env=model.nn._remoteable_get_env(),
+        blocking=os.environ.get(BLOCKING_ENV, "1").strip().lower() not in ("0", "false", "no"),
     )
 
 
 __all__ = [
+    "BLOCKING_ENV",
     "DEFAULT_TIMEOUT",
     "HostedModel",
     "NdifBackend",
