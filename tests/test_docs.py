@@ -142,6 +142,8 @@ def cli_lines(page: Path) -> list[tuple[str, list[str]]]:
         text = re.sub(r"\\\n\s*", " ", block.code)  # join continuation lines
         for offset, line in enumerate(text.splitlines()):
             line = line.strip().removeprefix("$ ")
+            if not line.startswith(("logitlens ", ".venv/bin/logitlens ", "python -m logitlens ")):
+                continue
             words = shlex.split(line, comments=True)
             for prefix in (["logitlens"], [".venv/bin/logitlens"], ["python", "-m", "logitlens"]):
                 if words[: len(prefix)] == prefix:

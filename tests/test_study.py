@@ -97,7 +97,9 @@ def test_length_bucketing_sorts_neighbours():
 
 def test_interrupted_run_resumes_without_duplicates(shared_tiny, tmp_path, monkeypatch):
     items = make_items(40)
-    reference = run_study(shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    reference = run_study(
+        shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False
+    )
     calls = {"n": 0}
     real = study_run._run_batch
 
@@ -149,7 +151,11 @@ def test_refuses_a_lens_with_other_weights(shared_tiny, tmp_path):
     with pytest.raises(InputError, match=r"lens \(sha256\): [0-9a-f]{12} -> [0-9a-f]{12}"):
         run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=retrained)
     resumed = run_study(
-        shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=TunedLens.identity(shared_tiny)
+        shared_tiny,
+        items,
+        out_dir=tmp_path / "s",
+        batch_size=4,
+        lens=TunedLens.identity(shared_tiny),
     )
     assert resumed.complete
 
@@ -301,7 +307,9 @@ def test_generate_equals_generate_lens_per_item(shared_tiny, tmp_path):
     from logitlens.generation import generate_lens
 
     items = make_items(9)
-    study = run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=3, progress=False)
+    study = run_study(
+        shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=3, progress=False
+    )
     assert study.manifest["options"]["generate"] == 3
     n_layers = shared_tiny.n_layers
     for item in items:
@@ -351,7 +359,9 @@ def test_a_study_written_before_the_generate_option_resumes(shared_tiny, tmp_pat
     manifest = json.loads(manifest_path.read_text())
     del manifest["options"]["generate"]
     manifest_path.write_text(json.dumps(manifest))
-    assert run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False).complete
+    assert run_study(
+        shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False
+    ).complete
     with pytest.raises(InputError, match=r"options \(generate\): 0 -> 1"):
         run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=1)
 
@@ -458,7 +468,9 @@ def test_a_damaged_part_is_named_then_set_aside_and_recomputed(
     shared_tiny, tiny_dir, tmp_path, capsys, damage, where
 ):
     items = make_items(12)
-    reference = run_study(shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    reference = run_study(
+        shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False
+    )
     out = tmp_path / "s"
     run_study(shared_tiny, items, out_dir=out, batch_size=4, progress=False)
     part = out / where / "part-00001.parquet"
@@ -555,6 +567,8 @@ def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
     with pytest.raises(SystemExit):
         main(_study_args(data, tiny_dir, out))
     resumed = StudyResult.load(out)
-    reference = run_study(shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    reference = run_study(
+        shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False
+    )
     assert not list(out.rglob(".*.tmp"))
     pd.testing.assert_frame_equal(resumed.items, reference.items)
