@@ -163,7 +163,11 @@ def generate_lens(
         model: from :func:`logitlens.load_model` (local, ``remote=True`` or ``"local"``).
         prompt: the text to continue.
         max_new_tokens: tokens to generate at most (fewer when the model ends the text).
-        lens, k, layers, include_embed, tuned_path: as in :func:`logitlens.analyze`.
+        lens: as in :func:`logitlens.analyze`.
+        k: as in :func:`logitlens.analyze`.
+        layers: as in :func:`logitlens.analyze`.
+        include_embed: as in :func:`logitlens.analyze`.
+        tuned_path: as in :func:`logitlens.analyze`.
 
     Example:
         >>> result = generate_lens(model, "The capital of France is", max_new_tokens=5)

@@ -333,9 +333,10 @@ def load_model(
             ``*ForCausalLM`` module (pass its ``tokenizer`` too).
         remote: ``True`` runs on NDIF (the model is never downloaded);
             ``"local"`` simulates NDIF's request round trip in-process.
-        device, dtype, device_map: local placement. Default: CUDA if present, else
-            CPU in float32 (bf16 is several times slower on CPUs);
-            ``device_map="auto"`` spreads a large model over several GPUs.
+        device: where a local model runs. Default: CUDA if present, else the CPU.
+        dtype: the local model's precision. Default: float32 on a CPU (bf16 is several
+            times slower there).
+        device_map: ``"auto"`` spreads a large local model over several GPUs.
         api_key: NDIF key; by default nnsight's own config or ``NDIF_API_KEY``.
         timeout: seconds one remote job may take before a RemoteError (default
             ``logitlens.remote.DEFAULT_TIMEOUT``, 600).
