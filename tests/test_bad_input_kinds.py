@@ -90,7 +90,18 @@ def bad(tmp_path_factory, tiny_model_dir):
         tensors = {"weight": torch.zeros(3, 64, 64), "bias": torch.zeros(3, 64)}
         save_file(tensors, str(paths[name]), metadata={"logitlens": json.dumps(config)})
 
-    # Jacobian-lens files (.pt): empty, truncated, not PyTorch at all.
+    # A tuned-lens folder whose config has a field of the wrong type.
+    folder = root / "hash-number"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"d_model": 64, "num_hidden_layers": 2, "unembed_hash": 5})
+    )
+    torch.save({"0.weight": torch.zeros(64, 64)}, folder / "params.pt")
+    paths["hash-number"] = folder
+
+    # Jacobian-lens files (.pt): empty, truncated, not PyTorch at all, a count as text.
+    torch.save({"J": {0: torch.eye(64)}, "n_prompts": "many"}, root / "prompts-text.pt")
+    paths["prompts-text.pt"] = root / "prompts-text.pt"
     torch.save({"J": {}}, root / "empty-J.pt")
     paths["empty-J.pt"] = root / "empty-J.pt"
     torch.save({"J": {0: torch.eye(64)}}, root / "good-J.pt")
@@ -261,6 +272,8 @@ LENS_CASES = [
     (["top", PUN, "--lens-path", "{model-text}"], "config field 'model' is 'llama'"),
     (["top", PUN, "--lens-path", "{training-number}"], "config field 'training' is 5"),
     (["lens", "import", "{empty-J.pt}", "-o", "{tmp}/a.safetensors"], "holds no Jacobians"),
+    (["lens", "import", "{hash-number}", "-o", "{tmp}/e.safetensors"], "'unembed_hash' is 5"),
+    (["lens", "import", "{prompts-text.pt}", "-o", "{tmp}/f.safetensors"], "'n_prompts' is 'many'"),
     (["lens", "import", "{truncated-J.pt}", "-o", "{tmp}/b.safetensors"], "is damaged or not a"),
     (["lens", "import", "{garbage.pt}", "-o", "{tmp}/c.safetensors"], "is damaged or not a"),
     (["lens", "import", "{empty.pt}", "-o", "{tmp}/d.safetensors"], "is damaged or not a"),
