@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -305,6 +306,7 @@ RANGE_CASES = [
     (["study", "summary", "{tmp}/none", "--n-boot", "1000000000"], "each resample redraws"),
     (["study", "summary", "{tmp}/none", "--seed", "-1"], "--seed must be between 0 and"),
     (["study", "compare", "{tmp}/none", "--n-boot", "0"], "--n-boot must be between 1 and"),
+    (["tuned", "train", "--seed", "-1"], "--seed must be between 0 and"),
     (["grid", PUN, "-o", "{tmp}/g.png", "--window", "100000"], "--window must be between 1"),
     (["grid", PUN, "-o", "{tmp}/g.png", "--positions", ",".join(map(str, range(200)))], "at most"),
     (["generate", PUN, "-n", "500", "--plot", "{tmp}/g.png"], "lower --max-new-tokens"),
@@ -344,7 +346,16 @@ RANGE_LIBRARY_CASES = [
     (lambda s: _summarize(s, seed=-1), "seed must be between 0 and"),
     (lambda s: _summarize(s, n_boot=2.5), "Bad n_boot 2.5"),
     (lambda s: _bootstrap(n_boot=20_000_000), "n_boot must be between"),
+    (lambda s: _summarize(5), "Expected a study (run_study's result, or its directory)"),
+    (lambda s: logitlens.TrainingConfig(seed=-3).validate(), "seed must be between 0 and"),
+    (lambda s: _compare([s, 5]), "Expected a study"),
 ]
+
+
+def _compare(studies):
+    from logitlens.studies import compare_studies
+
+    return compare_studies(studies, n_boot=10)
 
 
 def _summarize(study, **options):
@@ -361,7 +372,7 @@ def _bootstrap(**options):
 
 @pytest.mark.parametrize(("call", "message"), RANGE_LIBRARY_CASES, ids=lambda c: str(c)[:40])
 def test_library_option_ranges(call, message, study):
-    with pytest.raises(LogitLensError, match=message.replace("(", r"\(")):
+    with pytest.raises(LogitLensError, match=re.escape(message)):
         call(study)
 
 
@@ -370,6 +381,8 @@ def test_numpy_counts_are_in_range(study):
 
     summary = summarize_study(study, n_boot=np.int64(50), seed=np.uint32(3))
     assert summary.n_boot == 50 and summary.seed == 3
+    from_directory = summarize_study(str(study.out_dir), n_boot=50, seed=3)
+    assert from_directory.to_dict() == summary.to_dict()
 
 
 def test_pass_at_k_refuses_k_at_the_vocabulary_size(wrap_tiny):
@@ -498,6 +511,8 @@ def test_numpy_arrays_are_indices_and_counts(wrap_tiny):
     assert result.layers == [0, 1] and result.k == 3
     assert result.positions.tolist() == [[0, len(result.tokens[0]) - 1]]
     assert logitlens.analyze(model, PUN, include_embed=np.bool_(True)).layers[0] == -1
+    two = logitlens.analyze(model, [PUN, PUN], targets=np.array([5, 6]))
+    assert two.target_ids == [[5], [6]]
     generated = logitlens.generate_lens(model, PUN, max_new_tokens=np.int64(2), k=np.int32(2))
     assert len(generated.generated_tokens) <= 2
 

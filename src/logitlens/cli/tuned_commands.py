@@ -19,6 +19,7 @@ from .common import (
     SeqLenOption,
     app,
     err_console,
+    limited,
     open_model_for_lens,
     say,
 )
@@ -60,7 +61,12 @@ def train(
         typer.Option("--dtype", help=f"Model precision: {', '.join(DTYPE_NAMES)}."),
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the batch order and sampling (reproducible).")
+        int,
+        typer.Option(
+            "--seed",
+            callback=limited("seed"),
+            help="Seed of the batch order and sampling (reproducible; 0 or more).",
+        ),
     ] = _DEFAULTS.seed,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
