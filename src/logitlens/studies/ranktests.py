@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..options import check_limit
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ def bootstrap_interval(
     ``statistic`` must accept ``axis=-1`` (NumPy reductions do). The same ``seed`` gives
     the same interval.
     """
+    n_boot, seed = check_limit(n_boot, "n_boot"), check_limit(seed, "seed")
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return Interval(math.nan, math.nan, math.nan)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..options import check_limit
 from ..views import InlineView
 from .ranktests import (
     Interval,
@@ -269,6 +270,7 @@ def summarize_study(
     study: StudyResult, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95
 ) -> StudySummary:
     """Per group: shares and median depths with bootstrap intervals; rank tests; trajectories."""
+    n_boot, seed = check_limit(n_boot, "n_boot"), check_limit(seed, "seed")
     items = study.items
     if items.empty:
         raise InputError(
@@ -482,4 +484,6 @@ def compare_studies(
     """Summaries of several studies, for a table and a plot on normalised depth."""
     if len(studies) < 1:
         raise InputError("Give at least one study directory to compare.")
+    check_limit(n_boot, "n_boot")
+    check_limit(seed, "seed")
     return StudyComparison([summarize_study(s, seed=seed, n_boot=n_boot) for s in studies])
