@@ -512,7 +512,7 @@ def test_run_study_takes_a_dataset_path(wrap_tiny, tmp_path):
 
 
 def test_json_output_never_holds_nan_or_infinity(capsys, wrap_tiny):
-    from logitlens.cli.common import print_json
+    from logitlens.cli.application import print_json
 
     print_json({"depth": float("inf"), "low": -np.inf, "gap": [np.float64("nan"), 1.5]})
     assert json.loads(capsys.readouterr().out) == {"depth": None, "low": None, "gap": [None, 1.5]}
