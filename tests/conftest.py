@@ -32,6 +32,18 @@ def wrap_tiny() -> Callable[..., logitlens.LensModel]:
 
 
 @pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The tiny llama saved with ``save_pretrained``, for the command line (``--model``)."""
+    from tiny_models import tiny_model
+
+    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    hf_model, tokenizer = tiny_model("llama")
+    hf_model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def bundled() -> logitlens.LensModel:
     """The bundled SmolLM2-135M (converted once into the user cache, then ~2 s)."""
     return logitlens.load_model()
