@@ -142,8 +142,11 @@ function sparkline(values) {
   const [width, height] = [160, 24];
   const svg = svgEl("svg", {width, height, viewBox: `0 0 ${width} ${height}`});
   const n = values.length;
+  // The trajectory chart's log scale applies here too (1e-6 to 1).
+  const level = v => state.logScale ?
+    (Math.log10(Math.max(v, LOG_FLOOR)) - Math.log10(LOG_FLOOR)) / -Math.log10(LOG_FLOOR) : v;
   const points = values.map((v, i) => v === null ? null :
-    `${(i * width) / Math.max(1, n - 1)},${height - 2 - v * (height - 4)}`)
+    `${(i * width) / Math.max(1, n - 1)},${height - 2 - level(v) * (height - 4)}`)
     .filter(p => p !== null).join(" ");
   svg.appendChild(svgEl("polyline", {points, fill: "none", stroke: "#1f77b4",
     "stroke-width": 1.5}));
@@ -194,6 +197,7 @@ $("grid-metric").addEventListener("change", () => {
   }
 });
 $("prompt-select").addEventListener("change", () => renderCompare());
+$("log-scale").addEventListener("change", () => renderCompare());
 $("compare-table").addEventListener("click", event => {
   const row = event.target.closest("tr.compare-row");
   if (!row) return;
