@@ -197,7 +197,11 @@ def committed_parts(out_dir: Path) -> list[str]:
 
 
 def damaged_parts(out_dir: Path, parts: Sequence[str]) -> list[Path]:
-    """The files of committed batches that cannot be read as this study's Parquet."""
+    """The files of committed batches that cannot be read as this study's Parquet.
+
+    Missing, truncated, empty or not Parquet at all, without an ``id`` column, or with a
+    column of another type. (A column added since the part was written reads as null.)
+    """
     damaged = []
     for name in parts:
         for directory, schema in ((ITEMS_DIR, ITEM_SCHEMA), (LAYERS_DIR, LAYER_SCHEMA)):
@@ -207,7 +211,11 @@ def damaged_parts(out_dir: Path, parts: Sequence[str]) -> list[Path]:
             except (OSError, pa.ArrowException):
                 damaged.append(path)
                 continue
-            if not found.remove_metadata().equals(schema):
+            wrong_type = any(
+                field.name in schema.names and field.type != schema.field(field.name).type
+                for field in found
+            )
+            if "id" not in found.names or wrong_type:
                 damaged.append(path)
     return damaged
 
