@@ -239,7 +239,11 @@ def kept_in(out_dir: str | Path) -> str:
     out_dir = Path(out_dir).expanduser()
     n_items = items_on_disk(out_dir)
     if not n_items:
-        return NOTHING_WRITTEN
+        return (
+            f"No item was finished ({out_dir} holds no results yet)."
+            if (out_dir / MANIFEST).is_file()
+            else NOTHING_WRITTEN
+        )
     try:
         manifest = read_manifest(out_dir)
         total = f" of {int(manifest['dataset']['n_items'])}" if manifest else ""
