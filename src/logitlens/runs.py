@@ -121,7 +121,7 @@ def kept_in(path: str | Path) -> str:
         return NOTHING_WRITTEN
     finished = sum(1 for line in lines[1:] if line.endswith(b"\n") and _is_record(line))
     if not finished:
-        return NOTHING_WRITTEN
+        return f"No prompt was finished ({path} holds no results yet)."
     return (
         f"{finished} finished prompt(s) are kept in {path}; run the same command again to resume."
     )
