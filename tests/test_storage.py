@@ -98,7 +98,7 @@ def test_the_lock_follows_the_file_through_a_rewrite(tmp_path):
     first = storage.open_locked(path, "busy")
     with pytest.raises(OutputError, match="busy"):
         storage.open_locked(path, "busy")
-    rewritten = storage.write_atomic(path, b"new\n", hold_lock=True)
+    rewritten = storage.rewrite_locked(path, b"new\n")
     first.close()  # the old file's lock is gone; the new file's is held
     with pytest.raises(InputError, match="busy"):
         storage.open_locked(path, "busy", InputError)
