@@ -98,7 +98,7 @@ def test_the_lock_follows_the_file_through_a_rewrite(tmp_path):
     first = storage.open_locked(path, "busy")
     with pytest.raises(OutputError, match="busy"):
         storage.open_locked(path, "busy")
-    rewritten = storage.write_atomic(path, b"new\n", hold_lock=True)
+    rewritten = storage.rewrite_locked(path, b"new\n")
     first.close()  # the old file's lock is gone; the new file's is held
     with pytest.raises(InputError, match="busy"):
         storage.open_locked(path, "busy", InputError)
@@ -398,3 +398,39 @@ def test_a_damaged_remote_weight_cache_is_fetched_again(tmp_path, monkeypatch):
     )
     weights.cached_tensors("org/model", ["lm_head.weight"])
     assert fetched == ["org/model"]  # read from the cache the second time
+
+
+@pytest.mark.parametrize("stop", ["during training", "before training"])
+def test_ctrl_c_in_training_says_what_is_on_disk(wrap_tiny, tmp_path, capsys, monkeypatch, stop):
+    from logitlens.cli import common, main
+    from logitlens.training import tuned
+
+    model = wrap_tiny("llama")
+    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: model)
+    real, calls = tuned.lens_loss, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    def no_text(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if stop == "during training":
+        monkeypatch.setattr(tuned, "lens_loss", interrupted)
+    else:
+        monkeypatch.setattr(tuned, "load_documents", no_text)
+    out = tmp_path / "lens.safetensors"
+    args = ["tuned", "train", "--tokens", "256", "--seq-len", "16", "--batch-size", "2"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 130, err
+    checkpoint = tmp_path / "lens.safetensors.checkpoint"
+    if stop == "during training":
+        assert checkpoint.is_file()
+        assert f"Interrupted. The training so far is kept in {checkpoint}; run again" in err
+    else:
+        assert not checkpoint.exists() and "Interrupted. Nothing was written." in err
