@@ -6,18 +6,12 @@ from typing import Annotated
 
 import typer
 
-from . import common
-from .common import (
-    PlotOption,
-    Request,
-    analysis_command,
-    check_picture_path,
-    console,
-    open_lens,
-    print_json,
-    save_plot,
-    say,
-)
+from ..errors import InputError
+from ..options import MAX_PICTURE_POSITIONS
+from . import runners
+from .application import console, print_json, say
+from .flags import PlotOption, Request, analysis_command
+from .runners import check_picture_path, open_lens, save_plot
 
 
 @analysis_command(
@@ -49,8 +43,13 @@ def generate(
     from .tables import generation_table
 
     check_picture_path(plot, force=request.force)
+    if plot is not None and max_new_tokens > MAX_PICTURE_POSITIONS:
+        raise InputError(
+            f"--plot draws one column per new token, at most {MAX_PICTURE_POSITIONS}: "
+            f"lower --max-new-tokens ({max_new_tokens}) or drop --plot."
+        )
     lens = open_lens(request)
-    model = common.open_model(request.model, request.remote, request.device, request.timeout)
+    model = runners.open_model(request.model, request.remote, request.device, request.timeout)
     if lens is None:  # the model's file in the user cache
         lens = open_lens(request, model)
     result = generate_lens(
