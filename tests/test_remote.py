@@ -256,6 +256,26 @@ def test_remote_lens_with_weights_equals_local_and_never_travels(
     assert (tmp_path / "head.safetensors").is_file()  # the unembedding, cached here
 
 
+def test_remote_generation_equals_local_and_a_lens_with_weights_stays_here(
+    healthy, remote_tiny, local_tiny, tmp_path
+):
+    """One generation trace on NDIF; a lens with weights is applied here, step by step."""
+    from logitlens.generation import generate_lens
+
+    path = _random_tuned_lens(local_tiny, tmp_path / "tuned.safetensors")
+    uploaded = {}
+    for lens in ("logit", "tuned"):
+        tuned_path = str(path) if lens == "tuned" else None
+        before = len(healthy.entries())
+        remote = generate_lens(remote_tiny, PROMPTS[0], 4, lens=lens, k=3, tuned_path=tuned_path)
+        (request,) = healthy.entries()[before:]
+        uploaded[lens] = request["up"]
+        local = generate_lens(local_tiny, PROMPTS[0], 4, lens=lens, k=3, tuned_path=tuned_path)
+        assert remote.generated_ids == local.generated_ids and len(local.generated_ids) == 4
+        _assert_equal_results(remote.lens_result, local.lens_result, tolerance=1e-5)
+    assert uploaded["tuned"] < uploaded["logit"] + path.stat().st_size / 4, uploaded
+
+
 # --- Failures: one line, exit code 2, quickly, never the key --------------------------------
 
 FAULTS = {

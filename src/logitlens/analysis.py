@@ -36,8 +36,6 @@ from .options import (
     parse_positions,
     position_items,
 )
-from .remote import trace_backend
-from .remote.weights import unembedding_root
 from .residuals import CHUNK_ROWS, chunk_plan, read_residuals
 from .results import LensResult
 from .targets import Target, resolve_targets
@@ -207,9 +205,7 @@ def analyze(
             ids_seen.update(int(i) for i in np.unique(arrays[name]) if i >= 0)
     for row in [*resolved, *(alternative_rows or [])]:
         ids_seen.update(t.token_id for t in row)
-    ordered = sorted(ids_seen)
-    # One batched call: decoding token by token costs more than the lens on short prompts.
-    vocab = dict(zip(ordered, model.tokenizer.batch_decode([[i] for i in ordered]), strict=True))
+    vocab = model.decode_each(ids_seen)
     return LensResult(
         model_name=model.name,
         lens=lens.name,
@@ -257,24 +253,18 @@ def _run_batch(
     tokens = {name: torch.from_numpy(values) for name, values in token_inputs.items()}
 
     nn_model = model.nn
-    backend = trace_backend(model, timeout)
-    if backend is not None and lens.carries_weights:
-        # The lens stays here: NDIF sends back the residuals, reduced here on a local
-        # copy of the final norm and unembedding (remote.weights).
+    if model.applies_here(lens):
+        # The lens stays here: NDIF sends back the residuals, reduced here (reduce_here).
         # Plain values only in the trace body: what it names travels to NDIF.
         architecture, layers, final_layer = model.architecture, plan.layers, plan.final_layer
-        with nn_model.trace(inputs, backend=backend) as tracer:
+        with model.trace(inputs, timeout) as tracer:
             residuals = nnsight.save(
                 read_residuals(nn_model, architecture, layers, gather_index, final_layer)
             )
             tracer.stop()
-        unembedding = Unembedding(unembedding_root(model), architecture, model.config)
-        residuals = {name: value.float() for name, value in residuals.items()}
-        saved = reduce_residuals(
-            unembedding, lens, plan, residuals, tuple(gather_index.shape), tokens
-        )
+        saved = reduce_here(model, lens, plan, residuals, tuple(gather_index.shape), tokens)
         return {name: value.detach().cpu() for name, value in saved.items()}
-    with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
+    with model.trace(inputs, timeout) as tracer:
         saved = nnsight.save(
             lens_reductions(
                 nn_model, model.architecture, model.config, lens, plan, gather_index, tokens
@@ -308,6 +298,21 @@ def lens_reductions(
     residuals = read_residuals(root, architecture, plan.layers, gather_index, plan.final_layer)
     unembedding = Unembedding(root, architecture, config)
     return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, tokens)
+
+
+def reduce_here(
+    model: LensModel,
+    lens: Lens,
+    plan: ReductionPlan,
+    residuals: dict[str, torch.Tensor],
+    shape: tuple[int, int],
+    tokens: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """:func:`reduce_residuals` here, on residuals a trace saved: the path of a lens with
+    weights on NDIF (``LensModel.applies_here``), for ``analyze`` and ``generate_lens``."""
+    unembedding = Unembedding(model.unembedding_root(), model.architecture, model.config)
+    residuals = {name: value.float() for name, value in residuals.items()}
+    return reduce_residuals(unembedding, lens, plan, residuals, shape, tokens)
 
 
 def reduce_residuals(

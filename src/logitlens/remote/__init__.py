@@ -3,30 +3,17 @@
 - :mod:`~logitlens.remote.backend`: ``NdifBackend``, nnsight's client with a deadline,
   a stderr progress line and one-line errors;
 - :mod:`~logitlens.remote.failures`: the messages, one per way a remote run fails;
-- :mod:`~logitlens.remote.hosting`: NDIF's hosted models, and the local meta copy of one.
+- :mod:`~logitlens.remote.hosting`: NDIF's hosted models, and the local meta copy of one;
+- :mod:`~logitlens.remote.weights`: a hosted model's final norm and head, fetched here.
+
+Where a trace runs (here, ``remote="local"`` or NDIF) is decided in one place:
+``LensModel.trace`` and ``LensModel.generate`` in :mod:`logitlens.loading`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .backend import DEFAULT_TIMEOUT, NdifBackend, Progress
 from .hosting import HostedModel, build_remote_model, check_hosted, hosted_models
-
-if TYPE_CHECKING:
-    from ..loading import LensModel
-
-
-def trace_backend(model: LensModel, timeout: float | None = None) -> NdifBackend | None:
-    """The backend for one trace of ``model`` (a LensModel): NDIF's when remote, else None."""
-    if model.remote is not True:
-        return None
-    return NdifBackend(
-        model.nn.to_model_key(),
-        timeout=timeout or model.timeout,
-        env=model.nn._remoteable_get_env(),
-    )
-
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -36,5 +23,4 @@ __all__ = [
     "build_remote_model",
     "check_hosted",
     "hosted_models",
-    "trace_backend",
 ]
