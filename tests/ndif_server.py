@@ -1,28 +1,24 @@
-"""A loopback NDIF server for tests: nnsight 0.8.1's client protocol, run for real.
+"""The test hub, and an NDIF imitation for the faults NDIF's own server cannot produce.
 
-Run as a subprocess (``python tests/ndif_server.py --model ID=DIR ...``); it prints
-``PORT <n>`` on stdout once it listens on 127.0.0.1 and exits by itself after
-``--idle-timeout`` seconds without a request. It speaks what
-``nnsight/intervention/backends/remote.py`` and ``nnsight/ndif.py`` expect:
+The remote tests run against NDIF's real server (``tests/ndif_stack.py``). This
+server is what remains of the project's earlier loopback imitation, for two jobs:
 
-- websocket ``/subscribe``: first frame ``{"session_id": ...}``, then status frames
-  (JSON ``ResponseModel``), COMPLETED as a binary frame carrying the result blob, or
-  as JSON carrying a download url when the result is larger than ``--inline-limit``;
-- multipart ``POST /request`` (form field ``data``: the routing envelope, file
-  ``blob``: the serialized trace) answering RECEIVED; ``GET /response/<id>`` for
-  non-blocking clients; ``GET /results/<id>``; ``GET /status``;
 - a minimal Hugging Face hub (``HF_ENDPOINT``): ``/api/models/<id>``, its tree, and
-  ``/<id>/resolve/<rev>/<file>`` with HTTP ranges, so a hub id resolves offline.
+  ``/<id>/resolve/<rev>/<file>`` with HTTP ranges, so a hub id resolves offline (the
+  client builds its meta model from the config and tokenizer, and reads a hosted
+  model's unembedding with range requests);
+- faults, set with ``POST /_control/fault {"fault": NAME}``: ``auth_post`` /
+  ``auth_ws`` (NDIF checks keys against Postgres, which the tests do not run),
+  ``server_error`` (an internal 500), ``drop``, ``silent``, ``no_session`` (a socket
+  that closes, stays silent, or never sends a session id), ``job_error`` (a CUDA
+  out-of-memory error: there is no GPU here), ``queued``, ``unavailable``, ``none``.
 
-Requests are executed with nnsight's own server-side deserialization
-(``RequestModel.deserialize``) against real weights, with logitlens made
-unimportable first, as on NDIF where only the shipped source exists. Every job
-appends ``{"job", "model", "up", "down"}`` (bytes) to ``--log``.
-
-Faults for tests are set per server with ``POST /_control/fault {"fault": NAME}``:
-``auth_post``, ``auth_ws``, ``unavailable``, ``server_error``, ``job_error``,
-``drop``, ``silent``, ``no_session``, ``queued`` (QUEUED with a position, then
-normal), or ``none``.
+It speaks nnsight 0.8.1's client protocol: websocket ``/subscribe``, multipart
+``POST /request``, ``GET /response/<id>``, ``GET /results/<id>``, ``GET /status``.
+Run as a subprocess (``python tests/ndif_server.py --model ID=DIR ...``); it prints
+``PORT <n>`` once it listens on 127.0.0.1 and exits by itself after
+``--idle-timeout`` seconds without a request. Jobs it does run are executed with
+nnsight's own server-side deserialization, logitlens unimportable.
 """
 
 from __future__ import annotations
@@ -243,7 +239,8 @@ async def run_job(
     send(status_frame(job_id, "QUEUED", f"Position in queue: {state.waiting}."))
     loop = asyncio.get_running_loop()
     try:
-        persistent = await loop.run_in_executor(state.executor, state.persistent_objects, repo_id)
+        if fault not in ("silent", "drop", "job_error"):  # these never need the model
+            await loop.run_in_executor(state.executor, state.persistent_objects, repo_id)
         send(status_frame(job_id, "RUNNING", "Your job has started running."))
         if fault == "silent":
             return
@@ -257,6 +254,7 @@ async def run_job(
                 "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total)"
             )
         started = time.perf_counter()
+        persistent = state.persistent_objects(repo_id)
         data = await loop.run_in_executor(
             state.executor, execute, blob, persistent, bool(envelope.get("compress"))
         )

@@ -15,7 +15,7 @@ from logitlens.cli import app, doctor_commands
 from logitlens.doctor import DoctorReport, run_doctor
 from logitlens.errors import InputError, UnsupportedArchitectureError
 
-CHECKS = ["adapter", "last layer", "padding", "final norm", "remote"]
+CHECKS = ["adapter", "last layer", "padding", "final norm", "remote", "sub-layers"]
 
 
 def test_every_registered_family_has_a_tiny_model():
@@ -229,3 +229,18 @@ def test_main_exits_one_when_a_check_fails(monkeypatch, misregister, wrap_tiny):
     with pytest.raises(SystemExit) as exit_info:
         main(["doctor", "--json"])
     assert exit_info.value.code == 1
+
+
+def test_wrong_sublayer_paths_are_named(monkeypatch, wrap_tiny):
+    from dataclasses import replace
+
+    model = wrap_tiny("llama")
+    entry = model.architecture.sublayers
+    for wrong in (
+        replace(entry, mlp_out="post_attention_layernorm"),  # does not rebuild the stream
+        replace(entry, resid_mid="mlp.down_proj"),  # not the residual after attention
+    ):
+        broken = replace(model, architecture=replace(model.architecture, sublayers=wrong))
+        check = next(c for c in run_doctor(broken).checks if c.name == "sub-layers")
+        assert not check.passed, check
+        assert "Sublayers" in check.fix or "Sublayers" in check.detail, check

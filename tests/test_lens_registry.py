@@ -140,7 +140,7 @@ def test_a_resumed_study_refuses_the_other_parameter(wrap_tiny, tmp_path):
     run_study(model, make_items(2), out_dir=out, lens="scaled:temperature=2", progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["lens"]["parameters"] == {"temperature": 2.0}
-    with pytest.raises(InputError, match=r"lens 'scaled' -> 'scaled' \(parameters"):
+    with pytest.raises(InputError, match=r"lens \(parameters, sha256\): parameters"):
         run_study(model, make_items(2), out_dir=out, lens=ScaledLens(3.0), progress=False)
 
 

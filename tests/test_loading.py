@@ -252,9 +252,11 @@ def _hub_offline(monkeypatch):
 def test_remote_hub_id_without_network_is_a_model_load_error(fake_api_key, monkeypatch):
     """NDIF needs the model's config from the hub; without it: a clear ModelLoadError."""
     import logitlens.remote
+    import logitlens.remote.versions
 
     _hub_offline(monkeypatch)
     monkeypatch.setattr(logitlens.remote, "check_hosted", lambda name: None)  # NDIF says yes
+    monkeypatch.setattr(logitlens.remote.versions, "check_environment", lambda: None)
     name = "logitlens-tests/no-such-model"
     with pytest.raises(ModelLoadError) as excinfo:
         logitlens.load_model(name, remote=True)

@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+import torch
 
 from logitlens import storage
 from logitlens.errors import InputError, OutputError
@@ -160,3 +161,121 @@ def test_manifest_differences_in_words(old, new, expected):
         {"options": old}, {"options": new}, ["options"], defaults={"options": {"g": 0}}
     )
     assert found == expected
+
+
+# ----- every writer keeps the rule ----------------------------------------------------------
+
+
+def _foreign_files(directory):
+    """Files logitlens did not write, at paths its writers might be pointed at."""
+    from safetensors.torch import save_file
+
+    model = directory / "model.safetensors"
+    save_file({"lm_head.weight": torch.ones(2, 2)}, str(model))  # someone's model weights
+    notes = directory / "notes.safetensors"
+    notes.write_text("my precious notes\n")
+    return {"model weights": model, "notes": notes}
+
+
+def _jacobian_file(model, path, seed: int) -> str:
+    from logitlens.lenses import JacobianLens
+    from logitlens.lenses.files import model_fingerprint
+
+    fingerprint = model_fingerprint(model)
+    slots, d_model = fingerprint["n_layers"] + 1, fingerprint["d_model"]
+    noise = torch.randn(slots, d_model, d_model, generator=torch.Generator().manual_seed(seed))
+    lens = JacobianLens.from_jacobians(torch.eye(d_model) + 0.01 * noise, fingerprint)
+    lens.info["n_prompts"] = 3
+    return str(lens.save(path))
+
+
+CLI_WRITERS = {
+    "lens import": ["lens", "import", "{lens}", "--out", "{out}"],
+    "tuned train": ["tuned", "train", "--tokens", "64", "--seq-len", "16", "-o", "{out}"],
+    "jlens fit": ["jlens", "fit", "--n-texts", "1", "--seq-len", "32", "-o", "{out}"],
+    "jlens merge": ["jlens", "merge", "{lens}", "{other}", "--out", "{out}"],
+}
+
+
+@pytest.mark.parametrize("target", ["model weights", "notes"])
+@pytest.mark.parametrize("args", CLI_WRITERS.values(), ids=list(CLI_WRITERS))
+def test_cli_writers_never_replace_a_foreign_file(wrap_tiny, tmp_path, capsys, args, target):
+    from logitlens.cli import main
+
+    model = wrap_tiny("llama")
+    foreign = _foreign_files(tmp_path)[target]
+    before = foreign.read_bytes()
+    lens = _jacobian_file(model, tmp_path / "a.safetensors", 0)
+    other = _jacobian_file(model, tmp_path / "b.safetensors", 1)
+    filled = [a.format(lens=lens, other=other, out=foreign) for a in args]
+    with pytest.raises(SystemExit) as stopped:
+        main(filled)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2, err
+    assert err.strip().splitlines()[-1] == (
+        f"Error: {str(foreign)!r} exists and is not a lens file written by logitlens; "
+        "logitlens will not overwrite it. Choose another path, or pass --force (library: "
+        "force=True) to replace it."
+    )
+    assert "Unexpected" not in err and foreign.read_bytes() == before
+
+
+def test_jlens_merge_with_force_replaces_and_refuses_pt_and_twins(wrap_tiny, tmp_path, capsys):
+    from logitlens.cli import main
+    from logitlens.lenses import load_lens
+
+    model = wrap_tiny("llama")
+    foreign = _foreign_files(tmp_path)["model weights"]
+    lens = _jacobian_file(model, tmp_path / "a.safetensors", 0)
+    other = _jacobian_file(model, tmp_path / "b.safetensors", 1)
+    with pytest.raises(SystemExit) as stopped:
+        main(["jlens", "merge", lens, other, "--out", str(foreign), "--force"])
+    assert stopped.value.code in (0, None), capsys.readouterr().err
+    assert load_lens(str(foreign)).n_prompts == 6
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes((tmp_path / "a.safetensors").read_bytes())
+    cases = {
+        ".pt output": ([lens, other, "--out", str(tmp_path / "x.pt")], "Write the lens as a"),
+        "one file twice": ([lens, lens, "--out", str(tmp_path / "m.safetensors")], "same fit"),
+        "a copy": ([lens, str(copy), "--out", str(tmp_path / "m.safetensors")], "same fit"),
+    }
+    for arguments, fragment in cases.values():
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            main(["jlens", "merge", *arguments])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and fragment in err.strip().splitlines()[-1], err
+        assert "Unexpected" not in err
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_library_writers_never_replace_a_foreign_file(wrap_tiny, tmp_path):
+    from logitlens.errors import LensFileError
+    from logitlens.lenses import TunedLens, load_lens
+    from logitlens.training import train_tuned_lens
+    from logitlens.training.jacobian import fit_jacobian_lens, merge_jacobian_lenses
+
+    model = wrap_tiny("llama")
+    foreign = _foreign_files(tmp_path)["model weights"]
+    before = foreign.read_bytes()
+    lens = TunedLens.identity(model)
+    writers = {
+        "save": lambda: lens.save(foreign),
+        "train": lambda: train_tuned_lens(model, foreign, documents=["a b c"] * 50),
+        "fit": lambda: fit_jacobian_lens(model, ["a b c"] * 50, output=foreign),
+        "checkpoint": lambda: train_tuned_lens(
+            model, foreign.with_suffix(".x.safetensors"), documents=["a b c"] * 50
+        ),
+    }
+    checkpoint = foreign.with_suffix(".x.safetensors.checkpoint")
+    checkpoint.write_text("my notes, named like a checkpoint\n")
+    for write in writers.values():
+        with pytest.raises(InputError, match=r"not a (lens file|training checkpoint) written by"):
+            write()
+    assert foreign.read_bytes() == before
+    lens.save(foreign, force=True)
+    assert load_lens(str(foreign)).name == "tuned"
+    lens.save(foreign)  # now logitlens's own file: replacing it needs no force
+    a = _jacobian_file(model, tmp_path / "a.safetensors", 0)
+    with pytest.raises(LensFileError, match="same fit"):
+        merge_jacobian_lenses([a, a])

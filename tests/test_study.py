@@ -142,11 +142,11 @@ def test_interrupted_run_resumes_without_duplicates(tiny, tmp_path, monkeypatch)
 def test_refuses_other_setup_naming_it(tiny, tmp_path):
     items = make_items(6)
     run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
-    with pytest.raises(InputError, match=r"option batch_size 4 -> 2"):
+    with pytest.raises(InputError, match=r"options \(batch_size\): 4 -> 2"):
         run_study(tiny, items, out_dir=tmp_path / "s", batch_size=2, progress=False)
-    with pytest.raises(InputError, match=r"option threshold"):
+    with pytest.raises(InputError, match=r"options \(threshold\)"):
         run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, threshold=0.5)
-    with pytest.raises(InputError, match=r"lens 'logit' -> 'raw'"):
+    with pytest.raises(InputError, match=r"lens \(name, sha256\): name 'logit' -> 'raw'"):
         run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens="raw")
     with pytest.raises(InputError, match=r"dataset"):
         run_study(tiny, items[:5], out_dir=tmp_path / "s", batch_size=4)
@@ -154,7 +154,7 @@ def test_refuses_other_setup_naming_it(tiny, tmp_path):
 
     other_model, tokenizer = tiny_model("llama", seed=1)
     other = logitlens.load_model(other_model, tokenizer=tokenizer)
-    with pytest.raises(InputError, match=r"model weights_sha256"):
+    with pytest.raises(InputError, match=r"model \(weights_sha256\)"):
         run_study(other, items, out_dir=tmp_path / "s", batch_size=4)
 
 
@@ -166,7 +166,7 @@ def test_refuses_a_lens_with_other_weights(tiny, tmp_path):
     run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=first, progress=False)
     retrained = TunedLens.identity(tiny)
     retrained.bias[1] += 0.5
-    with pytest.raises(InputError, match=r"lens 'tuned' -> 'tuned' \(different weights\)"):
+    with pytest.raises(InputError, match=r"lens \(sha256\): [0-9a-f]{12} -> [0-9a-f]{12}"):
         run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=retrained)
     resumed = run_study(
         tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=TunedLens.identity(tiny)
@@ -289,7 +289,7 @@ def test_cli_run_summary_compare(tiny_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["studies"]) == 2
     result = runner.invoke(app, [*args, "--batch-size", "3"])
-    assert result.exit_code != 0 and "batch_size 16 -> 3" in str(result.exception)
+    assert result.exit_code != 0 and "(batch_size): 16 -> 3" in str(result.exception)
 
 
 @pytest.mark.bundled
@@ -357,7 +357,7 @@ def test_generate_resumes_and_is_part_of_the_setup(tiny, tmp_path, monkeypatch):
         run_study(tiny, items, out_dir=tmp_path / "s", **options)
     assert len(StudyResult.load(tmp_path / "s").items) == 4
     monkeypatch.setattr(study_run, "_run_batch", real)
-    with pytest.raises(InputError, match=r"option generate 2 -> 0"):
+    with pytest.raises(InputError, match=r"options \(generate\): 2 -> 0"):
         run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
     resumed = run_study(tiny, items, out_dir=tmp_path / "s", **options)
     pd.testing.assert_frame_equal(resumed.items, reference.items)
@@ -372,7 +372,7 @@ def test_a_study_written_before_the_generate_option_resumes(tiny, tmp_path):
     del manifest["options"]["generate"]
     manifest_path.write_text(json.dumps(manifest))
     assert run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False).complete
-    with pytest.raises(InputError, match=r"option generate 0 -> 1"):
+    with pytest.raises(InputError, match=r"options \(generate\): 0 -> 1"):
         run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=1)
 
 
@@ -400,3 +400,181 @@ def test_cli_generate_option(tiny_dir, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["options"]["generate"] == 2
     result = CliRunner().invoke(app, [*args, "--generate", "-1"])
     assert result.exit_code == 2
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``logitlens ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
+    from logitlens.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_line(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Unexpected" not in err and "Traceback" not in err, err
+    assert all(fragment in errors[0] for fragment in fragments), err
+
+
+def _study_args(data: Path, model_dir: Path, out: Path) -> list[str]:
+    model = ["--model", str(model_dir)]
+    return ["study", str(data), *model, "--out", str(out), "--batch-size", "4", "--no-progress"]
+
+
+MANIFESTS = {
+    "deleted": None,
+    "empty object": "{}",
+    "a list": "[1, 2]",
+    "a string": '"manifest"',
+    "not JSON": "{model: ",
+    "not UTF-8": b"\xff\xfe{",
+}
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS.values(), ids=list(MANIFESTS))
+def test_a_study_without_a_valid_manifest_is_refused_everywhere(
+    tiny, tiny_dir, tmp_path, capsys, manifest
+):
+    """Never adopt parts nobody can vouch for: run, summary and compare all refuse."""
+    out = tmp_path / "s"
+    run_study(tiny, make_items(8), out_dir=out, batch_size=4, progress=False)
+    before = sorted(p.name for p in (out / "items").iterdir())
+    path = out / "manifest.json"
+    if manifest is None:
+        path.unlink()
+    else:
+        (path.write_bytes if isinstance(manifest, bytes) else path.write_text)(manifest)
+    other = make_items(6, seed=5)
+    fix = "new --out" if manifest is None else "not a logitlens study manifest"
+    with pytest.raises(InputError, match=fix):
+        run_study(tiny, other, out_dir=out, batch_size=4, progress=False)
+    data = write_items(other, tmp_path / "other.jsonl")
+    _assert_one_line(*_cli(capsys, *_study_args(data, tiny_dir, out))[::2], fix)
+    for command in (["summary", str(out)], ["compare", str(out), str(out)]):
+        code, _, err = _cli(capsys, "study", *command)
+        expected = "not a study directory" if manifest is None else fix
+        _assert_one_line(code, err, expected)
+    assert sorted(p.name for p in (out / "items").iterdir()) == before
+
+
+DAMAGE = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "empty": lambda data: b"",
+    "garbage": lambda data: b"not parquet at all" * 10,
+    "another table": None,
+}
+
+
+@pytest.mark.parametrize("where", ["items", "layers"])
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=list(DAMAGE))
+def test_a_damaged_part_is_named_then_set_aside_and_recomputed(
+    tiny, tiny_dir, tmp_path, capsys, damage, where
+):
+    items = make_items(12)
+    reference = run_study(tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    out = tmp_path / "s"
+    run_study(tiny, items, out_dir=out, batch_size=4, progress=False)
+    part = out / where / "part-00001.parquet"
+    if damage is None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"x": [1, 2]}), part)
+    else:
+        part.write_bytes(damage(part.read_bytes()))
+    for command in (["summary", str(out)], ["compare", str(out), str(out)]):
+        _assert_one_line(*_cli(capsys, "study", *command)[::2], str(part), "rerun")
+    with pytest.raises(InputError, match=r"part-00001\.parquet is damaged"):
+        StudyResult.load(out)
+    with pytest.warns(UserWarning, match=r"1 damaged batch\(es\) .*part-00001.parquet.rejected"):
+        resumed = run_study(tiny, items, out_dir=out, batch_size=4, progress=False)
+    assert resumed.complete and part.with_name("part-00001.parquet.rejected").exists()
+    pd.testing.assert_frame_equal(resumed.items, reference.items)
+    pd.testing.assert_frame_equal(resumed.layers, reference.layers)
+
+
+def test_summary_and_compare_say_when_a_study_is_partial(tiny, tmp_path, capsys):
+    out = tmp_path / "s"
+    run_study(tiny, make_items(12), out_dir=out, batch_size=4, progress=False)
+    (out / "items" / "part-00002.parquet").unlink()  # as if stopped before the last batch
+    for command in (["summary", str(out), "--n-boot", "50"], ["compare", str(out), "--json"]):
+        code, _, err = _cli(capsys, "study", *command)
+        assert code == 0, err
+        assert f"{out} is a partial study: 8 of 12 items" in err, err
+    (out / "items" / "part-00002.parquet").unlink(missing_ok=True)
+    run_study(tiny, make_items(12), out_dir=out, batch_size=4, progress=False)
+    code, _, err = _cli(capsys, "study", "summary", str(out), "--n-boot", "50")
+    assert code == 0 and "partial" not in err
+
+
+def test_ctrl_c_says_how_many_items_are_on_disk(tiny_dir, tmp_path, capsys, monkeypatch):
+    data = write_items(make_items(20), tmp_path / "items.jsonl")
+    out = tmp_path / "s"
+    real, calls = study_run._run_batch, []
+
+    def interrupted_fourth_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_run, "_run_batch", interrupted_fourth_batch)
+    code, _, err = _cli(capsys, *_study_args(data, tiny_dir, out))
+    assert code == 130, err
+    assert f"Interrupted. 12 of 20 items are kept in {out}; run the same command" in err, err
+    first = tmp_path / "first"
+    calls.clear()
+    monkeypatch.setattr(
+        study_run, "_run_batch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
+    )
+    code, _, err = _cli(capsys, *_study_args(data, tiny_dir, first))
+    assert code == 130 and "Interrupted. Nothing was written." in err, err
+
+
+@pytest.mark.parametrize("signum", ["SIGKILL", "SIGINT"])
+def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
+    tiny, tiny_dir, tmp_path, monkeypatch, signum
+):
+    """kill -9 or Ctrl-C while a part is between its temporary and its rename: the
+    committed items are all there, Ctrl-C counts them, and the rerun completes."""
+    from rewrite_window import signal_inside_rewrite
+
+    items = make_items(20)
+    data = write_items(items, tmp_path / "items.jsonl")
+    out = tmp_path / "s"
+    real, calls = study_run._run_batch, []
+
+    def stop_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    from logitlens.cli import main
+
+    monkeypatch.setattr(study_run, "_run_batch", stop_at_third)
+    with pytest.raises(SystemExit):
+        main(_study_args(data, tiny_dir, out))
+    monkeypatch.setattr(study_run, "_run_batch", real)
+    assert len(StudyResult.load(out).items) == 8
+    stopped = signal_inside_rewrite(
+        _study_args(data, tiny_dir, out), tmp_path / "marker", getattr(signal, signum)
+    )
+    assert len(StudyResult.load(out).items) == 8
+    if signum == "SIGINT":
+        assert stopped.returncode == 130, stopped.stderr
+        assert f"Interrupted. 8 of 20 items are kept in {out}" in stopped.stderr
+        assert "Unexpected" not in stopped.stderr
+    with pytest.raises(SystemExit):
+        main(_study_args(data, tiny_dir, out))
+    resumed = StudyResult.load(out)
+    reference = run_study(tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    assert not list(out.rglob(".*.tmp"))
+    pd.testing.assert_frame_equal(resumed.items, reference.items)

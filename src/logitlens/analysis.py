@@ -38,6 +38,7 @@ from .options import (
 )
 from .residuals import CHUNK_ROWS, chunk_plan, read_residuals
 from .results import LensResult
+from .sublayers import resid_mid_path
 from .targets import Target, resolve_targets
 
 DEFAULT_CHUNK_ROWS = CHUNK_ROWS
@@ -53,6 +54,8 @@ class ReductionPlan:
     k: int
     chunk_rows: int
     n_layers: int
+    mid: str | None = None
+    """``Sublayers.resid_mid`` when layers are read between attention and MLP."""
 
     @property
     def chosen(self) -> list[Metric]:
@@ -74,7 +77,8 @@ class ReductionPlan:
         return self.n_layers - 1 if self.need_final else None
 
 
-def _tokenize(model: LensModel, prompts: list[str]) -> list[list[int]]:
+def tokenize_prompts(model: LensModel, prompts: list[str]) -> list[list[int]]:
+    """Each prompt's token ids (with special tokens); one that outgrows the context is refused."""
     limit = model.context_length
     encoded = []
     for index, prompt in enumerate(prompts):
@@ -100,6 +104,7 @@ def analyze(
     alternatives: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
     metrics: str | Sequence[str] | None = None,
     include_embed: bool = False,
+    site: str = "post",
     tuned_path: str | None = None,
     batch_size: int = 16,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -125,6 +130,8 @@ def analyze(
             added to any list whenever targets are given (``"logit_diff"`` whenever
             alternatives are).
         include_embed: also read the embedding output, as layer ``EMBED`` (-1).
+        site: ``"post"`` reads each layer's output; ``"mid"`` the residual between its
+            attention and MLP (logit and raw lenses; see :mod:`logitlens.sublayers`).
         batch_size: prompts per forward pass.
         chunk_rows: layer x position rows unembedded at once (memory bound).
         progress: show a progress bar; default: when there is more than one batch.
@@ -151,12 +158,13 @@ def analyze(
     check_metrics(metrics, targets is not None, alternatives is not None)
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
+    mid = resid_mid_path(model, site, lens.name)
     n_layers = model.n_layers
     vocab_size = model.vocab_size
     if k > vocab_size:
         raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
     layer_list = parse_layers(layers, n_layers, include_embed)
-    token_ids = _tokenize(model, prompts)
+    token_ids = tokenize_prompts(model, prompts)
     resolved = resolve_targets(model.tokenizer, targets, len(prompts), vocab_size)
     alternative_rows = (
         None
@@ -175,6 +183,7 @@ def analyze(
         k=k,
         chunk_rows=max(1, chunk_rows),
         n_layers=n_layers,
+        mid=mid,
     )
     position_lists = [parse_positions(positions, len(ids)) for ids in token_ids]
     n_columns = max(len(p) for p in position_lists)
@@ -209,6 +218,7 @@ def analyze(
     return LensResult(
         model_name=model.name,
         lens=lens.name,
+        site=site,
         prompts=prompts,
         tokens=[[vocab[i] for i in ids] for ids in token_ids],
         token_ids=token_ids,
@@ -234,22 +244,7 @@ def _run_batch(
     timeout: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward pass over a left-padded batch; returns the saved reductions."""
-    lengths = [len(ids) for ids in token_ids]
-    width = max(lengths)
-    pad_id = model.tokenizer.pad_token_id or 0
-    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        attention_mask[row, width - len(ids) :] = 1
-    inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if _accepts_position_ids(model):
-        inputs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    # Index of each analysed position in the padded batch; padding columns read
-    # token 0 of the row and are discarded afterwards.
-    offsets = torch.tensor([width - n for n in lengths]).unsqueeze(1)
-    table = torch.from_numpy(position_table)
-    gather_index = torch.where(table >= 0, table + offsets, 0)
+    inputs, gather_index = padded_inputs(model, token_ids, position_table)
     tokens = {name: torch.from_numpy(values) for name, values in token_inputs.items()}
 
     nn_model = model.nn
@@ -274,6 +269,30 @@ def _run_batch(
     return {name: value.detach().cpu() for name, value in saved.items()}
 
 
+def padded_inputs(
+    model: LensModel, token_ids: list[list[int]], position_table: np.ndarray
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A left-padded batch (ids, mask, position ids) and ``gather_index`` ``[batch, columns]``.
+
+    ``gather_index`` is each analysed position (``position_table``, -1: none) in the
+    padded batch; padding columns read token 0 of the row and are discarded afterwards.
+    """
+    lengths = [len(ids) for ids in token_ids]
+    width = max(lengths)
+    pad_id = model.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if _accepts_position_ids(model):
+        inputs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    offsets = torch.tensor([width - n for n in lengths]).unsqueeze(1)
+    table = torch.from_numpy(position_table)
+    return inputs, torch.where(table >= 0, table + offsets, 0)
+
+
 def _accepts_position_ids(model: LensModel) -> bool:
     return "position_ids" in inspect.signature(model.module.forward).parameters
 
@@ -295,7 +314,9 @@ def lens_reductions(
     Returns tensors shaped ``[layer, batch, column, ...]`` (``[batch, column]`` for
     ``model_top_ids``).
     """
-    residuals = read_residuals(root, architecture, plan.layers, gather_index, plan.final_layer)
+    residuals = read_residuals(
+        root, architecture, plan.layers, gather_index, plan.final_layer, plan.mid
+    )
     unembedding = Unembedding(root, architecture, config)
     return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, tokens)
 

@@ -14,15 +14,57 @@ is one ``register(Architecture(...))`` call, here or in user code::
 Paths are dotted attribute paths from the top-level ``*ForCausalLM`` module. They are
 resolved on either the plain PyTorch module or its nnsight envoy, so the same adapter
 serves local runs, remote NDIF runs and plain-hook reference computations.
+
+Reading inside a layer (the residual between attention and MLP, what each adds, each
+head's share: :mod:`logitlens.attribution`) needs a :class:`Sublayers` entry too, with
+paths from one decoder layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import UnsupportedArchitectureError
+
+
+@dataclass(frozen=True)
+class Sublayers:
+    """Where one family's decoder layer keeps its attention and MLP (paths from a layer).
+
+    Attributes:
+        attention_out: module whose output (the first item of a tuple) is exactly what
+            attention adds to the residual stream, after any post-norm (Gemma 2/3 and
+            OLMo 2: ``post_attention_layernorm``; BLOOM: the output projection, as its
+            attention module adds the residual itself).
+        mlp_out: likewise for the MLP (Gemma 2/3, OLMo 2: ``post_feedforward_layernorm``).
+        heads_in: the attention's output projection (``o_proj``, ``dense``, ``c_proj``,
+            ``out_proj``); its input is the heads' outputs side by side.
+        resid_mid: module whose input is the residual stream after attention and before
+            the MLP; ``None`` for a family whose attention and MLP read the same input
+            (a parallel block: Phi, GPT-J), which has no such residual.
+        post_attention_norm: the norm applied to the attention output before it is added
+            (Gemma 2/3, OLMo 2), linearised at its own scale to split it into heads.
+        heads: config field (dotted) holding the number of attention heads.
+        parallel_when: ``(config field, value)`` pairs, any of which makes the block
+            parallel (GPT-NeoX ``use_parallel_residual``, Falcon ``parallel_attn``).
+        not_additive_when: ``(config field, value)`` pairs, any of which means the
+            residual stream is not a sum of the parts (a norm after the residual add:
+            post-LN OPT, BLOOM's ``apply_residual_connection_post_layernorm``).
+
+    Paths must be in forward order: ``heads_in``, ``attention_out``, ``resid_mid``,
+    ``mlp_out`` (one trace reads them in that order); ``logitlens doctor`` checks it.
+    """
+
+    attention_out: str
+    mlp_out: str
+    heads_in: str
+    resid_mid: str | None
+    post_attention_norm: str | None = None
+    heads: str = "num_attention_heads"
+    parallel_when: tuple[tuple[str, Any], ...] = ()
+    not_additive_when: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +84,8 @@ class Architecture:
             (Gemma 2/3: ``logits = cap * tanh(logits / cap)``); ``None`` when absent.
         context_length: config fields (dotted paths allowed, for multimodal configs)
             that may hold the maximum sequence length, tried in order.
+        sublayers: where each layer keeps its attention and MLP (:class:`Sublayers`);
+            ``None``: the family is read at layer outputs only.
     """
 
     model_types: tuple[str, ...]
@@ -56,6 +100,7 @@ class Architecture:
         "seq_length",
         "text_config.max_position_embeddings",
     )
+    sublayers: Sublayers | None = None
 
     @property
     def name(self) -> str:
@@ -124,13 +169,40 @@ def context_length(config: Any, architecture: Architecture) -> int | None:
     return None
 
 
-def _llama_like(*model_types: str, softcap: str | None = None) -> Architecture:
+LLAMA_SUBLAYERS = Sublayers(
+    attention_out="self_attn",
+    mlp_out="mlp",
+    heads_in="self_attn.o_proj",
+    resid_mid="post_attention_layernorm",
+)
+# Gemma 2/3 normalise each block's output before adding it ("sandwich" norms).
+GEMMA2_SUBLAYERS = Sublayers(
+    attention_out="post_attention_layernorm",
+    mlp_out="post_feedforward_layernorm",
+    heads_in="self_attn.o_proj",
+    resid_mid="pre_feedforward_layernorm",
+    post_attention_norm="post_attention_layernorm",
+)
+# OLMo 2: post-norms only, no norm before attention or MLP.
+OLMO2_SUBLAYERS = Sublayers(
+    attention_out="post_attention_layernorm",
+    mlp_out="post_feedforward_layernorm",
+    heads_in="self_attn.o_proj",
+    resid_mid="mlp",
+    post_attention_norm="post_attention_layernorm",
+)
+
+
+def _llama_like(
+    *model_types: str, softcap: str | None = None, sublayers: Sublayers = LLAMA_SUBLAYERS
+) -> Architecture:
     return Architecture(
         model_types=model_types,
         layers="model.layers",
         final_norm="model.norm",
         unembed="lm_head",
         logit_softcap=softcap,
+        sublayers=sublayers,
     )
 
 
@@ -148,10 +220,10 @@ _register_all(
         _llama_like("qwen3"),
         _llama_like("qwen3_moe"),
         _llama_like("phi3"),
-        _llama_like("olmo2"),
+        _llama_like("olmo2", sublayers=OLMO2_SUBLAYERS),
         _llama_like("gemma"),
-        _llama_like("gemma2", softcap="final_logit_softcapping"),
-        _llama_like("gemma3_text", softcap="final_logit_softcapping"),
+        _llama_like("gemma2", softcap="final_logit_softcapping", sublayers=GEMMA2_SUBLAYERS),
+        _llama_like("gemma3_text", softcap="final_logit_softcapping", sublayers=GEMMA2_SUBLAYERS),
         # Gemma 3 checkpoints of 4B and up: a vision tower beside the language model
         # (Gemma3ForConditionalGeneration, which applies no logit soft-cap).
         Architecture(
@@ -159,24 +231,39 @@ _register_all(
             layers="model.language_model.layers",
             final_norm="model.language_model.norm",
             unembed="lm_head",
+            sublayers=replace(GEMMA2_SUBLAYERS, heads="text_config.num_attention_heads"),
         ),
         Architecture(
             model_types=("phi",),
             layers="model.layers",
             final_norm="model.final_layernorm",
             unembed="lm_head",
+            # Attention and MLP both read the input norm's output: a parallel block.
+            sublayers=Sublayers(
+                attention_out="self_attn", mlp_out="mlp", heads_in="self_attn.dense", resid_mid=None
+            ),
         ),
         Architecture(
             model_types=("gpt2",),
             layers="transformer.h",
             final_norm="transformer.ln_f",
             unembed="lm_head",
+            sublayers=Sublayers(
+                attention_out="attn", mlp_out="mlp", heads_in="attn.c_proj", resid_mid="ln_2"
+            ),
         ),
         Architecture(
             model_types=("gpt_neox",),
             layers="gpt_neox.layers",
             final_norm="gpt_neox.final_layer_norm",
             unembed="lm_head",
+            sublayers=Sublayers(
+                attention_out="attention",
+                mlp_out="mlp",
+                heads_in="attention.dense",
+                resid_mid="post_attention_layernorm",
+                parallel_when=(("use_parallel_residual", True),),
+            ),
         ),
         Architecture(
             model_types=("opt",),
@@ -184,18 +271,41 @@ _register_all(
             final_norm="model.decoder.final_layer_norm",
             unembed="lm_head",
             pre_unembed=("model.decoder.project_out",),
+            sublayers=Sublayers(
+                attention_out="self_attn",
+                mlp_out="fc2",
+                heads_in="self_attn.out_proj",
+                resid_mid="final_layer_norm",
+                not_additive_when=(("do_layer_norm_before", False),),
+            ),
         ),
         Architecture(
             model_types=("falcon",),
             layers="transformer.h",
             final_norm="transformer.ln_f",
             unembed="lm_head",
+            sublayers=Sublayers(
+                attention_out="self_attention",
+                mlp_out="mlp",
+                heads_in="self_attention.dense",
+                resid_mid="post_attention_layernorm",
+                parallel_when=(("parallel_attn", True), ("new_decoder_architecture", True)),
+            ),
         ),
         Architecture(
             model_types=("bloom",),
             layers="transformer.h",
             final_norm="transformer.ln_f",
             unembed="lm_head",
+            # BLOOM's attention and MLP modules add the residual themselves: read their
+            # output projections.
+            sublayers=Sublayers(
+                attention_out="self_attention.dense",
+                mlp_out="mlp.dense_4h_to_h",
+                heads_in="self_attention.dense",
+                resid_mid="post_attention_layernorm",
+                not_additive_when=(("apply_residual_connection_post_layernorm", True),),
+            ),
         ),
     ]
 )

@@ -35,7 +35,7 @@ import torch
 
 from .analysis import analyze
 from .architectures import resolve
-from .errors import InputError, LogitLensError
+from .errors import InputError, LogitLensError, UnsupportedArchitectureError
 from .lenses.base import Unembedding
 from .loading import LensModel
 from .residuals import layer_output
@@ -112,6 +112,7 @@ def run_doctor(model: LensModel, targets_file: str | Path | None = None) -> Doct
         ("padding", doctor.padding),
         ("final norm", doctor.final_norm),
         ("remote", doctor.remote_local),
+        ("sub-layers", doctor.sublayers),
     ]
     if words is not None:
         checks.append(("targets", lambda: doctor.targets(*words)))
@@ -366,6 +367,93 @@ class _Doctor:
         )
 
     # ----- what the checks share ------------------------------------------------------------
+
+    def sublayers(self) -> Check:
+        """Attention, MLP and head paths rebuild the residual; resid_mid is what it says."""
+        from .attribution import attribute
+        from .sublayers import is_parallel, sublayers_of
+
+        entry = self.architecture.sublayers
+        if entry is None:
+            return Check(
+                "sub-layers",
+                True,
+                "no Sublayers entry: attribute() and site='mid' are unavailable (optional)",
+            )
+        try:
+            sublayers_of(self.model)
+        except UnsupportedArchitectureError as error:  # post-LN: nothing to check
+            return Check("sub-layers", True, str(error).split(":")[0] + ": no sub-layer parts")
+        prompt = PROMPTS[0]
+        top = int(self._forward(prompt)[0, -1].argmax())
+        # attribute() itself refuses paths whose parts do not rebuild the residual stream;
+        # whether its final norm and unembedding are right is the "last layer" check.
+        result = attribute(self.model, prompt, target=top, heads=True, positions="all")
+        parts = result.target
+        gap = float(abs(parts.total() - parts.logit).max())
+        heads_gap = float(abs(parts.heads.sum(2) + parts.head_bias - parts.attention).max())
+        if max(gap, heads_gap) > self.tolerance * max(1.0, float(abs(parts.logit).max())):
+            return Check(
+                "sub-layers",
+                False,
+                f"the parts sum to the model's own logit within {gap:.2g} and the heads to "
+                f"their attention part within {heads_gap:.2g}",
+                self._register_fix(
+                    f"Sublayers(attention_out={entry.attention_out!r}, "
+                    f"mlp_out={entry.mlp_out!r}, heads_in={entry.heads_in!r})"
+                ),
+            )
+        detail = (
+            f"attention {entry.attention_out!r}, MLP {entry.mlp_out!r} and "
+            f"{result.n_heads} heads at {entry.heads_in!r} sum to the model's own logit "
+            f"(max |d| {max(gap, heads_gap):.1e}); "
+        )
+        if is_parallel(self.model):
+            return Check("sub-layers", True, detail + "a parallel block: no resid_mid")
+        mid_gap = self._resid_mid_gap(prompt)
+        if mid_gap > self.tolerance:
+            return Check(
+                "sub-layers",
+                False,
+                f"the input of {entry.resid_mid!r} is not the layer input plus its attention "
+                f"output (max |d| {mid_gap:.2g})",
+                self._register_fix(f"Sublayers(resid_mid={entry.resid_mid!r})"),
+            )
+        return Check("sub-layers", True, detail + f"resid_mid is the input of {entry.resid_mid!r}")
+
+    def _resid_mid_gap(self, prompt: str) -> float:
+        """Largest |resid_mid - (layer input + attention part)| in the middle layer."""
+        entry = self.architecture.sublayers
+        layer = resolve(self.module, self.architecture.layers)[self.middle]
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(name: str, value: Any) -> None:
+            tensor = layer_output(value)
+            seen[name] = tensor.detach().float().reshape(-1, tensor.shape[-1])
+
+        handles = [
+            layer.register_forward_pre_hook(
+                lambda _m, args, kwargs: keep(
+                    "input", args[0] if args else kwargs["hidden_states"]
+                ),
+                with_kwargs=True,
+            ),
+            resolve(layer, entry.attention_out).register_forward_hook(
+                lambda _m, _args, output: keep("attention", output)
+            ),
+            resolve(layer, entry.resid_mid).register_forward_pre_hook(
+                lambda _m, args: keep("mid", args[0])
+            ),
+        ]
+        try:
+            self._forward(prompt)
+        finally:
+            for handle in handles:
+                handle.remove()
+        rebuilt = seen["input"] + seen["attention"]
+        if rebuilt.shape != seen["mid"].shape:
+            return float("inf")
+        return float((rebuilt - seen["mid"]).abs().max())
 
     def crash_fix(self, error: Exception) -> str:
         """What to do about a check that raised ``error``."""

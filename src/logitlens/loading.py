@@ -157,13 +157,9 @@ class LensModel:
         """NDIF's client for one trace of a model on NDIF; ``None`` (nnsight's own) else."""
         if self.remote is not True:
             return None
-        from .remote.backend import NdifBackend
+        from .remote import ndif_backend
 
-        return NdifBackend(
-            self.nn.to_model_key(),
-            timeout=timeout or self.timeout,
-            env=self.nn._remoteable_get_env(),
-        )
+        return ndif_backend(self.nn, timeout or self.timeout)
 
     def applies_here(self, lens: Any) -> bool:
         """Whether ``lens`` runs here, on residuals the trace saves, instead of inside the
@@ -411,6 +407,7 @@ def load_model(
 def _load_remote(name: Any, timeout: float | None) -> LensModel:
     """A hosted model's meta copy, after checking NDIF runs it (fails fast when it cannot)."""
     from .remote import DEFAULT_TIMEOUT, build_remote_model, check_hosted
+    from .remote.versions import check_environment
 
     if find_bundled(name) is not None:
         raise ModelLoadError(
@@ -424,7 +421,8 @@ def _load_remote(name: Any, timeout: float | None) -> LensModel:
             "hub id (e.g. 'meta-llama/Llama-3.1-70B'). Drop remote=True (--remote) to run "
             "it here; `logitlens remote status` lists the hosted models."
         )
-    check_hosted(name)
+    check_hosted(name)  # a note when NDIF has it WARM, COLD or not at all
+    check_environment()  # a note when nnsight, transformers or torch differ from NDIF's
     lens_model = _wrap(build_remote_model(name), name, True)
     lens_model.timeout = timeout or DEFAULT_TIMEOUT
     return lens_model

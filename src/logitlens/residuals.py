@@ -100,12 +100,29 @@ def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, s
     ]
 
 
+def at_positions(states: torch.Tensor, gather_index: torch.Tensor) -> torch.Tensor:
+    """``states`` ``[batch, seq, d]`` at ``gather_index`` ``[batch, columns]``.
+
+    Returns ``[batch, columns, d]``.
+
+    Negative indices count from the end (``-1``: the newest token of a generation step).
+    A gather makes a copy, so a module that later changes its output in place (Falcon's
+    MLP) cannot change what was read. ``[batch * seq, d]`` rows (OPT runs its MLP on
+    flattened rows) are unflattened first.
+    """
+    if states.ndim == 2:
+        states = states.reshape(gather_index.shape[0], -1, states.shape[-1])
+    index = gather_index.to(states.device) % states.shape[1]
+    return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+
+
 def read_residuals(
     root: Any,
     architecture: Any,
     layers: Sequence[int],
     gather_index: torch.Tensor,
     final_layer: int | None = None,
+    mid: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Inside a trace: the residuals of ``layers`` at some positions, stacked.
 
@@ -115,15 +132,15 @@ def read_residuals(
     Returns ``stacked`` ``[len(layers), batch * columns, d]`` and, when
     ``final_layer`` is given, ``final`` ``[1, batch * columns, d]``: that layer's
     residual, the reference for KL and final rank. Layers are read in forward order,
-    as nnsight requires.
+    as nnsight requires. With ``mid`` (a layer's ``Sublayers.resid_mid`` path) the
+    layers are read between attention and MLP instead (``final`` stays the output).
     """
     import torch
 
     layer_modules = resolve(root, architecture.layers)
 
     def pick(states: torch.Tensor) -> torch.Tensor:
-        index = gather_index.to(states.device) % states.shape[1]  # -1: the last position
-        return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+        return at_positions(states, gather_index)
 
     hidden: dict[int, torch.Tensor] = {}
     if EMBED in layers:
@@ -131,12 +148,20 @@ def read_residuals(
     wanted = {layer for layer in layers if layer != EMBED}
     if final_layer is not None:
         wanted.add(final_layer)
+    final = None
     for layer in sorted(wanted):
-        hidden[layer] = pick(layer_output(layer_modules[layer].output))
-    device = hidden[max(hidden)].device  # the last layer read
+        module = layer_modules[layer]
+        if layer in layers:
+            states = resolve(module, mid).input if mid else layer_output(module.output)
+            hidden[layer] = pick(states)
+        if layer == final_layer:
+            final = (
+                hidden[layer] if layer in hidden and not mid else pick(layer_output(module.output))
+            )
+    device = (hidden[max(hidden)] if final is None else final).device  # the last layer read
     rows = gather_index.shape[0] * gather_index.shape[1]
     stacked = torch.stack([hidden[layer].to(device) for layer in layers])
     residuals = {"stacked": stacked.reshape(len(layers), rows, -1)}
-    if final_layer is not None:
-        residuals["final"] = hidden[final_layer].reshape(1, rows, -1)
+    if final is not None:
+        residuals["final"] = final.reshape(1, rows, -1)
     return residuals

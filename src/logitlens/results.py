@@ -97,6 +97,8 @@ class LensResult:
     alternative_tokens: list[list[str]] = field(default_factory=list)
     vocab: dict[int, str] = field(default_factory=dict)
     """Decoded text of every token id that appears in the arrays."""
+    site: str = "post"
+    """Where layers were read: ``"post"`` (layer output) or ``"mid"`` (after attention)."""
 
     # ----- lookups -------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from . import dataset_commands  # noqa: F401  isort: skip
 from . import generate_commands  # noqa: F401  isort: skip
 from . import doctor_commands  # noqa: F401  isort: skip
 from . import serve_commands  # noqa: F401  isort: skip
+from . import attribute_commands  # noqa: F401  isort: skip
 
 
 @app.callback()

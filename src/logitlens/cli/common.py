@@ -155,6 +155,10 @@ SeqLenOption = Annotated[int, typer.Option("--seq-len", min=2, help="Tokens per 
 BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")
 ]
+ForceOption = Annotated[
+    bool,
+    typer.Option("--force", help="Replace the output file even if logitlens did not write it."),
+]
 LensOutputOption = Annotated[
     Path | None,
     typer.Option("--output", "-o", help="Lens file (.safetensors); default: user cache."),
@@ -353,7 +357,12 @@ def open_model(
 
 
 def open_model_for_lens(
-    output: Path | None, model: str | None, device: str | None, kind: str, resumed: str
+    output: Path | None,
+    model: str | None,
+    device: str | None,
+    kind: str,
+    resumed: str,
+    force: bool = False,
 ) -> tuple[LensModel, Path]:
     """For a command that makes a lens file: check that ``output`` and its checkpoint can be
     written (before the model loads), open the model, and choose the default path (the
@@ -362,7 +371,7 @@ def open_model_for_lens(
     from ..training.tuned import check_writable_output, checkpoint_path_for
 
     if output is not None:
-        check_writable_output(Path(output).expanduser())
+        check_writable_output(Path(output).expanduser(), force)
     lens_model = open_model(model, False, device)
     path = output or default_lens_path(lens_model, kind)
     checkpoint = checkpoint_path_for(path)

@@ -19,6 +19,7 @@ from .common import (
     BatchOption,
     CorpusOption,
     DeviceOption,
+    ForceOption,
     JsonOption,
     LensOutputOption,
     ModelOption,
@@ -238,15 +239,16 @@ def import_command(
         bool,
         typer.Option("--hash-check/--no-hash-check", help="Refuse a foreign unembedding hash."),
     ] = True,
+    force: ForceOption = False,
 ):
     """Convert a pretrained lens to a logitlens file, never running pickled code."""
+    from ..lenses.files import check_lens_output
     from ..lenses.imports import import_lens
 
-    if out.suffix != ".safetensors":
-        raise InputError(f"Write the lens as a .safetensors file, not {out.name!r}.")
+    check_lens_output(out, force=force)
     lens_model = open_model(model)
     lens = import_lens(source, lens_model, check_hash=hash_check)
-    path = lens.save(out)
+    path = lens.save(out, force=force)
     console.print(
         f"Imported a {lens.name} lens for {lens_model.name} to {path}\n"
         f"Use it:  logitlens lens eval -l logit -l {path}",
@@ -278,6 +280,7 @@ def fit(
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue an interrupted fit.")
     ] = True,
+    force: ForceOption = False,
 ):
     """Fit a Jacobian lens (average d h_final / d h_l) on the training split of a corpus."""
     from ..training.corpus import load_documents, split_documents
@@ -295,9 +298,15 @@ def fit(
     )
     config.validate()
     train, _ = split_documents(load_documents(corpus))
-    lens_model, path = open_model_for_lens(output, model, device, "jacobian", "fit")
+    lens_model, path = open_model_for_lens(output, model, device, "jacobian", "fit", force)
     lens = fit_jacobian_lens(
-        lens_model, train, config, output=path, resume=resume, info={"corpus": corpus}
+        lens_model,
+        train,
+        config,
+        output=path,
+        resume=resume,
+        info={"corpus": corpus},
+        force=force,
     )
     say(
         f"Saved the Jacobian lens for {lens_model.name} ({lens.n_prompts} x {seq_len} tokens) "
@@ -309,10 +318,13 @@ def fit(
 def merge(
     paths: Annotated[list[Path], typer.Argument(help="Jacobian-lens files fitted on shards.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The merged lens file.")],
+    force: ForceOption = False,
 ):
     """Merge fits on disjoint texts: the mean of their J weighted by prompt count."""
+    from ..lenses.files import check_lens_output
     from ..training.jacobian import merge_jacobian_lenses
 
+    check_lens_output(out, force=force)
     merged = merge_jacobian_lenses(paths)
-    written = merged.save(out)
+    written = merged.save(out, force=force)
     say(f"Merged {len(paths)} fits ({merged.n_prompts} prompts) into {written}")

@@ -22,6 +22,8 @@ from .common import (
     app,
     console,
     err_console,
+    keep,
+    note,
     open_lens,
     open_model,
     print_json,
@@ -87,8 +89,10 @@ def run(
 ):
     """Run the lens over every item; results stream to DIR as Parquet, resumably."""
     from ..studies import load_items, run_study, summarize_study
+    from ..studies.run import kept_in
 
     items = load_items(data)
+    keep(lambda: kept_in(out))
     lens = open_lens(request)
     lens_model = open_model(request.model, request.remote, request.device, request.timeout)
     if lens is None:  # the model's file in the user cache
@@ -132,14 +136,14 @@ def summary(
     """Per group: share reaching top-1, median decision depth [95% CI]; rank tests."""
     from ..pictures import plots
     from ..pictures.study_report import write_study_report
-    from ..studies import StudyResult, summarize_study
+    from ..studies import summarize_study
 
     for picture in (plot, depth_plot):
         if picture:
             check_output_path(picture)
     if report:
         check_output_path(report, REPORT_SUFFIXES)
-    result = summarize_study(StudyResult.load(directory), seed=seed, n_boot=n_boot)
+    result = summarize_study(_load(directory), seed=seed, n_boot=n_boot)
     if plot:
         plots.save_figure(plots.plot_study_trajectories(result), plot)
     if depth_plot:
@@ -168,13 +172,11 @@ def compare(
 ):
     """Several models' studies on one normalised-depth axis (table, --plot)."""
     from ..pictures import plots
-    from ..studies import StudyResult, compare_studies
+    from ..studies import compare_studies
 
     if plot:
         check_output_path(plot)
-    comparison = compare_studies(
-        [StudyResult.load(d) for d in directories], seed=seed, n_boot=n_boot
-    )
+    comparison = compare_studies([_load(d) for d in directories], seed=seed, n_boot=n_boot)
     if plot:
         plots.save_figure(plots.plot_study_comparison(comparison), plot)
     if json_output:
@@ -196,6 +198,20 @@ def compare(
     console.print(table)
     if plot:
         err_console.print(f"Saved {plot}")
+
+
+def _load(directory: Path):
+    """A study directory, with a note on stderr when it is not complete."""
+    from ..studies import StudyResult
+
+    study = StudyResult.load(directory)
+    if not study.complete:
+        total = int(study.manifest["dataset"]["n_items"])
+        note(
+            f"Note: {directory} is a partial study: {len(study.items)} of {total} items. "
+            f"Finish it with `logitlens study DATA --out {directory}` (the same setup)."
+        )
+    return study
 
 
 def _print_summary(summary) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from ..attribution import Attribution
     from ..generation import GenerationResult
     from ..loading import ModelInfo
     from ..results import LensResult, TargetSummary
@@ -118,4 +120,61 @@ def generation_table(result: GenerationResult) -> Table:
             "-" if stable is None else result.lens_result.layer_labels[result.layers.index(stable)],
             "-" if depth is None else f"{depth:.2f}",
         )
+    return table
+
+
+def attribution_table(result: Attribution, prompt: int = 0, position: int = -1) -> Table:
+    """Layers as rows: what attention and MLP add to the target's logit (and the difference).
+
+    The embedding and the constant (norm and unembedding biases) fill only the total
+    column; the totals sum to the model's own logit, shown last.
+    """
+    from ..attribution import COMPONENTS
+
+    column = result.column(prompt, position)
+    index = int(result.positions[prompt, column])
+    token = result.target_tokens[prompt][0]
+    measures = [("", result.target)]
+    if result.difference is not None:
+        measures.append((f" vs {result.alternative_tokens[prompt][0]!r}", result.difference))
+    table = Table(
+        title=f"Direct logit attribution of {token!r} after {result.tokens[prompt][index]!r} "
+        f"(position {index})"
+    )
+    table.add_column("part", justify="right")
+    for label, _ in measures:
+        for name in (*COMPONENTS, "total"):
+            table.add_column(name + label, justify="right")
+
+    def cells(values: list[float | None]) -> list[str]:
+        return ["" if v is None else f"{v:+.3f}" for v in values]
+
+    def whole(name: str, pick) -> None:
+        table.add_row(name, *cells([v for _, parts in measures for v in (None, None, pick(parts))]))
+
+    whole("embed", lambda parts: parts.embed[prompt, column, 0])
+    for layer in range(result.n_layers):
+        values: list[float | None] = []
+        for _, parts in measures:
+            pair = parts.components[prompt, layer, :, column, 0]
+            values += [*pair, pair.sum()]
+        table.add_row(str(layer), *cells(values))
+    whole("constant", lambda parts: parts.constant[prompt, column, 0])
+    whole("sum = logit", lambda parts: parts.total()[prompt, column, 0])
+    return table
+
+
+def heads_table(result: Attribution, prompt: int = 0, position: int = -1, show: int = 10) -> Table:
+    """The ``show`` heads with the largest direct contribution, largest |value| first."""
+    column = result.column(prompt, position)
+    parts = result.difference if result.difference is not None else result.target
+    values = parts.heads[prompt, :, :, column, 0]  # [layer, head]
+    order = np.argsort(-np.abs(values), axis=None)[:show]
+    measure = "target" if result.difference is None else "target - alternative"
+    table = Table(title=f"Top {len(order)} heads ({measure})")
+    for name in ("layer", "head", "contribution"):
+        table.add_column(name, justify="right")
+    for flat in order:
+        layer, head = np.unravel_index(flat, values.shape)
+        table.add_row(str(layer), str(head), f"{values[layer, head]:+.3f}")
     return table

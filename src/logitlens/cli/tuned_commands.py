@@ -12,6 +12,7 @@ from .common import (
     BatchOption,
     CorpusOption,
     DeviceOption,
+    ForceOption,
     JsonOption,
     LensOutputOption,
     ModelOption,
@@ -67,6 +68,7 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run.")
     ] = True,
+    force: ForceOption = False,
 ):
     """Train a tuned lens on a corpus (held-out split kept apart) and save it.
 
@@ -89,10 +91,10 @@ def train(
         checkpoint_every=checkpoint_every,
     )
     config.validate()
-    lens_model, path = open_model_for_lens(output, model, device, "tuned", "training")
+    lens_model, path = open_model_for_lens(output, model, device, "tuned", "training", force)
     if corpus == MODEL_SAMPLES:
         err_console.print("Sampling text from the model...")
-    lens = train_tuned_lens(lens_model, path, config, resume=resume)
+    lens = train_tuned_lens(lens_model, path, config, resume=resume, force=force)
     say(
         f"Saved the tuned lens for {lens_model.name} ({lens.info['tokens']} tokens, final "
         f"KL {lens.info['final_loss']:.3f} nats per layer) to {lens.path}\n"

@@ -18,12 +18,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..architectures import resolve
-from ..errors import LensFileError
+from ..errors import InputError, LensFileError
 from ..lens_registry import kind_named
-from ..storage import write_atomic, write_error
+from ..paths import check_output_path, directory_write_problem
+from ..storage import refuse_foreign, write_atomic, write_error
 
 if TYPE_CHECKING:
     from ..loading import LensModel
+
+CONFIG_KEY = "logitlens"
+"""The header metadata key of a lens file's JSON config."""
+OUR_METADATA_KEYS = (CONFIG_KEY, "checkpoint", "jacobian_checkpoint")
+"""Header metadata keys only the safetensors files logitlens writes carry: lens files,
+tuned-lens training checkpoints and Jacobian-lens fit checkpoints."""
+LENS_SUFFIX = ".safetensors"
 
 
 def _weight_digest(tensors: Sequence[torch.Tensor]) -> str:
@@ -90,15 +98,58 @@ def default_lens_path(model: LensModel, kind: str = "tuned") -> Path:
     return kind_named(kind).cache_path(model)
 
 
+def written_by_logitlens(path: str | Path) -> bool:
+    """Is ``path`` a safetensors file that logitlens wrote (a lens or a checkpoint)?"""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as reader:
+            metadata = reader.metadata() or {}
+    except Exception:  # not safetensors at all, or damaged: not ours to replace
+        return False
+    return any(key in metadata for key in OUR_METADATA_KEYS)
+
+
+def check_lens_output(path: str | Path, *, force: bool = False, checkpoint: bool = False) -> Path:
+    """Refuse, before any work, a lens path logitlens must not write.
+
+    A name not ending in ``.safetensors`` (checkpoints excepted), a directory, FIFO or
+    device, an unwritable directory (a missing one is created when the lens is saved),
+    or an existing file logitlens did not write (another model's ``model.safetensors``,
+    someone's notes) unless ``force``.
+    """
+    path = Path(path).expanduser()
+    if not checkpoint and path.suffix.lower() != LENS_SUFFIX:
+        raise InputError(f"Write the lens as a .safetensors file, not {path.name!r}.")
+    if not path.parent.is_dir():
+        existing = next(p for p in path.parents if p.exists())
+        problem = directory_write_problem(existing)
+        if problem is not None:
+            raise write_error(path, problem)
+        return path
+    check_output_path(path, None)
+    what = "training checkpoint" if checkpoint else "lens file"
+    refuse_foreign(path, written_by_logitlens, what, force=force)
+    return path
+
+
 def write_safetensors(
-    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str],
+    *,
+    force: bool = False,
 ) -> Path:
-    """Write a safetensors file through a temporary sibling and an atomic rename."""
+    """Write a safetensors file through a temporary sibling and an atomic rename.
+
+    An existing file that logitlens did not write is never replaced unless ``force``.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
     _check_finite(tensors, f"Refusing to save {str(path)!r}")
+    refuse_foreign(path, written_by_logitlens, "lens file", force=force)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -28,7 +28,14 @@ import torch
 
 from ..errors import LensFileError
 from .base import Lens, Unembedding
-from .files import describe_fingerprint, model_fingerprint, read_safetensors, write_safetensors
+from .files import (
+    CONFIG_KEY,
+    check_lens_output,
+    describe_fingerprint,
+    model_fingerprint,
+    read_safetensors,
+    write_safetensors,
+)
 
 if TYPE_CHECKING:
     from ..loading import LensModel
@@ -37,7 +44,6 @@ FORMAT = "logitlens-tuned-lens"
 """The file format of every lens made of per-layer translators (tuned, Jacobian, imported);
 the config's ``kind`` says which lens a file holds (files without one are tuned lenses)."""
 FORMAT_VERSION = 1
-CONFIG_KEY = "logitlens"
 """Header metadata key holding the lens's JSON config."""
 
 
@@ -141,13 +147,18 @@ class TunedLens(Lens):
             "training": self.info,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the lens to ``path`` (safetensors); atomic, so never half-written."""
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write the lens to ``path`` (``.safetensors``); atomic, so never half-written.
+
+        An existing file that logitlens did not write is never replaced unless ``force``.
+        """
+        path = check_lens_output(path, force=force)
         tensors = {
             "weight": self.weight.detach().cpu().contiguous(),
             "bias": self.bias.detach().cpu().contiguous(),
         }
-        return write_safetensors(path, tensors, {CONFIG_KEY: json.dumps(self.config())})
+        metadata = {CONFIG_KEY: json.dumps(self.config())}
+        return write_safetensors(path, tensors, metadata, force=force)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TunedLens:

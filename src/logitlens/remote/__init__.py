@@ -12,10 +12,30 @@ Where a trace runs (here, ``remote="local"`` or NDIF) is decided in one place:
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from .backend import DEFAULT_TIMEOUT, NdifBackend, Progress
 from .hosting import HostedModel, build_remote_model, check_hosted, hosted_models
 
+BLOCKING_ENV = "LOGITLENS_NDIF_BLOCKING"
+"""Set to ``0`` to wait for NDIF jobs by polling (no websocket): nnsight's non-blocking mode."""
+
+
+def ndif_backend(nn_model: Any, timeout: float) -> NdifBackend:
+    """NDIF's client for one trace of ``nn_model`` (an nnsight model hosted on NDIF), with
+    the deadline ``timeout``; it polls instead of holding a websocket when
+    ``LOGITLENS_NDIF_BLOCKING=0``. ``LensModel.trace`` decides when it is used."""
+    return NdifBackend(
+        nn_model.to_model_key(),
+        timeout=timeout,
+        env=nn_model._remoteable_get_env(),
+        blocking=os.environ.get(BLOCKING_ENV, "1").strip().lower() not in ("0", "false", "no"),
+    )
+
+
 __all__ = [
+    "BLOCKING_ENV",
     "DEFAULT_TIMEOUT",
     "HostedModel",
     "NdifBackend",
@@ -23,4 +43,5 @@ __all__ = [
     "build_remote_model",
     "check_hosted",
     "hosted_models",
+    "ndif_backend",
 ]

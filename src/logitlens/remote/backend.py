@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -101,8 +102,10 @@ class NdifBackend(RemoteBackend):
         env: dict | None = None,
         host: str | None = None,
         api_key: str | None = None,
+        blocking: bool = True,
     ) -> None:
         super().__init__(model_key, host=host, api_key=api_key, env=env, blocking=True)
+        self.waits_on_socket = blocking
         self.display.enabled = False  # nnsight's spinner writes to stdout
         self.timeout = float(timeout)
         self.show_progress = progress
@@ -141,6 +144,8 @@ class NdifBackend(RemoteBackend):
 
         blob = self._serialize(tracer)
         self.sent_bytes = len(blob)
+        if not self.waits_on_socket:
+            return self._run_polling(request, blob)
         headers = {"ndif-api-key": self.api_key} if self.api_key else None
         try:
             connection = websocket.create_connection(
@@ -164,6 +169,45 @@ class NdifBackend(RemoteBackend):
                     return result
         finally:
             connection.close()
+
+    def _run_polling(self, request: RequestModel, blob: bytes) -> Any:
+        """Non-blocking: no websocket; NDIF keeps each status in its object store and
+        ``GET /response/<id>`` reads it back (nnsight's ``blocking=False`` protocol)."""
+        import httpx
+
+        response = self._post(request, blob)
+        job_id = response.id
+        self.handle_update(response)
+        headers = {"ndif-api-key": self.api_key} if self.api_key else None
+        pause = 0.1
+        with httpx.Client(headers=headers) as client:
+            while True:
+                time.sleep(min(pause, self._left()))
+                pause = min(pause * 1.5, 2.0)
+                try:
+                    answer = client.get(
+                        f"{self.host}/response/{job_id}",
+                        timeout=httpx.Timeout(min(_CONNECT, self._left()), read=self._left()),
+                    )
+                except httpx.TimeoutException:
+                    self._left()
+                    continue
+                except httpx.HTTPError as error:
+                    raise failures.dropped(
+                        self.host, job_id, f"polling ({_reason(error)})", self.progress.elapsed
+                    ) from None
+                if answer.status_code == 404:  # no status stored yet
+                    self.progress.draw()
+                    continue
+                if answer.status_code >= 400:
+                    raise failures.http_failure(
+                        self.host, answer.status_code, _detail(answer.text), job_id
+                    )
+                self.received_bytes += len(answer.content)
+                update = ResponseModel.model_validate_json(answer.text)
+                result = self.handle_update(update)
+                if update.status == Status.COMPLETED:
+                    return result
 
     def _receive_json(self, connection: Any) -> dict:
         message = self._receive(connection)
@@ -206,28 +250,44 @@ class NdifBackend(RemoteBackend):
             raise error from None
 
     def _post(self, request: RequestModel, blob: bytes) -> ResponseModel:
-        import httpx
+        """nnsight's own upload (its headers, form fields and file), within the deadline.
 
-        headers = {"ndif-timestamp": repr(time.time())}
-        if self.api_key:
-            headers["ndif-api-key"] = self.api_key
-        timeout = httpx.Timeout(min(_CONNECT, self._left()), read=self._left())
-        try:
-            with httpx.Client(timeout=timeout) as client:
-                answer = client.post(
-                    f"{self.host}/request",
-                    data={"data": request.metadata()},
-                    files={"blob": ("request", blob, "application/octet-stream")},
-                    headers=headers,
-                )
-        except httpx.TimeoutException:
-            self._left()
-            raise failures.timed_out(self.host, None, "uploading", self.timeout) from None
-        except httpx.HTTPError as error:
-            raise failures.unreachable(self.host, _reason(error)) from None
-        if answer.status_code >= 400:
+        ``RemoteBackend._post`` runs unchanged, so every header nnsight sends
+        (``nnsight-version`` and ``python-version``, which NDIF gates on, the API
+        key, the timestamp, and any nnsight adds later) goes out as nnsight sends it.
+        It runs on a helper thread only so that the deadline holds during the upload.
+        """
+        import httpx
+        from pydantic import ValidationError
+
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def upload() -> None:
+            try:
+                outcome["response"] = RemoteBackend._post(self, request, blob)
+            except BaseException as error:  # handed to the waiting thread
+                outcome["error"] = error
+            finally:
+                done.set()
+
+        threading.Thread(target=upload, name="ndif-upload", daemon=True).start()
+        while not done.wait(min(_TICK, self._left())):
+            self.progress.draw()
+        error = outcome.get("error")
+        if error is None:
+            return outcome["response"]
+        cause = error.__cause__ if isinstance(error, NnsightRemoteError) else error
+        if isinstance(cause, httpx.HTTPStatusError):
+            answer = cause.response
             raise failures.http_failure(self.host, answer.status_code, _detail(answer.text), None)
-        return ResponseModel.model_validate_json(answer.text)
+        if isinstance(cause, httpx.TimeoutException):
+            raise failures.timed_out(self.host, None, "uploading", self.timeout)
+        if isinstance(cause, httpx.HTTPError):
+            raise failures.unreachable(self.host, _reason(cause))
+        if isinstance(cause, (ValidationError, ValueError)):
+            raise failures.not_ndif(self.host, "/request", "its answer is not a job status")
+        raise error
 
     def download_result(self, url: Any) -> Any:
         if isinstance(url, (bytes, bytearray)) or not url:

@@ -19,9 +19,9 @@ def redact(text: str, api_key: str | None) -> str:
     return text.replace(api_key, "***") if api_key else text
 
 
-def bad_key(host: str, where: str) -> RemoteError:
+def bad_key(host: str, where: str, code: int = 401) -> RemoteError:
     return RemoteError(
-        f"NDIF at {host} rejected the API key ({where}: HTTP 401). Get a key at {KEY_URL}, "
+        f"NDIF at {host} rejected the API key ({where}: HTTP {code}). Get a key at {KEY_URL}, "
         "then set NDIF_API_KEY (or pass api_key=...)."
     )
 
@@ -33,10 +33,50 @@ def unreachable(host: str, reason: str) -> RemoteError:
     )
 
 
+def not_ndif(host: str, path: str, why: str) -> RemoteError:
+    return RemoteError(
+        f"{host}{path} did not answer like NDIF ({why}). Check NDIF_HOST (nnsight's "
+        "CONFIG.API.HOST): it must be the NDIF API, e.g. https://api.ndif.us."
+    )
+
+
+_MINIMUM = re.compile(r"minimum supported ([0-9][0-9A-Za-z.+-]*[0-9A-Za-z])")
+
+
+def version_refused(host: str, detail: str) -> RemoteError | None:
+    """NDIF's 400 for a client it does not serve (``ndif/services/api/versioning.py``):
+    what to upgrade, or which Python NDIF needs; None for any other 400."""
+    import platform
+
+    lowered = detail.lower()
+    found = _MINIMUM.search(detail)
+    if "python version" in lowered:
+        needed = f"Python {found.group(1)} or newer" if found else "a newer Python"
+        return RemoteError(
+            f"NDIF at {host} does not accept Python {platform.python_version()} clients: it "
+            f"needs {needed} (server: {detail}). Run logitlens from a virtual environment "
+            "with that Python."
+        )
+    if "nnsight version" in lowered:
+        from importlib.metadata import version
+
+        needed = f"nnsight {found.group(1)} or newer" if found else "a newer nnsight"
+        return RemoteError(
+            f"NDIF at {host} does not accept this client's nnsight {version('nnsight')}: it "
+            f"needs {needed} (server: {detail}). Upgrade both: "
+            "`pip install --upgrade logitlens nnsight`."
+        )
+    return None
+
+
 def http_failure(host: str, code: int, detail: str, job_id: str | None) -> RemoteError:
-    """A refused request: 401 bad key, 503 unavailable, anything else a server error."""
-    if code in (401, 403):
-        return bad_key(host, "request")
+    """A refused request: a bad key, an old client, unavailable, else a server error."""
+    if code in (401, 403) or (code == 400 and "api key" in detail.lower()):
+        return bad_key(host, "request", code)
+    if code == 400:
+        refused = version_refused(host, detail)
+        if refused is not None:
+            return refused
     if code == 503:
         return RemoteError(
             f"NDIF at {host} is unavailable right now (HTTP 503: {detail}). Try again in a "
@@ -50,12 +90,21 @@ def http_failure(host: str, code: int, detail: str, job_id: str | None) -> Remot
 
 
 def last_line(traceback_text: str) -> str:
-    """The exception line of a server-side traceback (its last non-empty line)."""
+    """The exception line of a server-side traceback (its last non-empty line), or the
+    first paragraph of a message NDIF sends without one (it rejected the request)."""
+    if "Traceback (most recent call last)" not in traceback_text:
+        paragraph = traceback_text.strip().split("\n\n", 1)[0]
+        return " ".join(paragraph.split()).rstrip(".") or "no message"
     lines = [line.strip() for line in traceback_text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no message"
 
 
 _INPUT_FAULTS = (
+    (
+        re.compile(r"architecture on this server doesn't match|UnknownPersistentId", re.I),
+        "the model's module tree differs between here and NDIF, most often through "
+        "transformers: `logitlens remote status` compares the versions",
+    ),
     (
         re.compile(r"out of memory|OutOfMemoryError", re.I),
         "the batch is too large for the "

@@ -209,30 +209,29 @@ def _to_item(record: Any, where: str) -> StudyItem:
 
 def save_items(items: Sequence[StudyItem], path: str | Path) -> Path:
     """Write items as JSONL, CSV or Parquet (by suffix), readable by :func:`load_items`."""
+    from ..storage import write_atomic
+
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     records = [item.to_json() for item in items]
     if suffix == ".jsonl":
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        path.write_text(text, encoding="utf-8")
-    elif suffix == ".csv":
+        return write_atomic(
+            path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        )
+    if suffix == ".csv":
         import pandas as pd
 
         for record in records:
             record["tags"] = ";".join(record["tags"])
-        pd.DataFrame(records, columns=list(REQUIRED_FIELDS + OPTIONAL_FIELDS)).to_csv(
-            path, index=False
-        )
-    elif suffix == ".parquet":
+        frame = pd.DataFrame(records, columns=list(REQUIRED_FIELDS + OPTIONAL_FIELDS))
+        return write_atomic(path, lambda temporary: frame.to_csv(temporary, index=False))
+    if suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(records), path)
-    else:
-        raise InputError(
-            f"Cannot tell the format of {str(path)!r}: name it .jsonl, .csv or .parquet."
-        )
-    return path
+        table = pa.Table.from_pylist(records)
+        return write_atomic(path, lambda temporary: pq.write_table(table, temporary))
+    raise InputError(f"Cannot tell the format of {str(path)!r}: name it .jsonl, .csv or .parquet.")
 
 
 @dataclass(frozen=True)

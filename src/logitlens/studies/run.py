@@ -11,6 +11,10 @@ batches, skips every committed one and rewrites the rest, so nothing is duplicat
 ``manifest.json`` (written atomically before the first batch) records the model
 fingerprint, a hash of the lens, the options and a hash of the dataset; a rerun into
 the same directory with anything different is refused with the differences named.
+A directory with parts but no valid manifest is refused (nobody can tell which setup
+wrote them), and a damaged part (truncated, empty, not Parquet) is set aside as
+``part-NNNNN.parquet.rejected`` and its batch run again. Every file goes through
+:mod:`logitlens.storage`.
 
 Normalised depth is ``(layer + 1) / n_layers``: the share of the model's layers applied
 (the last layer is 1.0), so models of different depth share one axis.
@@ -22,15 +26,11 @@ Example:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from ..generation import generate_lens
 from ..lenses import Lens, get_lens
 from ..lenses.files import model_fingerprint
 from ..loading import LensModel
+from ..storage import NOTHING_WRITTEN, locked, manifest_differences, write_atomic
 from ..targets import MultiTokenTargetWarning
 from .dataset import StudyItem
 
@@ -161,6 +162,13 @@ class StudyResult:
                 "`logitlens study DATA --out DIR` first, or check the path."
             )
         parts = committed_parts(out_dir)
+        damaged = damaged_parts(out_dir, parts)
+        if damaged:
+            raise InputError(
+                f"{damaged[0]} is damaged (truncated, empty or not Parquet): rerun `logitlens "
+                f"study DATA --out {out_dir}` with the study's setup; it sets the damaged "
+                "part aside and runs its batch again."
+            )
         items = _read_parts(out_dir / ITEMS_DIR, parts, ITEM_SCHEMA)
         layers = _read_parts(out_dir / LAYERS_DIR, parts, LAYER_SCHEMA)
         items = items.sort_values("id", kind="stable").reset_index(drop=True)
@@ -186,31 +194,65 @@ def committed_parts(out_dir: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("part-*.parquet"))
 
 
+def damaged_parts(out_dir: Path, parts: Sequence[str]) -> list[Path]:
+    """The files of committed batches that cannot be read as this study's Parquet."""
+    damaged = []
+    for name in parts:
+        for directory, schema in ((ITEMS_DIR, ITEM_SCHEMA), (LAYERS_DIR, LAYER_SCHEMA)):
+            path = out_dir / directory / name
+            try:
+                found = pq.read_schema(path)
+            except (OSError, pa.ArrowException):
+                damaged.append(path)
+                continue
+            if not found.remove_metadata().equals(schema):
+                damaged.append(path)
+    return damaged
+
+
+def items_on_disk(out_dir: Path) -> int:
+    """How many items the readable committed batches of a study directory hold."""
+    total = 0
+    for name in committed_parts(out_dir):
+        try:
+            total += pq.read_metadata(out_dir / ITEMS_DIR / name).num_rows
+        except (OSError, pa.ArrowException):
+            continue
+    return total
+
+
+def kept_in(out_dir: str | Path) -> str:
+    """What a study directory holds now, in words (for a message after an interruption)."""
+    out_dir = Path(out_dir).expanduser()
+    n_items = items_on_disk(out_dir)
+    if not n_items:
+        return NOTHING_WRITTEN
+    try:
+        manifest = read_manifest(out_dir)
+        total = f" of {int(manifest['dataset']['n_items'])}" if manifest else ""
+    except (InputError, KeyError, TypeError, ValueError):
+        total = ""
+    return f"{n_items}{total} items are kept in {out_dir}; run the same command again to resume."
+
+
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """A study directory's manifest, checked to be one; ``None`` when there is none."""
     path = out_dir / MANIFEST
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        manifest = None
+    sections = ("model", "lens", "options", "dataset")
+    if not isinstance(manifest, dict) or not all(
+        isinstance(manifest.get(key), dict) for key in sections
+    ):
         raise InputError(
-            f"{path} is not valid JSON; it was edited by hand. Restore it, or choose a new --out."
-        ) from None
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(temporary_path)``, then rename the file to ``path`` (same directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+            f"{path} is not a logitlens study manifest (it was edited or replaced): "
+            "restore it, or choose a new --out directory."
+        )
+    return manifest
 
 
 def _sha256_json(value: Any) -> str:
@@ -255,36 +297,24 @@ def _manifest(
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between two manifests, in words (empty when a resume is safe)."""
-    found = []
-    old_model, new_model = dict(old.get("model", {})), dict(new["model"])
-    if None in (old_model.get("weights_sha256"), new_model.get("weights_sha256")):
-        # A remote model has no local weights to hash: compare the rest only.
-        old_model.pop("weights_sha256", None)
-        new_model.pop("weights_sha256", None)
-    for key in sorted(set(old_model) | set(new_model)):
-        if old_model.get(key) != new_model.get(key):
-            found.append(f"model {key} {old_model.get(key)!r} -> {new_model.get(key)!r}")
-    old_lens, new_lens = old.get("lens", {}), new["lens"]
-    if old_lens.get("sha256") != new_lens["sha256"]:
-        changed = f"lens {old_lens.get('name')!r} -> {new_lens['name']!r}"
-        if old_lens.get("parameters") != new_lens.get("parameters"):
-            found.append(
-                f"{changed} (parameters {old_lens.get('parameters')} -> "
-                f"{new_lens.get('parameters')})"
-            )
-        else:
-            found.append(f"{changed} (different weights)")
-    # An option added since the old study was written took its default there.
-    old_options = {**asdict(StudyOptions()), **old.get("options", {})}
-    for key in sorted(set(old_options) | set(new["options"])):
-        if old_options.get(key) != new["options"].get(key):
-            found.append(f"option {key} {old_options.get(key)!r} -> {new['options'].get(key)!r}")
-    if old.get("dataset") != new["dataset"]:
-        found.append("dataset (its items changed)")
-    if old.get("format") != new["format"]:
-        found.append(f"file format {old.get('format')} -> {new['format']}")
-    return found
+    """What differs between two manifests, in words (empty when a resume is safe).
+
+    The lens is compared by its identity (name, parameters and the hash of both with
+    its weights), not by the path it was read from; an option added since the old
+    study was written took its default there.
+    """
+
+    def identity(manifest: dict[str, Any]) -> dict[str, Any]:
+        lens = manifest.get("lens", {})
+        keys = ("name", "parameters", "sha256")
+        return {**manifest, "lens": {key: lens[key] for key in keys if key in lens}}
+
+    return manifest_differences(
+        identity(old),
+        identity(new),
+        ("model", "lens", "options", "dataset", "format"),
+        defaults={"options": asdict(StudyOptions())},
+    )
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -347,19 +377,28 @@ def run_study(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"Cannot create the study directory {out_dir}: {error}.") from None
-    with _exclusive(out_dir):
+    busy = f"Another study is running in {out_dir}; wait for it, or choose another --out."
+    with locked(out_dir / LOCK, busy, InputError):
         _check_or_write_manifest(out_dir, manifest)
         _remove_temporaries(out_dir)
+        _set_aside_damaged(out_dir)
         _run_batches(model, lens, items, out_dir, options, progress)
     return StudyResult.load(out_dir)
 
 
 def _check_or_write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Refuse a directory that holds another setup's study; start a new one's manifest."""
+    """Refuse a directory that holds another setup's study, or parts without a manifest;
+    start a new study's manifest."""
     old = read_manifest(out_dir)
     if old is None:
-        text = json.dumps(manifest, indent=2)
-        _atomic_write(out_dir / MANIFEST, lambda path: Path(path).write_text(text, "utf-8"))
+        leftovers = [p for d in (ITEMS_DIR, LAYERS_DIR) for p in (out_dir / d).glob("part-*")]
+        if leftovers:
+            raise InputError(
+                f"{out_dir} holds study parts but no {MANIFEST}, so nobody can tell which "
+                "model, lens and dataset wrote them: choose a new --out directory, or delete "
+                f"{out_dir / ITEMS_DIR} and {out_dir / LAYERS_DIR} to start over."
+            )
+        write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2))
         return
     differences = _differences(old, manifest)
     if differences:
@@ -369,24 +408,28 @@ def _check_or_write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-@contextmanager
-def _exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold a lock on the study directory (released by the kernel even on kill -9)."""
-    with open(out_dir / LOCK, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(
-                f"Another study is running in {out_dir}; wait for it, or choose another --out."
-            ) from None
-        yield
-
-
 def _remove_temporaries(out_dir: Path) -> None:
     """Half-written parts a killed run left behind (never read: they are hidden files)."""
     for directory in (out_dir / ITEMS_DIR, out_dir / LAYERS_DIR):
         for stale in directory.glob(".part-*.tmp"):
             stale.unlink(missing_ok=True)
+
+
+def _set_aside_damaged(out_dir: Path) -> None:
+    """Rename the parts of batches with a damaged file to ``*.rejected``: run again."""
+    damaged = damaged_parts(out_dir, committed_parts(out_dir))
+    names = sorted({path.name for path in damaged})
+    for name in names:
+        for directory in (ITEMS_DIR, LAYERS_DIR):
+            part = out_dir / directory / name
+            if part.exists():
+                part.replace(part.with_name(name + ".rejected"))
+    if names:
+        warnings.warn(
+            f"{len(names)} damaged batch(es) of {out_dir} set aside as "
+            f"{', '.join(n + '.rejected' for n in names)}; their items are run again.",
+            stacklevel=4,
+        )
 
 
 def _run_batches(
@@ -426,10 +469,9 @@ def _run_batches(
                 options,
             )
             name = _part_name(index)
-            _atomic_write(
-                out_dir / LAYERS_DIR / name, lambda p, t=layer_table: pq.write_table(t, p)
-            )
-            _atomic_write(out_dir / ITEMS_DIR / name, lambda p, t=item_table: pq.write_table(t, p))
+            for directory, table in ((LAYERS_DIR, layer_table), (ITEMS_DIR, item_table)):
+                (out_dir / directory).mkdir(exist_ok=True)
+                write_atomic(out_dir / directory / name, lambda p, t=table: pq.write_table(t, p))
             bar.update(len(batch))
 
 

@@ -63,7 +63,7 @@ from ..lenses.files import (
 )
 from ..residuals import layer_output
 from .corpus import tokenize_documents
-from .tuned import DTYPES, checkpoint_path_for
+from .tuned import DTYPES, check_writable_output, checkpoint_path_for
 
 if TYPE_CHECKING:
     from ..loading import LensModel
@@ -278,10 +278,14 @@ def _save_checkpoint(
     done: int,
     config: JacobianFitConfig,
     fingerprint: dict[str, Any],
+    force: bool = False,
 ) -> None:
     metadata = {"done": done, "config": asdict(config), "fingerprint": fingerprint}
     write_safetensors(
-        path, {"jacobian_sum": jacobian_sum}, {"jacobian_checkpoint": json.dumps(metadata)}
+        path,
+        {"jacobian_sum": jacobian_sum},
+        {"jacobian_checkpoint": json.dumps(metadata)},
+        force=force,
     )
 
 
@@ -317,6 +321,7 @@ def fit_jacobian_lens(
     progress: bool = True,
     on_batch: Callable[[FitReport], None] | None = None,
     info: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> JacobianLens:
     """Fit a Jacobian lens for ``model`` on ``texts`` and save it to ``output`` if given.
 
@@ -328,16 +333,17 @@ def fit_jacobian_lens(
         on_batch: called after every batch (a Ctrl-C raised in it is handled like one
             from the keyboard: a checkpoint is written first).
         info: extra facts saved with the lens (e.g. the corpus name).
+        force: replace an existing ``output`` even if logitlens did not write it.
 
     Raises:
-        InputError: bad options, or too little text for one sequence.
+        InputError: bad options, too little text for one sequence, an ``output`` that is
+            not a ``.safetensors`` name or is a file logitlens did not write.
     """
     config = config or JacobianFitConfig()
     config.validate(model.n_layers)
     if output is not None:
         output = Path(output).expanduser()
-        if output.suffix != ".safetensors":
-            raise InputError(f"Save the lens as a .safetensors file, not {output.name!r}.")
+        check_writable_output(output, force)
     sequences = pack_texts(model, texts, config.seq_len)[: config.n_texts]
     if len(sequences) == 0:
         raise InputError(
@@ -379,12 +385,12 @@ def fit_jacobian_lens(
             bar.update(len(batch))
             bar.set_postfix(s_per_prompt=f"{seconds:.1f}")
             if checkpoint is not None and (batch_number + 1) % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, jacobian_sum, done, config, fingerprint)
+                _save_checkpoint(checkpoint, jacobian_sum, done, config, fingerprint, force)
             if on_batch is not None:
                 on_batch(FitReport(done, len(sequences), seconds))
     except KeyboardInterrupt:
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, jacobian_sum, done, config, fingerprint)
+            _save_checkpoint(checkpoint, jacobian_sum, done, config, fingerprint, force)
         bar.close()
         raise
     bar.close()
@@ -401,7 +407,7 @@ def fit_jacobian_lens(
         },
     )
     if output is not None:
-        lens.path = str(lens.save(output))
+        lens.path = str(lens.save(output, force=force))
         checkpoint.unlink(missing_ok=True)
     return lens
 
@@ -410,13 +416,22 @@ def merge_jacobian_lenses(lenses: Sequence[JacobianLens | str | Path]) -> Jacobi
     """One lens from fits on disjoint texts: the mean of their ``J`` weighted by prompt count.
 
     Raises:
-        LensFileError: no lenses, a lens that is not a Jacobian lens, or lenses that
-            disagree on the model or the fitted layers.
+        LensFileError: no lenses, a lens that is not a Jacobian lens, lenses that
+            disagree on the model or the fitted layers, or one fit given twice (the same
+            file, or a copy: its prompts would count twice).
     """
     loaded = [load_lens(str(lens)) if isinstance(lens, str | Path) else lens for lens in lenses]
     if not loaded:
         raise LensFileError("Nothing to merge: give at least one Jacobian-lens file.")
     first = loaded[0]
+    seen: dict[str | None, JacobianLens] = {}
+    for lens in loaded:
+        twin = seen.setdefault(lens.content_hash(), lens)
+        if twin is not lens:
+            raise LensFileError(
+                f"{lens.path or 'A lens'} is the same fit as {twin.path or 'another'} "
+                "(identical weights): give each fit once, or its prompts count twice."
+            )
     for lens in loaded:
         if not isinstance(lens, JacobianLens):
             raise LensFileError(

@@ -28,11 +28,9 @@ import torch
 
 from ..errors import InputError, LensFileError
 from ..lenses import EMBED, TunedLens, Unembedding
-from ..lenses.files import read_safetensors, write_safetensors
+from ..lenses.files import check_lens_output, read_safetensors, write_safetensors
 from ..metrics import kl_divergence
-from ..paths import check_output_path, directory_write_problem
 from ..residuals import chunk_plan, residual_stream
-from ..storage import write_error
 from .config import DTYPE_NAMES, TrainingConfig
 from .corpus import batch_order, load_documents, split_documents, tokenize_documents
 
@@ -68,6 +66,7 @@ def _save_checkpoint(
     step: int,
     config: TrainingConfig,
     losses: list[float],
+    force: bool = False,
 ) -> None:
     state = optimizer.state_dict()
     tensors = {"weight": lens.weight.detach(), "bias": lens.bias.detach()}
@@ -85,6 +84,7 @@ def _save_checkpoint(
         path,
         {k: v.cpu().contiguous() for k, v in tensors.items()},
         {"checkpoint": json.dumps(metadata)},
+        force=force,
     )
 
 
@@ -120,16 +120,11 @@ def _load_checkpoint(
     return int(metadata["step"]), list(metadata["losses"])
 
 
-def check_writable_output(output: Path) -> None:
-    """Fail now, not after training, if the lens or its checkpoint cannot be written."""
-    if output.parent.is_dir():
-        check_output_path(output, (".safetensors",))
-        check_output_path(checkpoint_path_for(output), None)
-        return
-    existing = next(p for p in output.parents if p.exists())
-    problem = directory_write_problem(existing)
-    if problem is not None:
-        raise write_error(output, problem)
+def check_writable_output(output: Path, force: bool = False) -> None:
+    """Fail now, not after training, if the lens or its checkpoint cannot be written,
+    or would replace a file logitlens did not write (unless ``force``)."""
+    check_lens_output(output, force=force)
+    check_lens_output(checkpoint_path_for(output), force=force, checkpoint=True)
 
 
 def _prepare_model(model: LensModel, config: TrainingConfig) -> None:
@@ -176,6 +171,7 @@ def train_tuned_lens(
     resume: bool = True,
     progress: bool = True,
     on_step: Callable[[StepReport], None] | None = None,
+    force: bool = False,
 ) -> TunedLens:
     """Train a tuned lens for ``model`` and save it to ``output`` (safetensors).
 
@@ -186,16 +182,17 @@ def train_tuned_lens(
         resume: continue from ``<output>.checkpoint`` if an earlier run left one.
         on_step: called after every step (a Ctrl-C raised in it is handled like one
             from the keyboard: a checkpoint is written first).
+        force: replace an existing ``output`` even if logitlens did not write it.
 
     Raises:
-        InputError: empty corpus, a corpus smaller than one batch, a zero budget.
+        InputError: empty corpus, a corpus smaller than one batch, a zero budget, an
+            ``output`` that is not a ``.safetensors`` name or is a file logitlens did
+            not write.
     """
     config = config or TrainingConfig()
     config.validate()
     output = Path(output).expanduser()
-    if output.suffix != ".safetensors":
-        raise InputError(f"Save the lens as a .safetensors file, not {output.name!r}.")
-    check_writable_output(output)
+    check_writable_output(output, force)
     texts = load_documents(
         config.corpus if documents is None else documents,
         model=model,
@@ -250,12 +247,12 @@ def train_tuned_lens(
             bar.update(config.tokens_per_step)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:.0f}")
             if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-                _save_checkpoint(checkpoint, lens, optimizer, step + 1, config, losses)
+                _save_checkpoint(checkpoint, lens, optimizer, step + 1, config, losses, force)
             if on_step is not None:
                 on_step(StepReport(step + 1, config.steps, loss, speed))
     except KeyboardInterrupt:
         done = len(losses)
-        _save_checkpoint(checkpoint, lens, optimizer, done, config, losses)
+        _save_checkpoint(checkpoint, lens, optimizer, done, config, losses, force)
         raise
     finally:
         bar.close()  # ends the bar's line, so an error message starts a line of its own
@@ -269,6 +266,6 @@ def train_tuned_lens(
         "final_loss": losses[-1] if losses else None,
         "losses": losses,
     }
-    lens.path = str(lens.save(output))
+    lens.path = str(lens.save(output, force=force))
     checkpoint.unlink(missing_ok=True)
     return lens
