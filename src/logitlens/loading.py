@@ -21,6 +21,7 @@ import torch
 
 from .architectures import Architecture, context_length, get_architecture, resolve
 from .errors import ModelLoadError
+from .hub import hub_unreachable
 from .paths import cache_dir, package_file
 from .storage import write_error
 
@@ -378,7 +379,7 @@ def load_model(
         source, label = _resolve_source(name)
         # Offline, a hub id is looked up in the local HF cache only: one clear error,
         # not minutes of retries.
-        offline = not isinstance(source, Path) and _offline()
+        offline = not isinstance(source, Path) and hub_unreachable()
         try:
             module, loaded_tokenizer = _load_hf(
                 source,
@@ -471,24 +472,6 @@ def check_placement(device: str | None, dtype: torch.dtype | str | None) -> None
         raise ModelLoadError(f"Device {device!r} is not available here: use --device cpu.")
     if kind not in ("cpu", "cuda", "mps"):
         raise ModelLoadError(f"Unsupported device {device!r}: use cpu, cuda, cuda:N or mps.")
-
-
-def _offline() -> bool:
-    """No route to the hub: HF_HUB_OFFLINE set, or no TCP connection within 1.5 s."""
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        return True
-    import socket
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
-    endpoint = urlsplit(constants.ENDPOINT)  # HF_ENDPOINT: a mirror, or huggingface.co
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=1.5).close()
-    except OSError:
-        return True
-    return False
 
 
 def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:
