@@ -1,23 +1,32 @@
-"""Speed and memory of logitlens's core analyses, side by side, on the bundled model.
+"""Speed and memory of logitlens's core analyses, side by side with the floor.
 
-Every workload is timed against its baselines in the same run, interleaved round by
-round (these machines are noisy), and reported as a median ratio:
+The floor is the least plain PyTorch that computes the same numbers as logitlens: the
+backbone only (forward hooks on the decoder layers keep the positions needed, no
+``lm_head`` over every position), then one batched final norm + unembedding of those
+positions, and the reduction. Like logitlens, it sorts prompts by token length and
+batches them 16 at a time; it tokenises its prompts, as any loop over a dataset must.
 
-- W1: last-position top-10 over all 30 layers, vs a plain forward pass, vs the
-  floor (one forward with plain PyTorch hooks + one batched unembedding), and vs
-  the seed notebook's nnsight loop (one ``lm_head`` call per layer);
-- W2: one target's probability at every layer x position, vs the floor;
-- W3: 64 prompts of 8 to 30 tokens (last-position top-10 and a target), vs the floor;
-- peak extra memory of W2 on a 512-token prompt, vs the floor that materialises
+- W1: top-10 at the last position, all 30 layers, one prompt (also against a plain
+  forward pass of the whole model and the seed notebook's nnsight loop, for scale);
+- W2: P(target) at every layer x position, one 12-token prompt;
+- W3: P(own target) at the last position, all layers, 64 bundled pun prompts of 8-30
+  tokens (what a study does);
+- peak extra memory of W2 on a 512-token prompt, against the floor that materialises
   all layers' logits at once (each measured in a fresh subprocess).
 
-Run:  .venv/bin/python benchmarks/bench_core.py [--rounds 15]
+Each thread count runs in its own subprocess (``torch.set_num_threads``); inside it the
+contenders are timed in interleaved rounds (random order each round), and a ratio is
+the median over rounds of logitlens's time over the floor's in the same round, so a
+machine that slows down between rounds moves both sides of it.
+
+Run:  .venv/bin/python benchmarks/bench_core.py [--rounds 15] [--threads 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
@@ -25,15 +34,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import torch
+from transformers import AutoModelForCausalLM
 
 import logitlens
+from logitlens.batching import plan_batches
+from logitlens.studies import load_items
+from logitlens.targets import MultiTokenTargetWarning
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 TARGET = " current"
+BATCH = 16
+N_PUNS = 64
 WORDS = [
     "the",
     "a",
@@ -48,36 +65,26 @@ WORDS = [
     "fish",
     "cow",
     "bell",
-    "horn",
-    "interest",
-    "banker",
-    "girlfriend",
-    "wire",
-    "carry",
-    "know",
-    "good",
-    "make",
-    "why",
-    "because",
-    "they",
-    "what",
-    "call",
-    "eyes",
-    "without",
-    "city",
-    "capital",
-    "country",
-    "France",
-    "Paris",
-    "language",
-    "small",
-    "large",
 ]
 
 
+# ----- the floor: plain PyTorch -----------------------------------------------------------
+
+
+def plain_copy(model) -> SimpleNamespace:
+    """The same weights loaded by plain transformers, untouched by nnsight.
+
+    nnsight wraps the forward of every module of the model it traces (inert outside a
+    trace, but not free), so the floor runs on its own copy, as a script without
+    logitlens would.
+    """
+    module = AutoModelForCausalLM.from_pretrained(model.module.name_or_path, dtype=torch.float32)
+    return SimpleNamespace(module=module.eval(), tokenizer=model.tokenizer)
+
+
 @contextmanager
-def hooked(model, select):
-    """Plain forward hooks keeping ``select(output)`` of every decoder layer."""
+def hooked(model, select: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[list]:
+    """Plain forward hooks keeping ``select(hidden states)`` of every decoder layer."""
     kept: list[torch.Tensor] = []
     handles = [
         layer.register_forward_hook(lambda _m, _i, out: kept.append(select(out)))
@@ -92,29 +99,65 @@ def hooked(model, select):
 
 
 def unembed(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Final norm + unembedding of ``hidden`` ``[..., d]``, as fp32 logits."""
     hf = model.module
     return hf.lm_head(hf.model.norm(hidden)).float()
 
 
-def floor_topk(model, inputs: dict, k: int = 10):
-    """Plain PyTorch: hooks on every layer, then one batched unembedding of the last position."""
-    with hooked(model, lambda out: out[:, -1]) as kept:
-        model.module(**inputs)
-        return unembed(model, torch.stack(kept)).log_softmax(-1).topk(k)
+def encode(model, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Left-padded inputs with position ids (padding does not shift positions)."""
+    encoded = model.tokenizer(list(prompts), return_tensors="pt", padding=True)
+    inputs = dict(encoded)
+    inputs["position_ids"] = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return inputs
 
 
-def floor_target_all_positions(model, inputs: dict, target_id: int):
-    """Plain PyTorch: hooks, then all layers x positions unembedded at once."""
-    with hooked(model, lambda out: out) as kept:
-        model.module(**inputs)
-        return unembed(model, torch.stack(kept)).softmax(-1)[..., target_id]
+def length_batches(model, prompts: Sequence[str], size: int = BATCH) -> list[list[int]]:
+    """Prompt indices sorted by token length, in batches of ``size``, as logitlens plans them."""
+    return plan_batches([len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]], size)
 
 
-def floor_batch(model, inputs: dict, target_id: int, k: int = 10):
-    with hooked(model, lambda out: out[:, -1]) as kept:
-        model.module(**inputs)
-        logprobs = unembed(model, torch.stack(kept)).log_softmax(-1)
-        return logprobs.topk(k), logprobs[..., target_id].exp()
+def floor(
+    model,
+    prompts: Sequence[str],
+    reduce: Callable[[torch.Tensor, list[int]], object],
+    select: Callable[[torch.Tensor], torch.Tensor] = lambda out: out[:, -1],
+) -> list[object]:
+    """The backbone over length-sorted batches, one batched unembedding per batch.
+
+    ``select`` keeps the positions needed from each layer's output ``[batch, seq, d]``;
+    ``reduce(logprobs [layer, batch, ..., vocab], prompt indices)`` makes the numbers.
+    """
+    out = []
+    for batch in length_batches(model, prompts):
+        inputs = encode(model, [prompts[i] for i in batch])
+        with hooked(model, select) as kept:
+            model.module.model(**inputs)
+            logprobs = unembed(model, torch.stack(kept)).log_softmax(-1)
+            out.append(reduce(logprobs, batch))
+    return out
+
+
+def floor_topk(model, prompts: Sequence[str], k: int = 10) -> list[object]:
+    return floor(model, prompts, lambda logprobs, _batch: logprobs.topk(k))
+
+
+def floor_target_all_positions(model, prompt: str, target_id: int) -> list[object]:
+    return floor(
+        model, [prompt], lambda logprobs, _b: logprobs[..., target_id].exp(), lambda out: out
+    )
+
+
+def floor_own_targets(model, prompts: Sequence[str], target_ids: list[int]) -> list[object]:
+    def reduce(logprobs: torch.Tensor, batch: list[int]) -> torch.Tensor:
+        ids = torch.tensor([target_ids[i] for i in batch])
+        chosen = logprobs.gather(-1, ids[None, :, None].expand(logprobs.shape[0], -1, 1))
+        return chosen.exp(), chosen  # probability, and the logit's log-softmax
+
+    return floor(model, prompts, reduce)
+
+
+# ----- for scale ----------------------------------------------------------------------------
 
 
 def notebook_loop(model, prompt: str, k: int = 10):
@@ -129,20 +172,16 @@ def notebook_loop(model, prompt: str, k: int = 10):
     return saved
 
 
-def plain_forward(model, inputs: dict):
+def plain_forward(model, prompt: str):
     with torch.inference_mode():
-        return model.module(**inputs)
+        return model.module(**encode(model, [prompt]))
 
 
-def encode(model, prompts: list[str]) -> dict:
-    encoded = model.tokenizer(prompts, return_tensors="pt", padding=True)
-    inputs = dict(encoded)
-    inputs["position_ids"] = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    return inputs
+# ----- timing -------------------------------------------------------------------------------
 
 
-def race(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds per contender, timed in interleaved rounds (random order)."""
+def race(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per round for each contender, timed in interleaved rounds (random order)."""
     for run in contenders.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -153,20 +192,116 @@ def race(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
             start = time.perf_counter()
             contenders[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
-def report(title: str, medians: dict[str, float], ours: str, baselines: list[str]) -> None:
+def paired_ratio(times: dict[str, list[float]], ours: str, base: str) -> float:
+    """Median over rounds of ``ours / base`` timed in the same round."""
+    return statistics.median(a / b for a, b in zip(times[ours], times[base], strict=True))
+
+
+def report(title: str, times: dict[str, list[float]], baselines: list[str]) -> dict[str, float]:
     print(f"\n{title}")
-    for name, seconds in medians.items():
-        print(f"  {name:<34} {seconds * 1000:8.1f} ms")
-    for base in baselines:
-        print(f"  ratio {ours} / {base}: {medians[ours] / medians[base]:.2f}x")
+    for name, seconds in times.items():
+        print(f"  {name:<34} {statistics.median(seconds) * 1000:8.1f} ms")
+    ratios = {base: paired_ratio(times, "logitlens", base) for base in baselines}
+    for base, ratio in ratios.items():
+        print(f"  ratio logitlens / {base}: {ratio:.3f}x")
+    return ratios
 
 
-def random_prompts(n: int, low: int, high: int, seed: int = 0) -> list[str]:
+def pun_items(n: int = N_PUNS) -> tuple[list[str], list[str]]:
+    puns = [item for item in load_items() if item.category == "pun"][:n]
+    return [item.prompt for item in puns], [item.target for item in puns]
+
+
+def speed_child(threads: int, rounds: int) -> None:
+    """Run in a subprocess: time W1-W3 at ``threads`` torch threads; last line JSON ratios."""
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore", MultiTokenTargetWarning)  # 3 puns: their first token
+    model = logitlens.load_model()
+    plain = plain_copy(model)
+    print(f"{model.name}: {model.n_layers} layers, torch threads {torch.get_num_threads()}")
+    target_id = model.tokenizer.encode(TARGET, add_special_tokens=False)[0]
+    floor_name = "floor (backbone + batched unembed)"
+    ratios = {}
+
+    w1 = race(
+        {
+            "logitlens": lambda: logitlens.analyze(model, PUN, k=10),
+            floor_name: lambda: floor_topk(plain, [PUN]),
+            "plain forward (whole model)": lambda: plain_forward(plain, PUN),
+            "notebook loop (nnsight)": lambda: notebook_loop(model, PUN),
+        },
+        rounds,
+    )
+    ratios["W1"] = report(
+        "W1: top-10 at the last position, all layers, one prompt",
+        w1,
+        [floor_name, "plain forward (whole model)", "notebook loop (nnsight)"],
+    )[floor_name]
+
+    w2 = race(
+        {
+            "logitlens": lambda: logitlens.analyze(
+                model, PUN, positions="all", targets=TARGET, metrics=["target"]
+            ),
+            floor_name: lambda: floor_target_all_positions(plain, PUN, target_id),
+        },
+        rounds,
+    )
+    ratios["W2"] = report(
+        "W2: P(target) at every layer x position, one 12-token prompt", w2, [floor_name]
+    )[floor_name]
+
+    prompts, targets = pun_items()
+    target_ids = [model.tokenizer.encode(t, add_special_tokens=False)[0] for t in targets]
+    w3 = race(
+        {
+            "logitlens": lambda: logitlens.analyze(
+                model, prompts, targets=targets, metrics=["target"], batch_size=BATCH
+            ),
+            floor_name: lambda: floor_own_targets(plain, prompts, target_ids),
+        },
+        max(3, rounds // 3),
+    )
+    ratios["W3"] = report(
+        f"W3: P(own target) at the last position, all layers, {len(prompts)} pun prompts",
+        w3,
+        [floor_name],
+    )[floor_name]
+    print(json.dumps({"threads": threads, "ratios": ratios}))
+
+
+def measure_speed(thread_counts: list[int], rounds: int) -> None:
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    summary = {}
+    for threads in thread_counts:
+        print(f"\n=== {threads} thread(s) ===", flush=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--speed-child", str(threads), "--rounds", str(rounds)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if child.returncode:
+            sys.exit(f"the {threads}-thread run failed:\n{child.stderr[-3000:]}")
+        lines = child.stdout.strip().splitlines()
+        print("\n".join(lines[:-1]))
+        summary[threads] = json.loads(lines[-1])["ratios"]
+    print("\nlogitlens / floor (median of paired rounds; target <= 1.02x)")
+    print("  workload " + "".join(f"{t:>3} thread(s)" for t in thread_counts))
+    for workload in ("W1", "W2", "W3"):
+        row = "".join(f"{summary[t][workload]:>12.3f}x" for t in thread_counts)
+        print(f"  {workload:<8} {row}")
+
+
+# ----- memory -------------------------------------------------------------------------------
+
+
+def random_prompt(n_words: int, seed: int = 0) -> str:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))) for _ in range(n)]
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
 
 
 class PeakRSS:
@@ -199,7 +334,8 @@ class PeakRSS:
 def memory_child(kind: str) -> None:
     """Run in a subprocess: print the peak RSS growth (MiB) of W2 on a 512-token prompt."""
     model = logitlens.load_model()
-    ids = model.tokenizer(" ".join(random_prompts(1, 600, 600)[0].split()))["input_ids"][:512]
+    plain = plain_copy(model)
+    ids = model.tokenizer(random_prompt(600))["input_ids"][:512]
     prompt = model.tokenizer.decode(ids)
     target_id = model.tokenizer.encode(TARGET, add_special_tokens=False)[0]
 
@@ -209,8 +345,8 @@ def memory_child(kind: str) -> None:
                 model, text, positions="all", targets=TARGET, metrics=["target"]
             )
         if kind == "forward":
-            return plain_forward(model, encode(model, [text]))
-        return floor_target_all_positions(model, encode(model, [text]), target_id)
+            return plain_forward(plain, text)
+        return floor_target_all_positions(plain, text, target_id)
 
     run(model.tokenizer.decode(ids[:16]))  # warm up lazily initialised state
     baseline = PeakRSS.current()
@@ -240,70 +376,19 @@ def measure_memory() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--speed-child", type=int, metavar="THREADS")
     parser.add_argument("--memory-child", choices=["logitlens", "forward", "floor"])
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
-        return
-    model = logitlens.load_model()
-    print(f"{model.name}: {model.n_layers} layers, torch threads {torch.get_num_threads()}")
-    target_id = model.tokenizer.encode(TARGET, add_special_tokens=False)[0]
-    pun = encode(model, [PUN])
-
-    w1 = race(
-        {
-            "logitlens": lambda: logitlens.analyze(model, PUN, k=10),
-            "plain forward": lambda: plain_forward(model, pun),
-            "floor (hooks + batched unembed)": lambda: floor_topk(model, pun),
-            "notebook loop (nnsight)": lambda: notebook_loop(model, PUN),
-        },
-        args.rounds,
-    )
-    report(
-        "W1: last-position top-10, all layers",
-        w1,
-        "logitlens",
-        ["plain forward", "floor (hooks + batched unembed)", "notebook loop (nnsight)"],
-    )
-
-    w2 = race(
-        {
-            "logitlens": lambda: logitlens.analyze(
-                model, PUN, positions="all", targets=TARGET, metrics=["target"]
-            ),
-            "floor (hooks + batched unembed)": lambda: floor_target_all_positions(
-                model, pun, target_id
-            ),
-        },
-        args.rounds,
-    )
-    report(
-        "W2: target probability, every layer x position",
-        w2,
-        "logitlens",
-        ["floor (hooks + batched unembed)"],
-    )
-
-    prompts = random_prompts(64, 8, 30)
-    batch = encode(model, prompts)
-    w3 = race(
-        {
-            "logitlens": lambda: logitlens.analyze(
-                model, prompts, k=10, targets=TARGET, batch_size=64
-            ),
-            "floor (hooks + batched unembed)": lambda: floor_batch(model, batch, target_id),
-        },
-        max(3, args.rounds // 3),
-    )
-    report(
-        "W3: 64 prompts of 8-30 tokens, last-position top-10 + target",
-        w3,
-        "logitlens",
-        ["floor (hooks + batched unembed)"],
-    )
-    if not args.skip_memory:
-        measure_memory()
+    elif args.speed_child:
+        speed_child(args.speed_child, args.rounds)
+    else:
+        measure_speed(args.threads, args.rounds)
+        if not args.skip_memory:
+            measure_memory()
 
 
 if __name__ == "__main__":

@@ -310,11 +310,15 @@ def test_debug_shows_the_traceback():
 
 
 def test_ctrl_c_says_interrupted_and_exits_130(tmp_path):
+    """The child resets SIGINT to its default before Python starts, so the test holds
+    when the test runner ignores SIGINT (started in the background)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "logitlens", "top", PUN],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=True,
     )
     time.sleep(1.5)  # past parsing, into the imports or the load
     process.send_signal(signal.SIGINT)

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import page_checks
 import pytest
+from page_checks import grid_colour, launched
 
 import logitlens
 from logitlens import InputError, LogitLensError
@@ -24,32 +26,7 @@ from logitlens.lenses import TunedLens
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 LITERAL = "Electricians work with wires that carry electrical"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-_VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
-
 pytestmark = pytest.mark.bundled
-
-
-def visible(text: str) -> str:
-    """A token as the grid should show it: whitespace as a sign, control bytes as <0x..>."""
-    return "".join(
-        _VISIBLE.get(c, f"<0x{ord(c):02X}>") if ord(c) <= 0x20 or c == "\x7f" else c for c in text
-    )
-
-
-def expected_colour(prob: float) -> np.ndarray:
-    """The grid's colour for a top-1 probability: white to dark blue (report.js)."""
-    t = min(1.0, max(0.0, prob))
-    return np.array([247 - t * (247 - 8), 251 - t * (251 - 48), 255 - t * (255 - 107)])
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +64,8 @@ def server(foreign_lens):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (scripts/setup.sh --test installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with launched() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -121,26 +93,10 @@ def ask(page, prompts: list[str], lens: str, target: str = "", alternative: str 
     page.wait_for_function("() => !document.getElementById('run').disabled", timeout=120_000)
 
 
-def cells(page) -> dict[tuple[int, int], str]:
-    rows = page.eval_on_selector_all(
-        "td.cell", "cs => cs.map(c => [+c.dataset.layer, +c.dataset.col, c.textContent])"
-    )
-    return {(layer, col): text for layer, col, text in rows}
-
-
 def check_grid(page, expected) -> None:
     """Every cell is the library's top-1 token; the page says no error."""
     assert page.is_hidden("#error"), page.text_content("#error")
-    shown = cells(page)
-    n_layers, n_tokens = len(expected.layers), len(expected.tokens[0])
-    assert len(shown) == n_layers * n_tokens
-    for layer in range(n_layers):
-        for col in range(n_tokens):
-            text = expected.token_text(expected.top_ids[0, layer, col, 0])
-            if "\ufffd" in text:  # part of a character: its bytes are shown instead
-                assert "<0x" in shown[layer, col]
-            else:
-                assert shown[layer, col] == visible(text), (layer, col)
+    page_checks.check_grid(page, expected, byte_labels=True)
 
 
 def check_hover(page, expected, layer: int, col: int) -> None:
@@ -192,7 +148,7 @@ def test_the_explorer_shows_what_the_library_computes(page, bundled, tmp_path):
         box = page.locator(f'td.cell[data-layer="{layer}"][data-col="{col}"]').bounding_box()
         x, y = int(box["x"] + 3), int(box["y"] + 2)  # inside the padding, off the text
         np.testing.assert_allclose(
-            pixels[y, x], expected_colour(expected.top_probs[0, layer, col, 0]), atol=3
+            pixels[y, x], grid_colour(expected.top_probs[0, layer, col, 0]), atol=3
         )
 
     # The trajectory of the target at the last position, on the linear and the log axis

@@ -279,3 +279,82 @@ def test_library_writers_never_replace_a_foreign_file(wrap_tiny, tmp_path):
     a = _jacobian_file(model, tmp_path / "a.safetensors", 0)
     with pytest.raises(LensFileError, match="same fit"):
         merge_jacobian_lenses([a, a])
+
+
+PICTURE_WRITERS = {
+    "top --plot": ["top", "hello", "--plot", "{png}"],
+    "track --plot": ["track", "hello", "-t", " x", "--plot", "{png}"],
+    "compare --plot": ["compare", "-p", "hello=> x", "--plot", "{png}"],
+    "heatmap": ["heatmap", "hello", "-t", " x", "-o", "{png}"],
+    "grid": ["grid", "hello", "-o", "{png}"],
+    "report": ["report", "hello", "-o", "{html}"],
+    "generate --plot": ["generate", "hello", "--plot", "{png}"],
+    "attribute --plot": ["attribute", "hello", "-t", " x", "--plot", "{png}"],
+    "lens eval --plot": ["lens", "eval", "--plot", "{png}"],
+    "tuned eval --plot": ["tuned", "eval", "--plot", "{png}"],
+    "study summary --plot": ["study", "summary", "{dir}", "--plot", "{png}"],
+    "study summary --report": ["study", "summary", "{dir}", "--report", "{html}"],
+    "study compare --plot": ["study", "compare", "{dir}", "--plot", "{png}"],
+}
+
+
+@pytest.mark.parametrize("args", PICTURE_WRITERS.values(), ids=list(PICTURE_WRITERS))
+def test_pictures_and_reports_never_replace_a_foreign_file(tmp_path, capsys, args):
+    """Refused before any model is loaded: one line, exit 2, the file untouched."""
+    from logitlens.cli import main
+
+    photo = tmp_path / "holiday.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n someone's photo")
+    page = tmp_path / "index.html"
+    page.write_text("<html>my home page</html>")
+    filled = [a.format(png=photo, html=page, dir=tmp_path) for a in args]
+    target = photo if "{png}" in args else page
+    with pytest.raises(SystemExit) as stopped:
+        main(filled)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2, err
+    what = "picture" if target == photo else "report"
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"Error: {str(target)!r} exists and is not a {what} written by logitlens")
+    ), err
+    assert "Unexpected" not in err
+    assert photo.read_bytes().endswith(b"someone's photo") and "my home" in page.read_text()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+def test_a_picture_logitlens_wrote_is_replaced_a_foreign_one_only_by_force(tmp_path, suffix):
+    import matplotlib.pyplot as plt
+
+    from logitlens.pictures.plots import save_figure
+
+    path = tmp_path / f"figure{suffix}"
+    path.write_bytes(b"not ours")
+    with pytest.raises(InputError, match="is not a picture written by logitlens"):
+        save_figure(plt.figure(), path)
+    assert path.read_bytes() == b"not ours"
+    save_figure(plt.figure(), path, force=True)
+    assert storage.carries_marker(path)
+    save_figure(plt.figure(), path)  # ours now: replaced without force
+
+
+def test_results_and_reports_from_the_library_keep_the_rule(wrap_tiny, tmp_path):
+    import logitlens
+    from logitlens.pictures.report import write_report
+
+    result = logitlens.analyze(wrap_tiny("llama"), "hello there", k=3)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    with pytest.raises(InputError, match="is not a result file written by logitlens"):
+        result.to_json(notes)
+    result.to_json(notes, force=True)
+    result.to_json(notes)
+    assert logitlens.LensResult.from_json(notes).prompts == ["hello there"]
+    page = tmp_path / "page.html"
+    page.write_text("<html>mine</html>")
+    with pytest.raises(InputError, match="is not a report written by logitlens"):
+        write_report(result, page)
+    write_report(result, page, force=True)
+    write_report(result, page)
+    assert '<meta name="generator" content="logitlens">' in page.read_text()

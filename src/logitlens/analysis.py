@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .batching import plan_batches
 from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
@@ -193,15 +194,16 @@ def analyze(
     token_inputs = _token_inputs(plan, token_ids, position_table, resolved, alternative_rows)
 
     arrays: dict[str, np.ndarray] = {}
-    starts = range(0, len(prompts), batch_size)
-    show = progress if progress is not None else len(starts) > 1
-    for start in tqdm(starts, desc="logit lens", unit="batch", disable=not show):
-        batch = slice(start, start + batch_size)
+    # Prompts of similar length share a batch (padding is computed like any token);
+    # inside a batch they keep their order, so a single batch is the prompts as given.
+    batches = [sorted(batch) for batch in plan_batches([len(i) for i in token_ids], batch_size)]
+    show = progress if progress is not None else len(batches) > 1
+    for batch in tqdm(batches, desc="logit lens", unit="batch", disable=not show):
         saved = _run_batch(
             model,
             lens,
             plan,
-            token_ids[batch],
+            [token_ids[i] for i in batch],
             position_table[batch],
             {name: values[batch] for name, values in token_inputs.items()},
             timeout,
@@ -448,11 +450,14 @@ def _token_inputs(
 def _store(
     arrays: dict[str, np.ndarray],
     saved: dict[str, torch.Tensor],
-    batch: slice,
+    batch: list[int],
     n_prompts: int,
     position_table: np.ndarray,
 ) -> None:
-    """Copy one batch's tensors into the result arrays ``[prompt, layer, column, ...]``."""
+    """Copy one batch's tensors into the result arrays ``[prompt, layer, column, ...]``.
+
+    ``batch`` holds the batch's prompt indices, in the order of its rows.
+    """
     valid = position_table >= 0
     for name, tensor in saved.items():
         values = tensor.numpy()

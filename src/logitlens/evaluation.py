@@ -36,6 +36,7 @@ from .lenses import EMBED, Lens, Unembedding, get_lens
 from .metrics import kl_divergence
 from .residuals import BULK_CHUNK_ROWS, chunk_plan, residual_stream
 from .training.corpus import tokenize_documents
+from .views import InlineView
 
 if TYPE_CHECKING:
     from .loading import LensModel
@@ -45,7 +46,7 @@ DEFAULT_CHUNK_ROWS = BULK_CHUNK_ROWS
 
 
 @dataclass
-class LensEvaluation:
+class LensEvaluation(InlineView):
     """Per-lens, per-layer KL, top-1 agreement, cross-entropy and perplexity on held-out text.
 
     ``kl[lens][i]`` and ``cross_entropy[lens][i]`` describe ``layers[i]`` (``EMBED`` = -1);
@@ -309,7 +310,7 @@ def pass_at_k(
 
 
 @dataclass
-class Scoreboard:
+class Scoreboard(InlineView):
     """Every lens on the same footing: held-out text metrics and pass@k (if items given)."""
 
     evaluation: LensEvaluation

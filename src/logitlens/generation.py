@@ -34,6 +34,7 @@ from .loading import LensModel
 from .options import Layers, parse_layers
 from .residuals import read_residuals
 from .results import LensResult
+from .views import InlineView
 
 GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
 """Generation options that make ``generate`` pick the model's own argmax at each step
@@ -47,7 +48,7 @@ METRICS = frozenset({"topk", "final_rank"})
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(InlineView):
     """Greedy generation and each layer's lens reading at every step.
 
     ``lens_result`` is a :class:`~logitlens.results.LensResult` with one "prompt": the

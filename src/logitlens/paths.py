@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError
-from .storage import write_error
+from .storage import carries_marker, refuse_foreign, write_error
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 """File types the plots can be saved as (matplotlib picks the format by suffix)."""
@@ -65,6 +65,16 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] | None = FIGURE_
         problem = PermissionError(errno.EACCES, "Permission denied")
     if problem is not None:
         raise write_error(path, problem)
+    return path
+
+
+def check_document_output(
+    path: str | Path, suffixes: Sequence[str], what: str, *, force: bool = False
+) -> Path:
+    """:func:`check_output_path`, and refuse to replace a picture or report that
+    logitlens did not write (it carries :data:`~logitlens.storage.MARKER`) unless ``force``."""
+    path = check_output_path(path, suffixes)
+    refuse_foreign(path, carries_marker, what, force=force)
     return path
 
 

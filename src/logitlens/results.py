@@ -20,6 +20,7 @@ import numpy as np
 from .errors import InputError
 from .lenses import EMBED
 from .metrics import ARRAYS, hint
+from .views import InlineView
 
 _PER_PROMPT_LISTS = (
     "prompts",
@@ -66,7 +67,7 @@ class TargetSummary:
 
 @dataclass
 @_metric_array_fields
-class LensResult:
+class LensResult(InlineView):
     """Reductions of one lens over prompts x layers x positions.
 
     ``layers`` holds decoder-layer indices (the output of ``layers[i]``), with
@@ -270,14 +271,20 @@ class LensResult:
         out["dims"] = {name: list(dims) for name, dims in self.DIMS.items()}
         return out
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise to JSON text; also write it to ``path`` when given."""
+    def to_json(self, path: str | Path | None = None, *, force: bool = False) -> str:
+        """Serialise to JSON text; also write it to ``path`` when given.
+
+        An existing file that is not a result logitlens wrote is never replaced unless
+        ``force``.
+        """
         text = json.dumps(self.to_dict(), ensure_ascii=False)
         if path is not None:
             from .paths import check_output_path
-            from .storage import write_atomic
+            from .storage import refuse_foreign, write_atomic
 
-            write_atomic(check_output_path(path, None), text)
+            path = check_output_path(path, None)
+            refuse_foreign(path, _is_result_file, "result file", force=force)
+            write_atomic(path, text)
         return text
 
     @classmethod
@@ -384,3 +391,12 @@ def _none_to_nan(value: Any) -> Any:
     if isinstance(value, list):
         return [_none_to_nan(item) for item in value]
     return math.nan if value is None else value
+
+
+def _is_result_file(path: Path) -> bool:
+    """Is ``path`` a JSON result that :meth:`LensResult.to_json` wrote?"""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "dims" in data and "prompts" in data

@@ -242,6 +242,24 @@ def refuse_foreign(
     )
 
 
+MARKER = "logitlens"
+"""The name pictures and reports carry in their metadata (PNG Software, SVG and PDF
+Creator, the HTML generator tag), so logitlens knows them as its own."""
+
+
+def carries_marker(path: str | Path) -> bool:
+    """Does ``path`` name logitlens (:data:`MARKER`) in its first or last 64 KiB?"""
+    window = 1 << 16
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(window)
+            stream.seek(max(0, stream.seek(0, os.SEEK_END) - window))
+            tail = stream.read(window)
+    except OSError:
+        return False
+    return MARKER.encode() in head or MARKER.encode() in tail
+
+
 def manifest_differences(
     saved: dict[str, Any],
     wanted: dict[str, Any],

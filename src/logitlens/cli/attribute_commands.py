@@ -34,7 +34,7 @@ TopHeadsOption = Annotated[
 
 
 @analysis_command(
-    "model", "remote", "timeout", "device", "positions", "json_output", name="attribute"
+    "model", "remote", "timeout", "device", "positions", "json_output", "force", name="attribute"
 )
 def attribute_command(
     request: Request,
@@ -57,7 +57,7 @@ def attribute_command(
     from ..attribution import attribute
     from .common import open_model
 
-    check_picture_path(plot)
+    check_picture_path(plot, force=request.force)
     model = open_model(request.model, request.remote, request.device, request.timeout)
     result = attribute(
         model,
@@ -76,7 +76,7 @@ def attribute_command(
 
         return plot_attribution(result, position=last, measure=measure)
 
-    save_plot(draw, plot, request.json_output)
+    save_plot(draw, plot, request.json_output, request.force)
     if request.json_output:
         print_json(result.to_dict())
         return

@@ -157,7 +157,10 @@ BatchOption = Annotated[
 ]
 ForceOption = Annotated[
     bool,
-    typer.Option("--force", help="Replace the output file even if logitlens did not write it."),
+    typer.Option(
+        "--force",
+        help="Replace an output file (lens, picture, report) even if logitlens did not write it.",
+    ),
 ]
 LensOutputOption = Annotated[
     Path | None,
@@ -249,6 +252,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
         None,
     ),
     "json_output": (JsonOption, False),
+    "force": (ForceOption, False),
 }
 """Options many commands take: name -> (annotated type, default)."""
 
@@ -269,6 +273,7 @@ class Request:
     k: int = 10
     metrics: str | None = None
     json_output: bool = False
+    force: bool = False
 
     def check(self) -> None:
         """Everything that can be checked without torch or the model."""
@@ -477,22 +482,28 @@ def parse_tokens(tokens: Sequence[str] | None) -> Any:
 # ----- output ----------------------------------------------------------------------------------
 
 
-def check_picture_path(path: Path | None, suffixes: Sequence[str] | None = None) -> None:
-    """Refuse an unwritable picture path before any work (``None``: no picture asked)."""
+def check_picture_path(
+    path: Path | None, suffixes: Sequence[str] | None = None, force: bool = False
+) -> None:
+    """Refuse an unwritable picture or report path, or one that would replace a file
+    logitlens did not write, before any work (``None``: no picture asked)."""
     if path is None:
         return
-    from ..paths import FIGURE_SUFFIXES, check_output_path
+    from ..paths import FIGURE_SUFFIXES, REPORT_SUFFIXES, check_document_output
 
-    check_output_path(path, suffixes or FIGURE_SUFFIXES)
+    what = "report" if suffixes == REPORT_SUFFIXES else "picture"
+    check_document_output(path, suffixes or FIGURE_SUFFIXES, what, force=force)
 
 
-def save_plot(draw: Callable[[], Any], path: Path | None, json_output: bool = False) -> None:
+def save_plot(
+    draw: Callable[[], Any], path: Path | None, json_output: bool = False, force: bool = False
+) -> None:
     """Draw and save a figure; its path goes to stderr under --json so stdout stays JSON."""
     if path is None:
         return
     from ..pictures import plots
 
-    written = plots.save_figure(draw(), path)
+    written = plots.save_figure(draw(), path, force=force)
     say(f"Picture written to {written}", json_output)
 
 

@@ -21,7 +21,17 @@ from .common import (
 
 
 @analysis_command(
-    "model", "remote", "timeout", "device", "lens", "tuned_path", "layers", "k", "json_output", k=5
+    "model",
+    "remote",
+    "timeout",
+    "device",
+    "lens",
+    "tuned_path",
+    "layers",
+    "k",
+    "json_output",
+    "force",
+    k=5,
 )
 def generate(
     request: Request,
@@ -38,7 +48,7 @@ def generate(
     from ..generation import generate_lens
     from .tables import generation_table
 
-    check_picture_path(plot)
+    check_picture_path(plot, force=request.force)
     lens = open_lens(request)
     model = common.open_model(request.model, request.remote, request.device, request.timeout)
     if lens is None:  # the model's file in the user cache
@@ -60,4 +70,4 @@ def generate(
     if plot is not None:
         from ..pictures import plots
 
-        save_plot(lambda: plots.plot_generation(result), plot, request.json_output)
+        save_plot(lambda: plots.plot_generation(result), plot, request.json_output, request.force)

@@ -108,6 +108,7 @@ def run_scoreboard(
     pass_k: str,
     plot: Path | None,
     json_output: bool,
+    force: bool = False,
 ) -> None:
     """The shared body of ``lens eval`` and ``tuned eval``."""
     from ..evaluation import scoreboard
@@ -115,7 +116,7 @@ def run_scoreboard(
     from ..training.config import MODEL_SAMPLES
     from ..training.corpus import load_documents, split_documents
 
-    check_picture_path(plot)
+    check_picture_path(plot, force=force)
     ks = _parse_ks(pass_k)
     chosen_items = None if items == "none" else load_items(items)
     files = load_lens_files(specs or [])
@@ -137,7 +138,7 @@ def run_scoreboard(
     )
     from ..pictures import plots
 
-    save_plot(lambda: plots.plot_scoreboard(board), plot, json_output)
+    save_plot(lambda: plots.plot_scoreboard(board), plot, json_output, force)
     if json_output:
         print_json(board.to_dict())
         return
@@ -203,6 +204,7 @@ def evaluate(
     device: DeviceOption = None,
     plot: PlotOption = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """The lens scoreboard: per layer, KL to the model's output, top-1 agreement with it,
     perplexity of the held-out text, and pass@k on prompts with known answers.
@@ -221,6 +223,7 @@ def evaluate(
         pass_k=pass_k,
         plot=plot,
         json_output=json_output,
+        force=force,
     )
 
 

@@ -14,12 +14,14 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..paths import REPORT_SUFFIXES, check_output_path
+from ..paths import REPORT_SUFFIXES
 from .common import (
+    ForceOption,
     JsonOption,
     Request,
     analysis_command,
     app,
+    check_picture_path,
     console,
     err_console,
     keep,
@@ -132,6 +134,7 @@ def summary(
         Path | None, typer.Option("--report", help="Write the HTML study report (.html).")
     ] = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """Per group: share reaching top-1, median decision depth [95% CI]; rank tests."""
     from ..pictures import plots
@@ -139,17 +142,15 @@ def summary(
     from ..studies import summarize_study
 
     for picture in (plot, depth_plot):
-        if picture:
-            check_output_path(picture)
-    if report:
-        check_output_path(report, REPORT_SUFFIXES)
+        check_picture_path(picture, force=force)
+    check_picture_path(report, REPORT_SUFFIXES, force)
     result = summarize_study(_load(directory), seed=seed, n_boot=n_boot)
     if plot:
-        plots.save_figure(plots.plot_study_trajectories(result), plot)
+        plots.save_figure(plots.plot_study_trajectories(result), plot, force=force)
     if depth_plot:
-        plots.save_figure(plots.plot_decision_depths(result), depth_plot)
+        plots.save_figure(plots.plot_decision_depths(result), depth_plot, force=force)
     if report:
-        write_study_report(result, report)
+        write_study_report(result, report, force=force)
     if json_output:
         print_json(result.to_dict())
         return
@@ -169,16 +170,16 @@ def compare(
         typer.Option("--plot", help="Save the models' trajectories on normalised depth."),
     ] = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """Several models' studies on one normalised-depth axis (table, --plot)."""
     from ..pictures import plots
     from ..studies import compare_studies
 
-    if plot:
-        check_output_path(plot)
+    check_picture_path(plot, force=force)
     comparison = compare_studies([_load(d) for d in directories], seed=seed, n_boot=n_boot)
     if plot:
-        plots.save_figure(plots.plot_study_comparison(comparison), plot)
+        plots.save_figure(plots.plot_study_comparison(comparison), plot, force=force)
     if json_output:
         print_json(comparison.to_dict())
         return

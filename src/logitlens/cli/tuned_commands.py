@@ -120,6 +120,7 @@ def evaluate(
         Path | None, typer.Option("--plot", help="Save a picture (.png, .svg or .pdf).")
     ] = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """The lens scoreboard for raw, logit and the tuned lens (``lens eval`` with those three).
 
@@ -139,4 +140,5 @@ def evaluate(
         pass_k="1",
         plot=plot,
         json_output=json_output,
+        force=force,
     )

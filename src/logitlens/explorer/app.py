@@ -359,6 +359,6 @@ def available_lenses(
                 lenses[kind.name] = kind.build(path)
             except LogitLensError as error:
                 warnings.warn(f"Skipping the cached {kind.name} lens: {error}", stacklevel=2)
-    if lens is not None and lens not in lenses:
-        get_lens(lens)  # the error naming the known lenses, or how to make the file
+    if lens is not None and lens not in lenses:  # a lens with parameters, or an error
+        lenses[lens] = get_lens(lens)
     return lenses

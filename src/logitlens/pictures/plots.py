@@ -26,9 +26,9 @@ from ..errors import InputError
 from ..evaluation import LensEvaluation, Scoreboard
 from ..metrics import PICTURES, Picture
 from ..metrics import picture as grid_metric
-from ..paths import FIGURE_SUFFIXES, check_output_path
+from ..paths import FIGURE_SUFFIXES, check_document_output, check_output_path
 from ..results import LensResult
-from ..storage import write_atomic
+from ..storage import MARKER, write_atomic
 
 if TYPE_CHECKING:
     from ..generation import GenerationResult
@@ -101,14 +101,21 @@ def _finish_trajectory(
 # ----- saving ---------------------------------------------------------------------------
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 150, close: bool = True) -> Path:
-    """Write ``fig`` to ``path`` (.png, .svg or .pdf) and return the path written."""
-    path = check_output_path(path)
+def save_figure(
+    fig: Figure, path: str | Path, dpi: int = 150, close: bool = True, *, force: bool = False
+) -> Path:
+    """Write ``fig`` to ``path`` (.png, .svg or .pdf) and return the path written.
+
+    An existing file that logitlens did not write is never replaced unless ``force``.
+    """
     try:
+        path = check_document_output(path, FIGURE_SUFFIXES, "picture", force=force)
+        kind = path.suffix[1:].lower()
+        metadata = {"Software" if kind == "png" else "Creator": MARKER}
         write_atomic(
             path,
             lambda temporary: fig.savefig(
-                temporary, dpi=dpi, bbox_inches="tight", format=path.suffix[1:].lower()
+                temporary, dpi=dpi, bbox_inches="tight", format=kind, metadata=metadata
             ),
         )
     finally:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics import PICTURES
-from ..paths import REPORT_SUFFIXES, check_output_path
+from ..paths import REPORT_SUFFIXES, check_document_output
 from ..results import LensResult
 from ..storage import write_atomic
 
@@ -137,9 +137,14 @@ def write_report(
     results: LensResult | Sequence[LensResult],
     path: str | Path,
     title: str = "logitlens report",
+    *,
+    force: bool = False,
 ) -> Path:
-    """Write the report to ``path`` (.html) and return the path written."""
-    path = check_output_path(path, REPORT_SUFFIXES)
+    """Write the report to ``path`` (.html) and return the path written.
+
+    An existing file that logitlens did not write is never replaced unless ``force``.
+    """
+    path = check_document_output(path, REPORT_SUFFIXES, "report", force=force)
     return write_atomic(path, render_report(results, title))
 
 

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..analysis import analyze
+from ..batching import plan_batches
 from ..errors import InputError
 from ..generation import generate_lens
 from ..lenses import Lens, get_lens
@@ -315,15 +316,6 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         ("model", "lens", "options", "dataset", "format"),
         defaults={"options": asdict(StudyOptions())},
     )
-
-
-def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Item indices per batch: sorted by token length (ties by index), then chunked.
-
-    Deterministic, so a resumed run plans exactly the batches of the first run.
-    """
-    order = sorted(range(len(lengths)), key=lambda index: (lengths[index], index))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def _check_items(items: Sequence[StudyItem]) -> list[StudyItem]:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..views import InlineView
 from .run import StudyResult
 
 TESTED_CATEGORIES = ("pun", "literal", "fact")
@@ -151,7 +152,7 @@ class Trajectory:
 
 
 @dataclass
-class StudySummary:
+class StudySummary(InlineView):
     """Everything ``logitlens study summary`` prints, plots and reports."""
 
     model_name: str
