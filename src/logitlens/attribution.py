@@ -533,7 +533,7 @@ def attribute(
         _store(arrays, saved, batch, len(prompts), position_table[batch])
 
     n_targets = len(targets[0])
-    vocab = _decode(model, token_ids)
+    vocab = model.decode_each(i for ids in token_ids for i in ids)
     return Attribution(
         model_name=model.name,
         prompts=prompts,
@@ -639,8 +639,3 @@ def _difference(target: Parts, alternative: Parts) -> Parts:
         heads=minus(target.heads, alternative.heads),
         head_bias=minus(target.head_bias, alternative.head_bias),
     )
-
-
-def _decode(model: LensModel, token_ids: list[list[int]]) -> dict[int, str]:
-    ordered = sorted({i for ids in token_ids for i in ids})
-    return dict(zip(ordered, model.tokenizer.batch_decode([[i] for i in ordered]), strict=True))
