@@ -26,11 +26,6 @@ PUN = "Why do electricians make good swimmers? Because they know the"
 
 
 @pytest.fixture
-def tiny(wrap_tiny):
-    return wrap_tiny("llama")
-
-
-@pytest.fixture
 def files(tmp_path):
     """Bad input files, by name."""
     paths = {name: tmp_path / name for name in ("out_dir",)}

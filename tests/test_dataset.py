@@ -270,7 +270,13 @@ def test_bundled_items_on_the_smollm2_tokenizer():
     items = load_items()
     report = check_single_tokens(items, tokenizer)
     split = {w.text for w in report.multi_token}
-    assert split == {" waved", " dawned", " hoarse", " mugged", " racket"}  # as README says
+    assert split == {
+        " waved",
+        " dawned",
+        " hoarse",
+        " mugged",
+        " racket",
+    }  # docs/how-to/datasets.md
     for word in report.multi_token:
         assert word.field == "target" and word.item_id.startswith(("pun-", "literal-"))
     for word in report.multi_token:

@@ -9,16 +9,13 @@ scale. Nothing is downloaded: Playwright drives the system browser by its path.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import page_checks
 import pytest
-from page_checks import grid_colour, launched
+from page_checks import grid_colour, launched, serving
 
 import logitlens
 from logitlens import InputError, LogitLensError
@@ -41,25 +38,9 @@ def foreign_lens(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(foreign_lens):
-    """``logitlens serve --port 0`` with the foreign lens file; yields the page's address."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "logitlens", "serve", "--port", "0", "--lens-path", foreign_lens],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = process.stdout.readline()
-        address = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        if address is None:
-            process.kill()
-            pytest.fail(f"serve did not start: {line}{process.stderr.read()}")
-        yield address.group(0)
-    finally:
-        process.terminate()
-        process.wait(30)
-    assert process.returncode is not None
+    """``logitlens serve`` with the foreign lens file; yields the page's address."""
+    with serving("--lens-path", str(foreign_lens)) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +155,22 @@ def test_the_explorer_shows_what_the_library_computes(page, bundled, tmp_path):
     report = Path(download.value.path()).read_text(encoding="utf-8")
     assert '<script type="application/json" id="report-data">' in report
     assert not re.search(r"<(script|img|link)[^>]*(src|href)=", report)  # nothing fetched
+
+    # The attribution view: each layer's attention and MLP part of target minus alternative.
+    page.check("#attribution")
+    ask(page, [PUN], "logit", " current", " water")
+    parts = logitlens.attribute(bundled, PUN, target=" current", alternative=" water").difference
+    bars = page.eval_on_selector_all(
+        "#attribution-chart rect.bar",
+        "bars => bars.map(b => [b.dataset.part, +b.dataset.layer, +b.dataset.value])",
+    )
+    shown = {(part, layer): value for part, layer, value in bars}
+    assert len(shown) == 2 * len(expected.layers)
+    for layer in range(len(expected.layers)):
+        assert shown["attention", layer] == pytest.approx(parts.attention[0, layer, 0, 0], abs=1e-4)
+        assert shown["mlp", layer] == pytest.approx(parts.mlp[0, layer, 0, 0], abs=1e-4)
+    assert f"{float(parts.logit[0, 0, 0]):.3f}" in page.text_content("#attribution-sum")
+    page.uncheck("#attribution")
 
     # The raw lens, two prompts side by side.
     shared_before = page.url

@@ -405,6 +405,27 @@ def test_a_lens_with_weights_stays_here_in_a_remote_generation(
     assert tuned < logit + path.stat().st_size / 4, (uploads, path.stat().st_size)
 
 
+@pytest.mark.parametrize("lens", ["logit", "tuned"])
+def test_remote_generations_share_one_job_and_equal_local(
+    healthy, remote_tiny, local_tiny, tmp_path, uploads, lens
+):
+    """generate_lens_many: an nnsight session, so NDIF runs every generation in one job."""
+    from logitlens.generation import generate_lens, generate_lens_many
+
+    options = {"k": 2}
+    if lens == "tuned":
+        options.update(
+            lens="tuned", tuned_path=str(_random_tuned_lens(local_tiny, tmp_path / "t.safetensors"))
+        )
+    prompts = [*PROMPTS, "a b c"]
+    remote = generate_lens_many(remote_tiny, prompts, 3, **options)
+    assert len(uploads) == 1
+    for prompt, got in zip(prompts, remote, strict=True):
+        expected = generate_lens(local_tiny, prompt, 3, **options)
+        assert got.generated_ids == expected.generated_ids
+        _assert_equal_results(got.lens_result, expected.lens_result)
+
+
 # --- Versions ------------------------------------------------------------------------------
 
 
@@ -821,10 +842,11 @@ def test_cli_pictures_over_ndif_draw_the_local_numbers(
     _assert_equal_results(*results)
 
 
-@pytest.mark.parametrize("lens", ["logit", "jacobian"])
+@pytest.mark.parametrize("lens", ["logit", "jacobian", "generate"])
 def test_cli_study_over_ndif_equals_local(
-    healthy, tiny_dir, local_tiny, capsys, monkeypatch, tmp_path, lens
+    healthy, tiny_dir, local_tiny, capsys, monkeypatch, tmp_path, uploads, lens
 ):
+    """Jobs: one per batch, and one more per batch for its generations (a session)."""
     import pandas as pd
     from study_items import make_items, write_items
 
@@ -835,11 +857,14 @@ def test_cli_study_over_ndif_equals_local(
     if lens == "jacobian":
         path = _random_jacobian_lens(local_tiny, tmp_path / "j.safetensors")
         args += ["--lens", "jacobian", "--lens-path", str(path)]
+    if lens == "generate":
+        args += ["--generate", "2"]
     remote_dir, local_dir = tmp_path / "remote", tmp_path / "local"
     code, _, err = run_cli(
         capsys, monkeypatch, *args, "--model", TINY, "--remote", "--out", str(remote_dir)
     )
     assert code == 0, err
+    assert len(uploads) == 3 * (2 if lens == "generate" else 1)  # 12 items, batches of 4
     code, _, err = run_cli(
         capsys, monkeypatch, *args, "--model", str(tiny_dir), "--out", str(local_dir)
     )

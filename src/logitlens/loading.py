@@ -154,6 +154,11 @@ class LensModel:
             fn="generate", remote=self.remote, backend=self._backend(timeout), **options
         )
 
+    def session(self, timeout: float | None = None) -> Any:
+        """nnsight's session (several traces as one request: on NDIF, one job), run where
+        the model runs, as :meth:`trace`."""
+        return self.nn.session(remote=self.remote, backend=self._backend(timeout))
+
     def _backend(self, timeout: float | None) -> Any:
         """NDIF's client for one trace of a model on NDIF; ``None`` (nnsight's own) else."""
         if self.remote is not True:
@@ -345,9 +350,10 @@ def load_model(
             ``*ForCausalLM`` module (pass its ``tokenizer`` too).
         remote: ``True`` runs on NDIF (the model is never downloaded);
             ``"local"`` simulates NDIF's request round trip in-process.
-        device, dtype, device_map: local placement. Default: CUDA if present, else
-            CPU in float32 (bf16 is several times slower on CPUs);
-            ``device_map="auto"`` spreads a large model over several GPUs.
+        device: where a local model runs. Default: CUDA if present, else the CPU.
+        dtype: the local model's precision. Default: float32 on a CPU (bf16 is several
+            times slower there).
+        device_map: ``"auto"`` spreads a large local model over several GPUs.
         api_key: NDIF key; by default nnsight's own config or ``NDIF_API_KEY``.
         timeout: seconds one remote job may take before a RemoteError (default
             ``logitlens.remote.DEFAULT_TIMEOUT``, 600).

@@ -100,6 +100,10 @@ class LensResult(InlineView):
     """Decoded text of every token id that appears in the arrays."""
     site: str = "post"
     """Where layers were read: ``"post"`` (layer output) or ``"mid"`` (after attention)."""
+    attribution: Any = None
+    """The direct logit attribution computed in the same trace (``analyze(...,
+    attribution=True)``), a :class:`~logitlens.attribution.Attribution`; not part of
+    :meth:`to_dict` (save it with its own ``to_dict``), nor kept by ``subset``/``concat``."""
 
     # ----- lookups -------------------------------------------------------------
 
@@ -216,6 +220,8 @@ class LensResult(InlineView):
             self._check_prompt(prompt)
         kwargs: dict[str, Any] = {}
         for item in fields(self):
+            if item.name == "attribution":
+                continue
             value = getattr(self, item.name)
             if isinstance(value, np.ndarray):
                 value = value[prompts]
@@ -252,6 +258,8 @@ class LensResult(InlineView):
                 kwargs[item.name] = [row for value in values for row in value]
             elif item.name == "vocab":
                 kwargs[item.name] = {key: text for value in values for key, text in value.items()}
+            elif item.name == "attribution":
+                continue
             else:
                 kwargs[item.name] = values[0]
         return cls(**kwargs)
@@ -262,6 +270,8 @@ class LensResult(InlineView):
         """A JSON-ready dict: arrays as nested lists (NaN as null), plus ``dims``."""
         out: dict[str, Any] = {}
         for item in fields(self):
+            if item.name == "attribution":
+                continue
             value = getattr(self, item.name)
             if isinstance(value, np.ndarray):
                 value = _nan_to_none(value.tolist())

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..analysis import analyze
 from ..batching import plan_batches
 from ..errors import InputError
-from ..generation import generate_lens
+from ..generation import generate_lens_many
 from ..lenses import Lens, get_lens
 from ..lenses.files import model_fingerprint
 from ..loading import LensModel
@@ -568,12 +568,13 @@ def _said_columns(
     """The ``said_*`` columns: each prompt continued greedily (all null for ``generate=0``)."""
     names = [name for name in ITEM_SCHEMA.names if name.startswith("said") or name == "says_target"]
     columns: dict[str, list[Any]] = {name: [] for name in names}
-    for item, target_id in zip(items, target_ids, strict=True):
-        if not generate:
-            for column in columns.values():
-                column.append(None)
-            continue
-        said = generate_lens(model, item.prompt, generate, lens=lens, k=1)
+    if not generate:
+        return {name: [None] * len(items) for name in names}
+    # On NDIF, the whole batch's generations are one job (an nnsight session).
+    generations = generate_lens_many(
+        model, [item.prompt for item in items], generate, lens=lens, k=1
+    )
+    for said, target_id in zip(generations, target_ids, strict=True):
         columns["said_text"].append(said.text)
         columns["said_token"].append(said.generated_tokens[0])
         columns["says_target"].append(said.generated_ids[0] == target_id)
