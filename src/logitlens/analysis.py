@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution import (
+    Attribution,
     InsidePlan,
     build_attribution,
     make_plan,
@@ -276,6 +277,62 @@ def analyze(
         ),
         **arrays,
     )
+
+
+def attribute(
+    model: LensModel,
+    prompts: str | Sequence[str],
+    *,
+    target: Target | Sequence[Target] | Sequence[Sequence[Target]],
+    alternative: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
+    heads: bool = False,
+    positions: Positions = "last",
+    batch_size: int = 16,
+    progress: bool | None = None,
+    timeout: float | None = None,
+) -> Attribution:
+    """Split the model's logit for ``target`` into embedding, attention, MLP (and heads).
+
+    Args:
+        model: from :func:`logitlens.load_model` (local, ``remote=True`` or ``"local"``).
+        prompts: one prompt or several (batched with left padding; results equal
+            running each alone).
+        target: one target for all prompts, one per prompt, or lists per prompt
+            (as in :func:`logitlens.analyze`).
+        alternative: shaped like ``target``; adds :attr:`Attribution.difference`, each
+            part's share of target minus alternative.
+        heads: also split each attention part into its heads.
+        positions: ``"last"``, ``"all"``, or token indices (negative from the end).
+        batch_size: prompts per forward pass.
+        timeout: seconds one remote batch may take on NDIF.
+
+    The parts sum to the model's own logit (see the module docstring for the identity).
+
+    Example:
+        >>> attribute(model, "The capital of France is", target=" Paris").target.mlp
+    """
+    if not isinstance(model, LensModel):
+        raise InputError(
+            f"attribute() needs a model from logitlens.load_model(), not {type(model).__name__}."
+        )
+    if target is None:
+        raise InputError("attribute() needs a target token, e.g. target=' Paris'.")
+    # One trace per batch; the lens part is the cheapest there is: the last layer only.
+    result = analyze(
+        model,
+        prompts,
+        layers=[-1],
+        positions=positions,
+        targets=target,
+        alternatives=alternative,
+        metrics=["target"],
+        attribution=True,
+        heads=heads,
+        batch_size=batch_size,
+        progress=progress,
+        timeout=timeout,
+    )
+    return result.attribution
 
 
 def _run_batch(

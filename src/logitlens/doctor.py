@@ -370,7 +370,7 @@ class _Doctor:
 
     def sublayers(self) -> Check:
         """Attention, MLP and head paths rebuild the residual; resid_mid is what it says."""
-        from .attribution import attribute
+        from .analysis import attribute
         from .sublayers import is_parallel, sublayers_of
 
         entry = self.architecture.sublayers
