@@ -191,7 +191,9 @@ def analyze(
     alternative_rows = (
         None
         if alternatives is None
-        else resolve_targets(model.tokenizer, alternatives, len(prompts), vocab_size)
+        else resolve_targets(
+            model.tokenizer, alternatives, len(prompts), vocab_size, "alternatives"
+        )
     )
     shapes = [len(row) for row in resolved]
     if alternative_rows is not None and shapes[0] and [len(r) for r in alternative_rows] != shapes:

@@ -31,7 +31,7 @@ from .analysis import ReductionPlan, reduce_here, reduce_residuals
 from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
-from .options import Layers, parse_layers
+from .options import Layers, check_count, check_index, check_layers_spec, check_text, parse_layers
 from .residuals import read_residuals
 from .results import LensResult
 from .views import InlineView
@@ -191,14 +191,14 @@ def _prepare(
     """Check one generation's arguments: its lens, reduction plan and prompt ids."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("The prompt is empty; give some text to continue.")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise InputError(f"max_new_tokens must be an integer, got {max_new_tokens!r}.")
-    if max_new_tokens < 1:
-        raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    check_text(prompt, "The prompt")
+    max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
+    check_layers_spec(layers)
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     vocab_size = model.vocab_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
+    k = check_index(k, "k")
+    if not 1 <= k <= vocab_size:
         raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
     prompt_ids = list(model.tokenizer(prompt, add_special_tokens=True)["input_ids"])
     limit = model.context_length
