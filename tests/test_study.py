@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from study_items import make_items, write_items
 from typer.testing import CliRunner
 
@@ -568,3 +569,35 @@ def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
     )
     assert not list(out.rglob(".*.tmp"))
     pd.testing.assert_frame_equal(resumed.items, reference.items)
+
+
+def test_attribution_columns_equal_the_plain_pytorch_reference(tmp_path):
+    from reference import direct_logit_attribution
+    from tiny_models import tiny_model
+
+    hf_model, tokenizer = tiny_model("gpt2")
+    model = logitlens.load_model(hf_model, tokenizer=tokenizer)
+    items = make_items(8)
+    study = run_study(
+        model, items, out_dir=tmp_path / "s", batch_size=3, attribution=True, progress=False
+    )
+    n_layers = study.n_layers
+    for item in items:
+        rows = study.layers[study.layers.id == item.id].sort_values("layer")
+        ids = torch.tensor([model.tokenizer(item.prompt)["input_ids"]])
+        target_id = model.tokenizer.encode(item.target, add_special_tokens=False)[0]
+        expected = direct_logit_attribution(hf_model, ids, target_id)
+        np.testing.assert_allclose(rows.attention_target, expected["attention"][:, -1], atol=1e-4)
+        np.testing.assert_allclose(rows.mlp_target, expected["mlp"][:, -1], atol=1e-4)
+        if item.alternative is None:
+            assert rows.attention_diff.isna().all() and rows.mlp_diff.isna().all()
+            continue
+        alternative_id = model.tokenizer.encode(item.alternative, add_special_tokens=False)[0]
+        other = direct_logit_attribution(hf_model, ids, alternative_id)
+        np.testing.assert_allclose(
+            rows.mlp_diff, expected["mlp"][:, -1] - other["mlp"][:, -1], atol=1e-4
+        )
+    assert len(study.layers) == len(items) * n_layers
+    # Without --attribution the columns are there, and null.
+    plain = run_study(model, items[:2], out_dir=tmp_path / "p", progress=False)
+    assert plain.layers.mlp_target.isna().all()

@@ -101,10 +101,12 @@ def write_atomic(path: str | Path, content: Content, *, hold_lock: bool = False)
         raise write_error(path, error) from None
     temporary = Path(name)
     stream = os.fdopen(handle, "r+b", buffering=0)
+    mode = _mode_for(path)
     try:
-        os.fchmod(stream.fileno(), _mode_for(path))  # mkstemp's 0600 would hide the file
+        os.fchmod(stream.fileno(), mode)  # mkstemp's 0600 would hide the file
         if callable(content):
             content(temporary)
+            os.chmod(temporary, mode)  # a writer may have made a file of its own there
             with open(temporary, "rb") as written:
                 os.fsync(written.fileno())
         else:
