@@ -428,6 +428,7 @@ def test_a_client_ndif_refuses_is_told_what_to_upgrade(
     """NDIF's own 400 (ndif/services/api/versioning.py), as one line and exit code 2."""
     from nnsight import CONFIG
 
+    ndif.start_apis(("new-nnsight", "new-python"))  # side by side, once
     monkeypatch.setattr(CONFIG.API, "HOST", ndif.api(gate))
     with pytest.raises(logitlens.errors.RemoteError, match=expected) as caught:
         logitlens.analyze(remote_tiny, "hello", timeout=30)
@@ -828,7 +829,10 @@ def test_cli_pictures_over_ndif_draw_the_local_numbers(
     _assert_equal_results(*results)
 
 
-@pytest.mark.parametrize("lens", ["logit", "jacobian", "generate"])
+@pytest.mark.parametrize(
+    "lens",
+    ["logit", pytest.param("jacobian", marks=pytest.mark.slow), "generate"],
+)
 def test_cli_study_over_ndif_equals_local(
     healthy, tiny_dir, local_tiny, capsys, monkeypatch, tmp_path, uploads, lens
 ):
