@@ -27,14 +27,15 @@ import argparse
 import http.client
 import json
 import random
-import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+TESTS = SRC.parent / "tests"
 PUN = "Why do electricians make good swimmers? Because they know the"
 REQUEST = {"prompts": [PUN], "lens": "logit", "target": " current", "positions": "all", "k": 10}
 
@@ -42,23 +43,6 @@ REQUEST = {"prompts": [PUN], "lens": "logit", "target": " current", "positions":
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def start_server() -> tuple[subprocess.Popen, str, int]:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "logitlens", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    line = process.stdout.readline()
-    found = re.search(r"http://(127\.0\.0\.1):(\d+)/", line)
-    if found is None:
-        process.kill()
-        sys.exit(f"serve did not start: {line!r}")
-    return process, found.group(1), int(found.group(2))
 
 
 def ask(host: str, port: int) -> float:
@@ -99,8 +83,12 @@ def main() -> None:
         )
         return time.perf_counter() - start
 
-    process, host, port = start_server()
-    try:
+    sys.path.insert(0, str(TESTS))
+    from page_checks import serving
+
+    os.environ["PYTHONPATH"] = str(SRC)  # the server runs this checkout
+    with serving() as address:
+        host, port = urlsplit(address).hostname, urlsplit(address).port
         ask(host, port)  # warm both
         library()
         times: dict[str, list[float]] = {"serve": [], "library": []}
@@ -109,9 +97,6 @@ def main() -> None:
             random.shuffle(order)
             for name in order:
                 times[name].append(ask(host, port) if name == "serve" else library())
-    finally:
-        process.terminate()
-        process.wait(30)
 
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     cli = []

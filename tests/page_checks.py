@@ -1,12 +1,19 @@
 """Debian's Chromium driven by Playwright (never a downloaded browser), for page tests.
 
 ``launched()`` yields a Playwright browser, or skips the test where Chromium or Playwright
-is missing. ``visible()`` and ``grid_colour()`` restate, independently of report.js, how
-the lens view shows a token and colours a cell.
+is missing; ``serving()`` runs ``logitlens serve`` in a subprocess on 127.0.0.1.
+``visible()`` and ``grid_colour()`` restate, independently of report.js, how the lens view
+shows a token and colours a cell. The benchmark and the README's screenshot script use
+these too.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +46,30 @@ def launched() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def serving(*options: str) -> Iterator[str]:
+    """``logitlens serve --port 0 OPTIONS`` in a subprocess; yields the page's address and
+    stops the server after. Its log goes to a temporary file (a full pipe would block it)."""
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "logitlens", "serve", "--port", "0", *options],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            line = process.stdout.readline()
+            address = re.search(r"http://127\.0\.0\.1:\d+/", line)
+            if address is None:
+                log.seek(0)
+                raise RuntimeError(f"serve did not start: {line}{log.read()}")
+            yield address.group(0)
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def visible(text: str) -> str:

@@ -26,11 +26,6 @@ PUN = "Why do electricians make good swimmers? Because they know the"
 
 
 @pytest.fixture
-def tiny(wrap_tiny):
-    return wrap_tiny("llama")
-
-
-@pytest.fixture
 def files(tmp_path):
     """Bad input files, by name."""
     paths = {name: tmp_path / name for name in ("out_dir",)}
@@ -145,7 +140,7 @@ CLI_CASES = [
     (["heatmap", PUN, "-t", " x"], "Missing option '--out'"),
     (["heatmap", PUN, "-t", " x", "-o", "{tmp}/h.txt"], "Cannot tell the file type"),
     (["grid", PUN, "-o", "{tmp}/g.png", "--metric", "loss"], "Unknown grid metric 'loss'"),
-    (["grid", PUN, "-o", "{tmp}/g.png", "--window", "0"], "'--window'"),
+    (["grid", PUN, "-o", "{tmp}/g.png", "--window", "0"], "--window must be between 1 and"),
     (["grid", PUN, "-o", "{out_dir}"], "is a directory"),
     (["report", PUN, "-o", "{tmp}/r.png"], "Cannot tell the file type"),
     (["report", PUN, "-o", "{tmp}/r.html", "-t", " a", "-t", " b"], "Got 2 targets for 1"),

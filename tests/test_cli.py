@@ -19,11 +19,6 @@ LITERAL = "Electricians work with wires that carry electrical"
 
 
 @pytest.fixture
-def tiny(wrap_tiny):
-    return wrap_tiny("llama")
-
-
-@pytest.fixture
 def cli(tiny, monkeypatch):
     """``run(*args)``: the CLI on the tiny model, returning click's Result."""
     monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: tiny)

@@ -9,16 +9,13 @@ scale. Nothing is downloaded: Playwright drives the system browser by its path.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import page_checks
 import pytest
-from page_checks import grid_colour, launched
+from page_checks import grid_colour, launched, serving
 
 import logitlens
 from logitlens import InputError, LogitLensError
@@ -41,25 +38,9 @@ def foreign_lens(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(foreign_lens):
-    """``logitlens serve --port 0`` with the foreign lens file; yields the page's address."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "logitlens", "serve", "--port", "0", "--lens-path", foreign_lens],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = process.stdout.readline()
-        address = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        if address is None:
-            process.kill()
-            pytest.fail(f"serve did not start: {line}{process.stderr.read()}")
-        yield address.group(0)
-    finally:
-        process.terminate()
-        process.wait(30)
-    assert process.returncode is not None
+    """``logitlens serve`` with the foreign lens file; yields the page's address."""
+    with serving("--lens-path", str(foreign_lens)) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,8 @@ LITERAL = "Electricians work with wires that carry electrical"
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from tiny_models import tiny_model
-
-    hf_model, tokenizer = tiny_model("llama")
-    return logitlens.load_model(hf_model, tokenizer=tokenizer)
-
-
-@pytest.fixture(scope="module")
-def result(tiny):
-    return logitlens.analyze(tiny, [PUN, LITERAL], targets=" current", positions="all", k=5)
+def result(shared_tiny):
+    return logitlens.analyze(shared_tiny, [PUN, LITERAL], targets=" current", positions="all", k=5)
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +54,14 @@ def framed(html_output: str) -> str:
     return html.unescape(match.group(1))
 
 
-def test_results_render_as_their_view(result, tiny, board):
+def test_results_render_as_their_view(result, shared_tiny, board):
     output = result._repr_html_()
     assert output.startswith('<div class="logitlens-view"><iframe')
     assert 'sandbox="allow-scripts' in output
     page = framed(output)
     assert 'id="report-data"' in page and PUN in page
     assert not re.search(r"<(script|img|link|iframe)[^>]*(src|href)=", page)  # no network
-    generation = logitlens.generate_lens(tiny, PUN, max_new_tokens=3)
+    generation = logitlens.generate_lens(shared_tiny, PUN, max_new_tokens=3)
     assert 'id="report-data"' in framed(generation._repr_html_())
     assert 'id="scoreboard-data"' in framed(board._repr_html_())
     assert 'id="scoreboard-data"' in framed(board.evaluation._repr_html_())

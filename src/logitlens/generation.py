@@ -31,7 +31,7 @@ from .analysis import ReductionPlan, reduce_residuals
 from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
-from .options import Layers, parse_layers
+from .options import Layers, check_count, check_index, check_layers_spec, check_text, parse_layers
 from .remote import trace_backend
 from .remote.weights import unembedding_root
 from .residuals import read_residuals
@@ -163,7 +163,11 @@ def generate_lens(
         model: from :func:`logitlens.load_model` (local, ``remote=True`` or ``"local"``).
         prompt: the text to continue.
         max_new_tokens: tokens to generate at most (fewer when the model ends the text).
-        lens, k, layers, include_embed, tuned_path: as in :func:`logitlens.analyze`.
+        lens: as in :func:`logitlens.analyze`.
+        k: as in :func:`logitlens.analyze`.
+        layers: as in :func:`logitlens.analyze`.
+        include_embed: as in :func:`logitlens.analyze`.
+        tuned_path: as in :func:`logitlens.analyze`.
 
     Example:
         >>> result = generate_lens(model, "The capital of France is", max_new_tokens=5)
@@ -189,14 +193,14 @@ def _prepare(
     """Check one generation's arguments: its lens, reduction plan and prompt ids."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("The prompt is empty; give some text to continue.")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise InputError(f"max_new_tokens must be an integer, got {max_new_tokens!r}.")
-    if max_new_tokens < 1:
-        raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    check_text(prompt, "The prompt")
+    max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
+    check_layers_spec(layers)
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     vocab_size = model.vocab_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
+    k = check_index(k, "k")
+    if not 1 <= k <= vocab_size:
         raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
     prompt_ids = list(model.tokenizer(prompt, add_special_tokens=True)["input_ids"])
     limit = model.context_length

@@ -97,6 +97,36 @@ def check_regular_file(path: str | Path, action: str = "read") -> Path:
     return path
 
 
+def read_text_file(path: str | Path, error: type[Exception] = InputError) -> str:
+    """The text of a UTF-8 file (a byte-order mark dropped): the one way user text files
+    are read, so a Latin-1 or binary file is one line naming the file, line and byte.
+
+    ``error`` is the exception type to raise (e.g. ``LensFileError`` for a lens folder).
+    """
+    path = check_regular_file(path, "read")
+    try:
+        data = path.read_bytes()
+    except OSError as failure:
+        raise error(f"Cannot read {str(path)!r}: {failure.strerror}.") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as failure:
+        line = data[: failure.start].count(b"\n") + 1
+        raise error(
+            f"{path}:{line} is not UTF-8 text (byte 0x{data[failure.start]:02x} at offset "
+            f"{failure.start}): save the file as UTF-8, e.g. iconv -f latin1 -t utf-8."
+        ) from None
+
+
+def text_lines(text: str) -> list[str]:
+    """``text`` split at line feeds only (``\\r\\n`` too), never inside a line.
+
+    ``str.splitlines`` also splits at U+2028, U+0085 and other separators that a JSON
+    string may hold verbatim, which would cut a valid JSONL record in two.
+    """
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def directory_write_problem(directory: Path) -> OSError | None:
     """Why no file can be created in ``directory`` (read-only mount, permissions), if so.
 

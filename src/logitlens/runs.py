@@ -24,7 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .analysis import analyze
+from . import jsontext
+from .analysis import analyze, tokenize_prompts
 from .errors import InputError
 from .lenses import Lens, get_lens
 from .lenses.files import model_fingerprint
@@ -200,6 +201,7 @@ def analyze_to_jsonl(
     if not path.parent.is_dir():
         raise InputError(f"Directory {str(path.parent)!r} does not exist; create it first.")
     check_results_path(path)
+    tokenize_prompts(model, prompts)  # a prompt beyond the context is named before any batch
     lens = get_lens(options.pop("lens", "logit"), options.get("tuned_path"))
     options["lens"] = lens
     header = run_header(model, lens, {**options, "lens": lens.name})
@@ -298,7 +300,7 @@ def _write_missing(
                 single = result.subset([offset])
                 done[keys[index]] = single
                 record = {"key": keys[index], "result": single.to_dict()}
-                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+                lines.append(jsontext.dumps(record, ensure_ascii=False) + "\n")
             end = handle.seek(0, os.SEEK_END)
             try:
                 write_all(handle, "".join(lines).encode("utf-8"))

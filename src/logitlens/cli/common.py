@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import re
 import sys
 import typing
@@ -23,10 +22,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from .. import jsontext
 from ..errors import InputError
 from ..lens_registry import file_lenses, kind_named, lens_help, parse_lens_spec
 from ..metrics import REGISTRY
-from ..options import check_layers_spec, metric_names, position_items
+from ..options import (
+    MAX_PICTURE_POSITIONS,
+    check_layers_spec,
+    check_limit,
+    metric_names,
+    position_items,
+)
 from ..training.config import BIBLE, MODEL_SAMPLES
 
 if TYPE_CHECKING:
@@ -85,6 +91,18 @@ def note(text: str) -> None:
 
 
 # ----- the shared options -----------------------------------------------------------------
+
+
+def limited(name: str) -> Callable[[Any], Any]:
+    """A typer callback that checks an integer option against ``options.LIMITS[name]``
+    while the command line is parsed, before anything loads."""
+    flag = "--" + name.replace("_", "-")
+
+    def check(value: Any) -> Any:
+        return value if value is None else check_limit(value, name, flag)
+
+    return check
+
 
 PromptArgument = Annotated[str, typer.Argument(help="The prompt to analyse.", show_default=False)]
 TargetOption = Annotated[
@@ -230,7 +248,10 @@ SHARED: dict[str, tuple[Any, Any]] = {
         Annotated[
             int,
             typer.Option(
-                "--window", min=1, help="With --positions all: draw at most this many positions."
+                "--window",
+                callback=limited("window"),
+                help="With --positions all: draw at most this many positions "
+                f"(1..{MAX_PICTURE_POSITIONS}).",
             ),
         ],
         PICTURE_WINDOW,
@@ -420,6 +441,12 @@ def run_analysis(
     from ..options import check_prompts
 
     prompts = check_prompts(prompts)
+    asked = position_items(request.positions)
+    if picture and isinstance(asked, list) and len(asked) > MAX_PICTURE_POSITIONS:
+        raise InputError(
+            f"A picture draws at most {MAX_PICTURE_POSITIONS} positions, not {len(asked)}: "
+            "give fewer --positions, or --positions all --window N."
+        )
     metrics = metrics or request.metric_list("topk")
     check_metrics(metrics, targets is not None, alternatives is not None)
     from ..analysis import analyze
@@ -517,7 +544,7 @@ def say(text: str, json_output: bool = False) -> None:
 
 def print_json(payload: Any) -> None:
     """Write JSON to stdout without rich markup or wrapping."""
-    typer.echo(json.dumps(payload, ensure_ascii=False))
+    typer.echo(jsontext.dumps(payload, ensure_ascii=False))
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from ..errors import InputError
+from ..options import MAX_PICTURE_POSITIONS
 from . import common
 from .common import (
     PlotOption,
@@ -49,6 +51,11 @@ def generate(
     from .tables import generation_table
 
     check_picture_path(plot, force=request.force)
+    if plot is not None and max_new_tokens > MAX_PICTURE_POSITIONS:
+        raise InputError(
+            f"--plot draws one column per new token, at most {MAX_PICTURE_POSITIONS}: "
+            f"lower --max-new-tokens ({max_new_tokens}) or drop --plot."
+        )
     lens = open_lens(request)
     model = common.open_model(request.model, request.remote, request.device, request.timeout)
     if lens is None:  # the model's file in the user cache

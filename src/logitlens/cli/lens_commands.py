@@ -111,7 +111,7 @@ def run_scoreboard(
     force: bool = False,
 ) -> None:
     """The shared body of ``lens eval`` and ``tuned eval``."""
-    from ..evaluation import scoreboard
+    from ..evaluation import check_ks, scoreboard
     from ..studies.dataset import load_items
     from ..training.config import MODEL_SAMPLES
     from ..training.corpus import load_documents, split_documents
@@ -121,6 +121,8 @@ def run_scoreboard(
     chosen_items = None if items == "none" else load_items(items)
     files = load_lens_files(specs or [])
     lens_model = open_model(model, False, device)
+    if chosen_items:
+        check_ks(ks, lens_model.vocab_size)
     lenses = resolve_lenses(specs or default_specs(lens_model), lens_model, files)
     # seed 1: model samples other than those a tuned lens trains on (seed 0) by default
     documents = load_documents(corpus, model=lens_model, tokens=tokens, seed=1)

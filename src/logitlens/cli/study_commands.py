@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+from ..options import LIMITS
 from ..paths import REPORT_SUFFIXES
 from .common import (
     ForceOption,
@@ -25,6 +26,7 @@ from .common import (
     console,
     err_console,
     keep,
+    limited,
     note,
     open_lens,
     open_model,
@@ -48,8 +50,20 @@ study_app = typer.Typer(
 )
 app.add_typer(study_app, name="study")
 
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (reproducible).")]
-BootOption = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")]
+SeedOption = Annotated[
+    int,
+    typer.Option(
+        "--seed", callback=limited("seed"), help="Seed of the bootstrap (reproducible; 0 or more)."
+    ),
+]
+BootOption = Annotated[
+    int,
+    typer.Option(
+        "--n-boot",
+        callback=limited("n_boot"),
+        help=f"Bootstrap resamples (1..{LIMITS['n_boot'].maximum:,}).",
+    ),
+]
 
 
 @analysis_command(

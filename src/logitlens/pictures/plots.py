@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..evaluation import LensEvaluation, Scoreboard
 from ..metrics import PICTURES, Picture
 from ..metrics import picture as grid_metric
+from ..options import MAX_PICTURE_POSITIONS
 from ..paths import FIGURE_SUFFIXES, check_document_output, check_output_path
 from ..results import LensResult
 from ..storage import MARKER, write_atomic
@@ -273,6 +274,12 @@ def _columns(result: LensResult, prompt: int) -> tuple[np.ndarray, list[str]]:
     """Analysed columns of ``prompt`` and the input token at each."""
     result._check_prompt(prompt)
     columns = np.flatnonzero(result.positions[prompt] >= 0)
+    if len(columns) > MAX_PICTURE_POSITIONS:
+        raise InputError(
+            f"A picture of {len(columns):,} positions is too wide to draw (at most "
+            f"{MAX_PICTURE_POSITIONS}: it would take minutes and gigabytes); analyse fewer "
+            "positions, e.g. positions=list(range(-64, 0)) (CLI: --window 64)."
+        )
     tokens = [token_label(result.tokens[prompt][result.positions[prompt, c]]) for c in columns]
     return columns, tokens
 

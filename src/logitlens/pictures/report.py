@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jsontext
 from ..errors import InputError
 from ..metrics import PICTURES
 from ..paths import REPORT_SUFFIXES, check_document_output
@@ -130,7 +130,7 @@ def render_report_data(data: dict[str, Any], title: str = "logitlens report") ->
 
 def script_json(data: Any) -> str:
     """JSON to embed in a ``<script>`` element: ``<`` escaped so no text can close it."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    return jsontext.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def write_report(

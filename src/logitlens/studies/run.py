@@ -48,9 +48,10 @@ from ..generation import generate_lens_many
 from ..lenses import Lens, get_lens
 from ..lenses.files import model_fingerprint
 from ..loading import LensModel
+from ..options import check_count
 from ..storage import NOTHING_WRITTEN, locked, manifest_differences, write_atomic
 from ..targets import MultiTokenTargetWarning
-from .dataset import StudyItem
+from .dataset import StudyItem, load_items
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -318,8 +319,21 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     )
 
 
-def _check_items(items: Sequence[StudyItem]) -> list[StudyItem]:
+def _check_items(items: Sequence[StudyItem] | str | Path) -> list[StudyItem]:
+    if isinstance(items, (str, Path)):  # a dataset file, as on the command line
+        return load_items(items)
+    if not isinstance(items, Sequence):
+        raise InputError(
+            f"items must be a list of StudyItem or a dataset path, not {type(items).__name__}: "
+            "run_study(model, load_items('items.jsonl'), out_dir=...)."
+        )
     items = list(items)
+    wrong = next((item for item in items if not isinstance(item, StudyItem)), None)
+    if wrong is not None:
+        raise InputError(
+            f"items must be StudyItem objects, not {type(wrong).__name__} {wrong!r:.60}: "
+            "read them with logitlens.studies.load_items(path), or pass the path itself."
+        )
     if not items:
         raise InputError("The dataset has no items: give a file with at least one item.")
     seen: set[str] = set()
@@ -332,7 +346,7 @@ def _check_items(items: Sequence[StudyItem]) -> list[StudyItem]:
 
 def run_study(
     model: LensModel,
-    items: Sequence[StudyItem],
+    items: Sequence[StudyItem] | str | Path,
     *,
     out_dir: str | Path,
     lens: str | Lens = "logit",
@@ -353,13 +367,15 @@ def run_study(
     (the ``said_*`` columns). Rerunning the same call resumes; a different model, lens,
     option or dataset in an existing ``out_dir`` raises :class:`InputError`.
     """
+    if not isinstance(model, LensModel):
+        raise InputError(
+            f"run_study() needs a model from logitlens.load_model(), not {type(model).__name__}."
+        )
     items = _check_items(items)
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+    batch_size = check_count(batch_size, "batch_size")
+    generate = check_count(generate, "generate", minimum=0)
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"threshold is a probability, between 0 and 1; got {threshold}.")
-    if isinstance(generate, bool) or not isinstance(generate, int) or generate < 0:
-        raise InputError(f"generate is a number of tokens, 0 or more; got {generate!r}.")
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     out_dir = Path(out_dir).expanduser()
@@ -434,6 +450,7 @@ def _run_batches(
 ) -> None:
     tokenizer = model.tokenizer
     lengths = [len(tokenizer(item.prompt, add_special_tokens=True)["input_ids"]) for item in items]
+    _check_lengths(items, lengths, options.generate, model.context_length)
     target_pieces = [len(tokenizer.encode(item.target, add_special_tokens=False)) for item in items]
     several = sum(n > 1 for n in target_pieces)
     if several:
@@ -465,6 +482,22 @@ def _run_batches(
                 (out_dir / directory).mkdir(exist_ok=True)
                 write_atomic(out_dir / directory / name, lambda p, t=table: pq.write_table(t, p))
             bar.update(len(batch))
+
+
+def _check_lengths(
+    items: list[StudyItem], lengths: list[int], generate: int, limit: int | None
+) -> None:
+    """Refuse, before any batch runs, an item longer than the model's context (named)."""
+    too_long = [
+        (item, n) for item, n in zip(items, lengths, strict=True) if limit and n + generate > limit
+    ]
+    if too_long:
+        item, n = too_long[0]
+        extra = f" plus {generate} generated" if generate else ""
+        raise InputError(
+            f"Item {item.id!r} is {n} tokens{extra}, longer than the model's context of "
+            f"{limit} tokens ({len(too_long)} item(s) in all): shorten or drop them."
+        )
 
 
 def _part_name(index: int) -> str:
