@@ -30,19 +30,7 @@ LATIN1 = "café au lait, naïve résumé".encode("latin-1")
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny llama saved the way save_pretrained writes a model."""
-    from tiny_models import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    hf_model, tokenizer = tiny_model("llama")
-    hf_model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def bad(tmp_path_factory, tiny_model_dir):
+def bad(tmp_path_factory, tiny_dir):
     """Bad files by name (text, models, lenses), made once for the module."""
     root = tmp_path_factory.mktemp("bad")
     paths = {"tmp": root}
@@ -65,7 +53,7 @@ def bad(tmp_path_factory, tiny_model_dir):
     for name in ("truncated-model", "no-tokenizer", "latin1-config"):
         folder = root / name
         folder.mkdir()
-        for file in tiny_model_dir.iterdir():
+        for file in tiny_dir.iterdir():
             if name == "truncated-model" or not file.name.startswith(("tokenizer", "special")):
                 (folder / file.name).write_bytes(file.read_bytes())
         paths[name] = folder
@@ -102,11 +90,10 @@ def bad(tmp_path_factory, tiny_model_dir):
 
 
 @pytest.fixture
-def tiny(wrap_tiny, monkeypatch):
+def tiny_everywhere(tiny, monkeypatch):
     """The tiny llama, and ``load_model`` replaced so that every command gets it."""
-    model = wrap_tiny("llama")
-    monkeypatch.setattr(loading, "load_model", lambda *args, **kwargs: model)
-    return model
+    monkeypatch.setattr(loading, "load_model", lambda *args, **kwargs: tiny)
+    return tiny
 
 
 def _fill(args, paths):
@@ -156,7 +143,7 @@ TEXT_CASES = [
 
 
 @_cases(TEXT_CASES)
-def test_text_that_is_not_utf8_is_named(args, message, bad, tiny, capsys):
+def test_text_that_is_not_utf8_is_named(args, message, bad, tiny_everywhere, capsys):
     assert_one_line_error(*run_cli(_fill(args, bad), capsys), message)
 
 
@@ -173,7 +160,7 @@ def test_a_latin1_terminal_argument_is_named_in_a_real_process():
     assert err.count("\n") == 1 and "(after -t) is not valid UTF-8 text (byte 0xe9" in err
 
 
-def test_a_file_whose_name_is_not_utf8_may_still_be_named(tiny, tmp_path, capsys):
+def test_a_file_whose_name_is_not_utf8_may_still_be_named(tiny_everywhere, tmp_path, capsys):
     """Linux file names are bytes: an existing one passes the argument check."""
     name = os.fsdecode(b"caf\xe9.jsonl")
     (tmp_path / name).write_text(json.dumps({"prompt": PUN, "target": " x"}) + "\n", "utf-8")
@@ -204,8 +191,8 @@ def _items(path):
 
 
 @pytest.mark.parametrize(("call", "message"), TEXT_LIBRARY_CASES, ids=lambda c: str(c)[:30])
-def test_library_text_that_is_not_utf8_is_named(call, message, bad, tiny):
-    _assert_library_error(call, message, tiny, bad)
+def test_library_text_that_is_not_utf8_is_named(call, message, bad, tiny_everywhere):
+    _assert_library_error(call, message, tiny_everywhere, bad)
 
 
 def _assert_library_error(call, message, model, paths):
@@ -268,7 +255,7 @@ LENS_CASES = [
 
 
 @_cases(LENS_CASES)
-def test_damaged_lens_files_are_named(args, message, bad, tiny, capsys):
+def test_damaged_lens_files_are_named(args, message, bad, tiny_everywhere, capsys):
     code, err = run_cli(_fill(args, bad), capsys)
     assert_one_line_error(code, err, message)
     assert "--lens banana" not in err and "would need to run code" not in err
@@ -300,7 +287,9 @@ RANGE_CASES = [
 
 
 @_cases(RANGE_CASES)
-def test_option_ranges_are_checked_before_any_work(args, message, bad, tiny, capsys, monkeypatch):
+def test_option_ranges_are_checked_before_any_work(
+    args, message, bad, tiny_everywhere, capsys, monkeypatch
+):
     from logitlens import analysis, evaluation
 
     def no_work(*args, **kwargs):
@@ -512,7 +501,7 @@ def test_run_study_takes_a_dataset_path(wrap_tiny, tmp_path):
 
 
 def test_json_output_never_holds_nan_or_infinity(capsys, wrap_tiny):
-    from logitlens.cli.common import print_json
+    from logitlens.cli.application import print_json
 
     print_json({"depth": float("inf"), "low": -np.inf, "gap": [np.float64("nan"), 1.5]})
     assert json.loads(capsys.readouterr().out) == {"depth": None, "low": None, "gap": [None, 1.5]}
@@ -522,7 +511,9 @@ def test_json_output_never_holds_nan_or_infinity(capsys, wrap_tiny):
     assert "Infinity" not in text and json.loads(text)["kl"][0][0][0] is None
 
 
-def test_a_long_prompt_in_a_later_batch_is_named_before_any_batch(tiny, tmp_path, capsys):
+def test_a_long_prompt_in_a_later_batch_is_named_before_any_batch(
+    tiny_everywhere, tmp_path, capsys
+):
     long_prompt = " ".join(["word"] * 400)
     pairs = [arg for i in range(5) for arg in ("-p", f"Prompt number {i} is=> the")]
     args = ["compare", *pairs, "-p", f"{long_prompt}=> x", "--batch-size", "2"]

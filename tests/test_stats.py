@@ -214,3 +214,56 @@ def test_report_in_headless_chromium(browser, tmp_path):  # noqa: F811
     assert browser.evaluate("document.querySelectorAll('#groups th').length") == 10
     assert browser.evaluate("document.getElementById('paired-section').hidden")
     assert browser.errors() == []
+
+
+def _study_with_attribution() -> StudyResult:
+    """``_study()`` with planted parts: puns written by the MLP of the last layer,
+    literals and facts by attention in the middle; noise elsewhere."""
+    study = _study()
+    rng = np.random.default_rng(5)
+    layers = study.layers.copy()
+    n = len(layers)
+    for column in ("attention_target", "mlp_target", "attention_diff", "mlp_diff"):
+        layers[column] = rng.normal(0, 0.05, n)
+    pun = layers.category.eq("pun").to_numpy()
+    last = layers.layer.eq(9).to_numpy()
+    middle = layers.layer.eq(5).to_numpy()
+    for measure in ("target", "diff"):
+        layers.loc[pun & last, f"mlp_{measure}"] += 3.0
+        layers.loc[~pun & middle, f"attention_{measure}"] += 2.0
+    study.layers = layers
+    return study
+
+
+def test_component_summary_says_which_part_writes_the_target():
+    study = _study_with_attribution()
+    summary = summarize_study(study, n_boot=300)
+    frame = summary.components_dataframe()
+    assert len(frame) == len(summary.groups) * 4  # groups x (part, measure)
+    layers = study.layers
+    for row in frame[frame.group.isin(["pun", "literal", "fact"])].itertuples():
+        column = {"target": "target", "target - alternative": "diff"}[row.measure]
+        chosen = layers[layers.category == row.group]
+        totals = chosen.groupby("id")[f"{row.part}_{column}"].sum()
+        assert row.total == pytest.approx(totals.mean())
+        assert row.total_low < row.total < row.total_high
+    peak = frame[(frame.group == "pun") & (frame.part == "mlp")].peak_depth
+    assert (peak == 1.0).all()  # the planted layer 9 of 10
+    # MLP against attention within each group, item by item, as scipy computes it.
+    (pun_test,) = [
+        t for t in summary.component_tests if t.metric == "pun: MLP vs attention -> target"
+    ]
+    puns = layers[layers.category == "pun"].groupby("id")
+    expected = scipy_stats.wilcoxon(
+        puns.mlp_target.sum(), puns.attention_target.sum(), method="asymptotic"
+    )
+    assert pun_test.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert pun_test.n_first_higher == 30
+    facts = [t for t in summary.component_tests if t.metric.startswith("fact")]
+    assert all(t.n_second_higher == 30 for t in facts)  # attention writes the facts
+    # Pun against literal on each part, pair by pair.
+    mlp_pairs = next(t for t in summary.paired if t.metric == "mlp -> target")
+    assert mlp_pairs.n_pairs == 30 and mlp_pairs.rank_biserial == 1.0
+    assert summary.to_dict()["components"][0]["total"]["estimate"] is not None
+    # A study without the columns has no component rows.
+    assert summarize_study(_study(), n_boot=50).components == []

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from study_items import make_items, write_items
 from typer.testing import CliRunner
 
@@ -506,30 +507,34 @@ def test_summary_and_compare_say_when_a_study_is_partial(shared_tiny, tmp_path, 
     assert code == 0 and "partial" not in err
 
 
-def test_ctrl_c_says_how_many_items_are_on_disk(tiny_dir, tmp_path, capsys, monkeypatch):
-    data = write_items(make_items(20), tmp_path / "items.jsonl")
-    out = tmp_path / "s"
+def _ctrl_c_at_batch(monkeypatch, number: int) -> None:
+    """Make the study's ``number``-th batch (from 1) end with a Ctrl-C."""
     real, calls = study_run._run_batch, []
 
-    def interrupted_fourth_batch(*args, **kwargs):
+    def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == number:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(study_run, "_run_batch", interrupted_fourth_batch)
+    monkeypatch.setattr(study_run, "_run_batch", interrupted)
+
+
+def test_ctrl_c_says_how_many_items_are_on_disk(tiny_dir, tmp_path, capsys, monkeypatch):
+    data = write_items(make_items(20), tmp_path / "items.jsonl")
+    out = tmp_path / "s"
+    _ctrl_c_at_batch(monkeypatch, 4)
     code, _, err = _cli(capsys, *_study_args(data, tiny_dir, out))
     assert code == 130, err
     assert f"Interrupted. 12 of 20 items are kept in {out}; run the same command" in err, err
     first = tmp_path / "first"
-    calls.clear()
-    monkeypatch.setattr(
-        study_run, "_run_batch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
-    )
+    _ctrl_c_at_batch(monkeypatch, 1)
     code, _, err = _cli(capsys, *_study_args(data, tiny_dir, first))
-    assert code == 130 and "Interrupted. Nothing was written." in err, err
+    assert code == 130 and f"Interrupted. No item was finished ({first} holds no" in err, err
+    assert study_run.kept_in(tmp_path / "never") == "Nothing was written."
 
 
+@pytest.mark.slow  # two command lines in child processes; the fast tier has test_runs' pair
 @pytest.mark.parametrize("signum", ["SIGKILL", "SIGINT"])
 def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
     shared_tiny, tiny_dir, tmp_path, monkeypatch, signum
@@ -541,20 +546,12 @@ def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
     items = make_items(20)
     data = write_items(items, tmp_path / "items.jsonl")
     out = tmp_path / "s"
-    real, calls = study_run._run_batch, []
-
-    def stop_at_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     from logitlens.cli import main
 
-    monkeypatch.setattr(study_run, "_run_batch", stop_at_third)
+    _ctrl_c_at_batch(monkeypatch, 3)
     with pytest.raises(SystemExit):
         main(_study_args(data, tiny_dir, out))
-    monkeypatch.setattr(study_run, "_run_batch", real)
+    monkeypatch.undo()
     assert len(StudyResult.load(out).items) == 8
     stopped = signal_inside_rewrite(
         _study_args(data, tiny_dir, out), tmp_path / "marker", getattr(signal, signum)
@@ -572,3 +569,35 @@ def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
     )
     assert not list(out.rglob(".*.tmp"))
     pd.testing.assert_frame_equal(resumed.items, reference.items)
+
+
+def test_attribution_columns_equal_the_plain_pytorch_reference(tmp_path):
+    from reference import direct_logit_attribution
+    from tiny_models import tiny_model
+
+    hf_model, tokenizer = tiny_model("gpt2")
+    model = logitlens.load_model(hf_model, tokenizer=tokenizer)
+    items = make_items(8)
+    study = run_study(
+        model, items, out_dir=tmp_path / "s", batch_size=3, attribution=True, progress=False
+    )
+    n_layers = study.n_layers
+    for item in items:
+        rows = study.layers[study.layers.id == item.id].sort_values("layer")
+        ids = torch.tensor([model.tokenizer(item.prompt)["input_ids"]])
+        target_id = model.tokenizer.encode(item.target, add_special_tokens=False)[0]
+        expected = direct_logit_attribution(hf_model, ids, target_id)
+        np.testing.assert_allclose(rows.attention_target, expected["attention"][:, -1], atol=1e-4)
+        np.testing.assert_allclose(rows.mlp_target, expected["mlp"][:, -1], atol=1e-4)
+        if item.alternative is None:
+            assert rows.attention_diff.isna().all() and rows.mlp_diff.isna().all()
+            continue
+        alternative_id = model.tokenizer.encode(item.alternative, add_special_tokens=False)[0]
+        other = direct_logit_attribution(hf_model, ids, alternative_id)
+        np.testing.assert_allclose(
+            rows.mlp_diff, expected["mlp"][:, -1] - other["mlp"][:, -1], atol=1e-4
+        )
+    assert len(study.layers) == len(items) * n_layers
+    # Without --attribution the columns are there, and null.
+    plain = run_study(model, items[:2], out_dir=tmp_path / "p", progress=False)
+    assert plain.layers.mlp_target.isna().all()

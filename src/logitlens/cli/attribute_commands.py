@@ -10,19 +10,17 @@ from typing import Annotated
 
 import typer
 
-from .common import (
+from .application import console, print_json
+from .flags import (
     AlternativeOption,
     PlotOption,
     PromptArgument,
     Request,
     TargetOption,
     analysis_command,
-    check_picture_path,
-    console,
     parse_target,
-    print_json,
-    save_plot,
 )
+from .runners import check_picture_path, save_plot
 
 HeadsOption = Annotated[
     bool,
@@ -55,7 +53,7 @@ def attribute_command(
     know the' --target ' current' --alternative ' water' --heads --plot dla.png
     """
     from ..attribution import attribute
-    from .common import open_model
+    from .runners import open_model
 
     check_picture_path(plot, force=request.force)
     model = open_model(request.model, request.remote, request.device, request.timeout)

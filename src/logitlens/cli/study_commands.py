@@ -16,22 +16,9 @@ from typer.core import TyperGroup
 
 from ..options import LIMITS
 from ..paths import REPORT_SUFFIXES
-from .common import (
-    ForceOption,
-    JsonOption,
-    Request,
-    analysis_command,
-    app,
-    check_picture_path,
-    console,
-    err_console,
-    keep,
-    limited,
-    note,
-    open_lens,
-    open_model,
-    print_json,
-)
+from .application import app, console, err_console, keep, note, print_json
+from .flags import ForceOption, JsonOption, Request, analysis_command, limited
+from .runners import check_picture_path, open_lens, open_model
 
 
 class _RunByDefault(TyperGroup):
@@ -101,6 +88,14 @@ def run(
             "target, and at what depth is its first token decided? (0: no).",
         ),
     ] = 0,
+    attribution: Annotated[
+        bool,
+        typer.Option(
+            "--attribution",
+            help="Also record, per item and layer, what attention and MLP write directly "
+            "to the target's logit (and target - alternative), in the same forward pass.",
+        ),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ):
     """Run the lens over every item; results stream to DIR as Parquet, resumably."""
@@ -121,6 +116,7 @@ def run(
         batch_size=batch_size,
         threshold=threshold,
         generate=generate,
+        attribution=attribution,
         progress=not (no_progress or request.json_output),
     )
     summary = summarize_study(study)
@@ -305,9 +301,43 @@ def _print_summary(summary) -> None:
                 f"{test.rank_biserial:+.2f}",
             )
         console.print(paired)
+    if summary.components:
+        _print_components(summary)
     if summary.kruskal is not None:
         k = summary.kruskal
         console.print(
             f"Kruskal-Wallis over {', '.join(k.groups)}: H = {k.h:.2f}, df = {k.df}, "
             f"p = {k.p_value:.3g}"
         )
+
+
+def _print_components(summary) -> None:
+    """Which part writes the target: attention and MLP totals, and MLP against attention."""
+    table = Table(
+        title="Direct logit attribution at the last position, summed over layers "
+        "(mean [95% CI]; peak: median depth of the layer adding most)"
+    )
+    for name in ("group", "measure", "part", "n", "total", "peak depth"):
+        table.add_column(name)
+    for item in summary.components:
+        table.add_row(
+            item.group,
+            item.measure,
+            item.part,
+            str(item.n),
+            item.total.text(2),
+            item.peak_depth.text(),
+        )
+    console.print(table)
+    tests = Table(title="MLP against attention, item by item (Wilcoxon signed-rank)")
+    for name in ("comparison", "n", "MLP higher / attention higher", "mean MLP - attention", "p"):
+        tests.add_column(name)
+    for test in summary.component_tests:
+        tests.add_row(
+            test.metric,
+            str(test.n_pairs),
+            f"{test.n_first_higher} / {test.n_second_higher}",
+            test.mean_difference.text(2),
+            f"{test.p_value:.3g}",
+        )
+    console.print(tests)

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ..training.config import BIBLE, DTYPE_NAMES, MODEL_SAMPLES, SCHEDULES, TrainingConfig
-from .common import (
+from .application import app, err_console, say
+from .flags import (
     BatchOption,
     CorpusOption,
     DeviceOption,
@@ -17,11 +18,8 @@ from .common import (
     LensOutputOption,
     ModelOption,
     SeqLenOption,
-    app,
-    err_console,
-    open_model_for_lens,
-    say,
 )
+from .runners import open_model_for_lens
 
 tuned_app = typer.Typer(
     help="Train and evaluate a tuned lens (per-layer affine translators).",

@@ -109,9 +109,18 @@ LAYER_SCHEMA = pa.schema(
         ("alternative_rank", pa.int64()),
         ("logit_diff", pa.float32()),
         ("entropy", pa.float32()),
+        ("attention_target", pa.float32()),
+        ("mlp_target", pa.float32()),
+        ("attention_diff", pa.float32()),
+        ("mlp_diff", pa.float32()),
     ]
 )
-"""One row per item and layer (long format). Alternative columns are null without one."""
+"""One row per item and layer (long format). Alternative columns are null without one.
+
+With ``attribution=True``, ``attention_target`` / ``mlp_target`` are what the layer's
+attention / MLP add directly to the target's final logit at the last position, and
+``*_diff`` to target minus alternative (:mod:`logitlens.attribution`); null otherwise.
+"""
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,8 @@ class StudyOptions:
     threshold: float = 0.1
     generate: int = 0
     """Tokens generated greedily per item (0: none), for the ``said_*`` columns."""
+    attribution: bool = False
+    """Also record each layer's attention and MLP direct logit attribution."""
 
 
 @dataclass
@@ -197,7 +208,11 @@ def committed_parts(out_dir: Path) -> list[str]:
 
 
 def damaged_parts(out_dir: Path, parts: Sequence[str]) -> list[Path]:
-    """The files of committed batches that cannot be read as this study's Parquet."""
+    """The files of committed batches that cannot be read as this study's Parquet.
+
+    Missing, truncated, empty or not Parquet at all, without an ``id`` column, or with a
+    column of another type. (A column added since the part was written reads as null.)
+    """
     damaged = []
     for name in parts:
         for directory, schema in ((ITEMS_DIR, ITEM_SCHEMA), (LAYERS_DIR, LAYER_SCHEMA)):
@@ -207,7 +222,11 @@ def damaged_parts(out_dir: Path, parts: Sequence[str]) -> list[Path]:
             except (OSError, pa.ArrowException):
                 damaged.append(path)
                 continue
-            if not found.remove_metadata().equals(schema):
+            wrong_type = any(
+                field.name in schema.names and field.type != schema.field(field.name).type
+                for field in found
+            )
+            if "id" not in found.names or wrong_type:
                 damaged.append(path)
     return damaged
 
@@ -228,7 +247,11 @@ def kept_in(out_dir: str | Path) -> str:
     out_dir = Path(out_dir).expanduser()
     n_items = items_on_disk(out_dir)
     if not n_items:
-        return NOTHING_WRITTEN
+        return (
+            f"No item was finished ({out_dir} holds no results yet)."
+            if (out_dir / MANIFEST).is_file()
+            else NOTHING_WRITTEN
+        )
     try:
         manifest = read_manifest(out_dir)
         total = f" of {int(manifest['dataset']['n_items'])}" if manifest else ""
@@ -354,6 +377,7 @@ def run_study(
     batch_size: int = 16,
     threshold: float = 0.1,
     generate: int = 0,
+    attribution: bool = False,
     progress: bool = True,
 ) -> StudyResult:
     """Run ``lens`` over every item (last position) and stream the rows to ``out_dir``.
@@ -364,8 +388,11 @@ def run_study(
     also as normalised depth. With ``generate=N``, each item's prompt is also continued
     greedily by N tokens with :func:`~logitlens.generation.generate_lens` (the same
     lens), recording what the model says and the decision depth of its first token
-    (the ``said_*`` columns). Rerunning the same call resumes; a different model, lens,
-    option or dataset in an existing ``out_dir`` raises :class:`InputError`.
+    (the ``said_*`` columns). With ``attribution=True``, the same trace also splits each
+    item's final target logit (and target minus alternative) into each layer's attention
+    and MLP parts (the ``attention_*`` / ``mlp_*`` layer columns). Rerunning the same
+    call resumes; a different model, lens, option or dataset in an existing ``out_dir``
+    raises :class:`InputError`.
     """
     if not isinstance(model, LensModel):
         raise InputError(
@@ -379,7 +406,12 @@ def run_study(
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     out_dir = Path(out_dir).expanduser()
-    options = StudyOptions(batch_size=batch_size, threshold=float(threshold), generate=generate)
+    options = StudyOptions(
+        batch_size=batch_size,
+        threshold=float(threshold),
+        generate=generate,
+        attribution=bool(attribution),
+    )
     manifest = _manifest(model, lens, items, options)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -530,6 +562,7 @@ def _run_batch(
             ],
             alternatives=[[alternative, alternative] for alternative in alternatives],
             metrics=["target", "target_rank", "entropy", "logit_diff"],
+            attribution=options.attribution,
             batch_size=len(items),
             progress=False,
         )
@@ -577,6 +610,7 @@ def _run_batch(
         "alternative_rank": pa.array(ranks[..., 1].reshape(-1), mask=alternative_mask),
         "logit_diff": pa.array(logit_diff.reshape(-1), mask=alternative_mask),
         "entropy": entropy.reshape(-1),
+        **_attribution_columns(result.attribution, n_layers, len(items), alternative_mask),
     }
     item_columns["final_logit_diff"] = pa.array(
         item_columns["final_logit_diff"], mask=~has_alternative
@@ -587,6 +621,24 @@ def _run_batch(
         pa.Table.from_pydict(item_columns, schema=ITEM_SCHEMA),
         pa.Table.from_pydict(layer_columns, schema=LAYER_SCHEMA),
     )
+
+
+def _attribution_columns(
+    attribution: Any, n_layers: int, n_items: int, alternative_mask: np.ndarray
+) -> dict[str, Any]:
+    """The layer table's attention / MLP columns (all null without an attribution)."""
+    names = ("attention_target", "mlp_target", "attention_diff", "mlp_diff")
+    if attribution is None:
+        return {name: pa.nulls(n_layers * n_items, pa.float32()) for name in names}
+    # [item, layer, component]: the last position (one column), the first target.
+    target = attribution.target.components[:, :, :, 0, 0].reshape(-1, 2)
+    difference = attribution.difference.components[:, :, :, 0, 0].reshape(-1, 2)
+    return {
+        "attention_target": target[:, 0],
+        "mlp_target": target[:, 1],
+        "attention_diff": pa.array(difference[:, 0], mask=alternative_mask),
+        "mlp_diff": pa.array(difference[:, 1], mask=alternative_mask),
+    }
 
 
 def _first_true(hits: np.ndarray) -> list[int | None]:

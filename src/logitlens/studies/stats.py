@@ -50,7 +50,23 @@ from .run import StudyResult
 TESTED_CATEGORIES = ("pun", "literal", "fact")
 """Categories compared pairwise and by Kruskal-Wallis (when the study has them)."""
 CULTURAL_TAG = "cultural"
-TRAJECTORY_METRICS = ("target_prob", "logit_diff", "entropy")
+TRAJECTORY_METRICS = (
+    "target_prob",
+    "logit_diff",
+    "entropy",
+    "attention_target",
+    "mlp_target",
+    "attention_diff",
+    "mlp_diff",
+)
+"""Layer columns averaged per group (the attention / MLP ones need ``attribution=True``)."""
+COMPONENT_COLUMNS = {
+    ("attention", "target"): "attention_target",
+    ("mlp", "target"): "mlp_target",
+    ("attention", "target - alternative"): "attention_diff",
+    ("mlp", "target - alternative"): "mlp_diff",
+}
+"""(part, measure) -> the study's layer column holding its direct logit attribution."""
 GROUP_INTERVALS = (
     "share_top1",
     "depth_top1",
@@ -131,6 +147,23 @@ class PairedTest:
     """Mean of first - second over pairs, with a bootstrap interval over pairs."""
 
 
+@dataclass(frozen=True)
+class ComponentSummary:
+    """What one part (attention or MLP, summed over layers) writes, over a group's items.
+
+    ``total`` is the mean over items of the part's direct contribution to the measure
+    (the target's final logit, or target minus alternative), with a bootstrap interval;
+    ``peak_depth`` the median normalised depth of the layer where that part adds most.
+    """
+
+    group: str
+    part: str
+    measure: str
+    n: int
+    total: Interval
+    peak_depth: Interval
+
+
 @dataclass
 class Trajectory:
     """Mean of one metric per layer over a group's items, with a bootstrap band."""
@@ -162,7 +195,34 @@ class StudySummary(InlineView):
     decision_depths: dict[str, np.ndarray] = field(default_factory=dict)
     """Per group, every item's decision depth (``inf`` for never top-1): the distribution."""
     paired: list[PairedTest] = field(default_factory=list)
-    """Puns against their literal controls (``pair``), when the study has both."""
+    """Puns against their literal controls (``pair``), when the study has both; with an
+    attribution also on each part's direct contribution (summed over layers)."""
+    components: list[ComponentSummary] = field(default_factory=list)
+    """With an attribution: per group, part and measure, what the part writes."""
+    component_tests: list[PairedTest] = field(default_factory=list)
+    """With an attribution: MLP against attention within each group, item by item."""
+
+    def components_dataframe(self) -> pd.DataFrame:
+        """One row per group, part and measure: mean total and peak depth, with intervals."""
+        rows = []
+        for item in self.components:
+            row: dict[str, Any] = {
+                "group": item.group,
+                "part": item.part,
+                "measure": item.measure,
+                "n": item.n,
+            }
+            for name in ("total", "peak_depth"):
+                interval = getattr(item, name)
+                row.update(
+                    {
+                        name: interval.estimate,
+                        f"{name}_low": interval.low,
+                        f"{name}_high": interval.high,
+                    }
+                )
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per group: n, shares and median depths with their intervals."""
@@ -218,6 +278,8 @@ class StudySummary(InlineView):
                 "tests": [asdict(test) for test in self.tests],
                 "kruskal": None if self.kruskal is None else asdict(self.kruskal),
                 "paired": [asdict(test) for test in self.paired],
+                "components": [asdict(item) for item in self.components],
+                "component_tests": [asdict(test) for test in self.component_tests],
                 "trajectories": [
                     {
                         "group": t.group,
@@ -314,6 +376,9 @@ def summarize_study(
         h, df, p = kruskal_wallis(*(depth_lists[c] for c in present))
         kruskal = KruskalTest(groups=tuple(present), h=h, df=df, p_value=p)
     pairs = pun_literal_pairs(items)
+    parts = component_totals(study)
+    paired = _paired_tests(items, pairs, study.n_layers, seed + 15485863, n_boot, level)
+    pun_literal, within = _component_tests(parts, groups, pairs, seed + 32452843, n_boot, level)
     return StudySummary(
         model_name=study.model_name,
         lens=str(study.manifest["lens"]["name"]),
@@ -327,7 +392,141 @@ def summarize_study(
         kruskal=kruskal,
         trajectories=_trajectories(study, groups, seed, n_boot, level),
         decision_depths=depth_lists,
-        paired=_paired_tests(items, pairs, study.n_layers, seed + 15485863, n_boot, level),
+        paired=paired + pun_literal,
+        component_tests=within,
+        components=_component_summaries(
+            parts, groups, study.n_layers, seed + 49979687, n_boot, level
+        ),
+    )
+
+
+def component_totals(study: StudyResult) -> dict[tuple[str, str], np.ndarray]:
+    """(part, measure) -> ``[item, layer]`` direct contributions, for the columns present.
+
+    Items in the order of ``study.items``; a row is NaN where the item has none (a
+    target minus alternative without an alternative). Empty without an attribution.
+    """
+    layers, n_items = study.layers, len(study.items)
+    found = {}
+    for key, column in COMPONENT_COLUMNS.items():
+        if column not in layers or layers[column].isna().all():
+            continue
+        found[key] = layers[column].astype(float).to_numpy().reshape(n_items, study.n_layers)
+    return found
+
+
+def _component_summaries(
+    parts: dict[tuple[str, str], np.ndarray],
+    groups: dict[str, np.ndarray],
+    n_layers: int,
+    seed: int,
+    n_boot: int,
+    level: float,
+) -> list[ComponentSummary]:
+    summaries = []
+    depth = (np.arange(n_layers) + 1) / n_layers
+    for offset, ((part, measure), matrix) in enumerate(parts.items()):
+        for group_offset, (name, mask) in enumerate(groups.items()):
+            values = matrix[mask]
+            values = values[~np.isnan(values).any(axis=1)]
+            stream = seed + 1009 * offset + 7919 * group_offset
+            boot = {"n_boot": n_boot, "level": level}
+            summaries.append(
+                ComponentSummary(
+                    group=name,
+                    part=part,
+                    measure=measure,
+                    n=len(values),
+                    total=bootstrap_interval(values.sum(axis=1), np.mean, seed=stream, **boot),
+                    peak_depth=bootstrap_interval(
+                        depth[values.argmax(axis=1)] if len(values) else values[:, 0],
+                        seed=stream + 1,
+                        **boot,
+                    ),
+                )
+            )
+    return summaries
+
+
+def _component_tests(
+    parts: dict[tuple[str, str], np.ndarray],
+    groups: dict[str, np.ndarray],
+    pairs: list[tuple[int, int]],
+    seed: int,
+    n_boot: int,
+    level: float,
+) -> tuple[list[PairedTest], list[PairedTest]]:
+    """Pun against literal on each part's total; MLP against attention within each group."""
+    tests, within = [], []
+    totals = {key: matrix.sum(axis=1) for key, matrix in parts.items()}
+    if pairs:
+        puns, literals = (np.array(side) for side in zip(*pairs, strict=True))
+        for offset, ((part, measure), values) in enumerate(totals.items()):
+            first, second = values[puns], values[literals]
+            keep = ~(np.isnan(first) | np.isnan(second))
+            tests.append(
+                _paired(
+                    f"{part} -> {measure}",
+                    "pun",
+                    "literal",
+                    first[keep],
+                    second[keep],
+                    seed + offset,
+                    n_boot,
+                    level,
+                )
+            )
+    for measure in ("target", "target - alternative"):
+        if ("mlp", measure) not in totals:
+            continue
+        mlp, attention = totals[("mlp", measure)], totals[("attention", measure)]
+        for offset, (name, mask) in enumerate(groups.items()):
+            keep = mask & ~(np.isnan(mlp) | np.isnan(attention))
+            if keep.sum() == 0:
+                continue
+            within.append(
+                _paired(
+                    f"{name}: MLP vs attention -> {measure}",
+                    "MLP",
+                    "attention",
+                    mlp[keep],
+                    attention[keep],
+                    seed + 101 + offset,
+                    n_boot,
+                    level,
+                )
+            )
+    return tests, within
+
+
+def _paired(
+    metric: str,
+    first_name: str,
+    second_name: str,
+    first: np.ndarray,
+    second: np.ndarray,
+    seed: int,
+    n_boot: int,
+    level: float,
+    scale: float = 1.0,
+) -> PairedTest:
+    """Wilcoxon signed-rank of ``first`` against ``second`` (paired), with the mean
+    difference (times ``scale``: layers to depth) and its bootstrap interval."""
+    w, p, rank_biserial = wilcoxon_signed_rank(first, second)
+    return PairedTest(
+        metric=metric,
+        first=first_name,
+        second=second_name,
+        n_pairs=len(first),
+        n_first_higher=int((first > second).sum()),
+        n_second_higher=int((first < second).sum()),
+        n_tied=int((first == second).sum()),
+        w=w,
+        p_value=p,
+        rank_biserial=rank_biserial,
+        mean_difference=bootstrap_interval(
+            (first - second) * scale, np.mean, n_boot=n_boot, seed=seed, level=level
+        ),
     )
 
 
@@ -377,34 +576,22 @@ def _paired_tests(
     # tie exactly; depth differences are layer differences / n_layers.
     layers = items.first_layer_top1.astype(float).fillna(n_layers).to_numpy()
     final = items.final_prob.astype(float).to_numpy()
-    tests = []
-    for offset, (metric, values, scale) in enumerate(
-        (("decision depth", layers, 1 / n_layers), ("final P(target)", final, 1.0))
-    ):
-        first, second = values[puns], values[literals]
-        w, p, rank_biserial = wilcoxon_signed_rank(first, second)
-        tests.append(
-            PairedTest(
-                metric=metric,
-                first="pun",
-                second="literal",
-                n_pairs=len(pairs),
-                n_first_higher=int((first > second).sum()),
-                n_second_higher=int((first < second).sum()),
-                n_tied=int((first == second).sum()),
-                w=w,
-                p_value=p,
-                rank_biserial=rank_biserial,
-                mean_difference=bootstrap_interval(
-                    (first - second) * scale,
-                    np.mean,
-                    n_boot=n_boot,
-                    seed=seed + offset,
-                    level=level,
-                ),
-            )
+    return [
+        _paired(
+            metric,
+            "pun",
+            "literal",
+            values[puns],
+            values[literals],
+            seed + offset,
+            n_boot,
+            level,
+            scale,
         )
-    return tests
+        for offset, (metric, values, scale) in enumerate(
+            (("decision depth", layers, 1 / n_layers), ("final P(target)", final, 1.0))
+        )
+    ]
 
 
 def _rank_tests(depths: dict[str, np.ndarray]) -> list[RankTest]:
@@ -438,6 +625,8 @@ def _trajectories(
     depth = (np.arange(n_layers) + 1) / n_layers
     trajectories = []
     for metric in TRAJECTORY_METRICS:
+        if metric not in layers or layers[metric].isna().all():
+            continue  # an attribution column of a study run without one
         # [item, layer], items in the order of study.items (both tables sort by id).
         matrix = layers[metric].astype(float).to_numpy().reshape(len(ids), n_layers)
         for offset, (name, mask) in enumerate(groups.items()):
