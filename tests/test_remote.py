@@ -18,7 +18,6 @@ import re
 import sys
 import textwrap
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -719,12 +718,8 @@ def test_a_local_directory_with_remote_says_ndif_needs_a_hub_id(healthy, tiny_di
 def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     """``logitlens ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
     from logitlens import cli
-    from logitlens.cli import application
 
     monkeypatch.setattr(sys, "argv", ["logitlens", *args])
-    # As when the CLI starts: warnings as one line on stderr (pytest swaps the hook per test).
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-    application.show_warnings_on_stderr()
     capsys.readouterr()
     try:
         cli.main()
