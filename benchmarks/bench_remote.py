@@ -1,9 +1,10 @@
-"""Bytes over the wire and wall time, NDIF (loopback server) vs local, on the bundled model.
+"""Bytes over the wire and wall time, NDIF (its own server at loopback) vs local, bundled model.
 
-Starts tests/ndif_server.py on 127.0.0.1 hosting the bundled SmolLM2-135M (its hub
-files served from the fp32 cache), runs each analysis locally and over the socket
-side by side, and prints bytes sent and received per analysis (the server's log)
-and the remote wall time relative to local.
+Starts NDIF's server (tests/ndif_stack.py) on 127.0.0.1 hosting the bundled
+SmolLM2-135M and the test hub for its files, runs each analysis locally and over the
+socket side by side, and prints bytes sent (request bodies as nnsight uploads them)
+and received (status frames and results) per analysis, and the remote wall time
+relative to local.
 
     PYTHONPATH=src:tests python benchmarks/bench_remote.py
 """
@@ -17,10 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import huggingface_hub.constants as hub
 import torch
-from ndif_server import launch
-from nnsight import CONFIG
+from bench_ndif_study import Meter, bundled_on_ndif
 
 import logitlens
 from logitlens.lenses.tuned import TunedLens
@@ -33,12 +32,8 @@ PUN = "Why do electricians make good swimmers? Because they know the"
 def main() -> None:
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench-remote-"))
-    server = launch({REPO: logitlens.loading.bundled_model_dir()}, idle_timeout=120)
-    hub.ENDPOINT = server.url
-    hub.HUGGINGFACE_CO_URL_TEMPLATE = server.url + "/{repo_id}/resolve/{revision}/{filename}"
-    CONFIG.API.HOST, CONFIG.API.APIKEY = server.url, "benchmark-key"
     weights.cache_path = lambda repo_id: work / "head.safetensors"
-    try:
+    with bundled_on_ndif(work):
         local = logitlens.load_model()
         remote = logitlens.load_model(REPO, remote=True)
         lens = TunedLens.identity(local)
@@ -56,6 +51,7 @@ def main() -> None:
             },
         }
         logitlens.analyze(remote, PUN, lens="tuned", tuned_path=str(lens_path))  # head cached
+        meter = Meter()
         print(f"tuned-lens file: {lens_path.stat().st_size:,} bytes (never sent)")
         print(
             f"{'analysis':34} {'up':>10} {'down':>10} {'local s':>8} {'remote s':>9} {'ratio':>6}"
@@ -66,19 +62,15 @@ def main() -> None:
             started = time.perf_counter()
             logitlens.analyze(local, prompts, **options)
             local_seconds = time.perf_counter() - started
-            before = len(server.entries())
+            meter.reset()
             started = time.perf_counter()
             logitlens.analyze(remote, prompts, **options)
             remote_seconds = time.perf_counter() - started
-            entries = server.entries()[before:]
-            up = sum(e["up"] for e in entries)
-            down = sum(e["down"] for e in entries)
+            up, down = meter.up, meter.down
             print(
                 f"{name:34} {up:>10,} {down:>10,} {local_seconds:>8.2f} {remote_seconds:>9.2f} "
                 f"{remote_seconds / local_seconds:>5.1f}x"
             )
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ The paper's settings (1,000 x 128 tokens, skip 16) want a GPU:
 sequence, so an interrupted run resumes where it stopped.
 
 Writes ``<cache>/lenses/SmolLM2-135M-Instruct.jlens.safetensors`` (about 40 MB; an
-existing file is kept unless ``--refit``), then prints the README's section: the
-scoreboard of raw, logit, tuned (scripts/train_bundled_lens.py) and Jacobian lenses
-on held-out Bible text and the bundled study items, and the electricians pun under
-all four lenses.
+existing file is kept unless ``--refit``), then prints the tables of
+docs/explanation/findings.md: the scoreboard of raw, logit, tuned
+(scripts/train_bundled_lens.py) and Jacobian lenses on held-out Bible text and the
+bundled study items, and the electricians pun under all four lenses.
 
 Run:  .venv/bin/python scripts/fit_bundled_jlens.py [--n-texts 3] [--seq-len 32]
       [--skip-first 8] [--output PATH] [--refit] [--json board.json] [--plot board.png]

@@ -1,4 +1,4 @@
-"""Regenerate the README pictures of the electricians pun on the bundled SmolLM2-135M.
+"""Regenerate the pictures of the electricians pun (README, docs) on the bundled SmolLM2-135M.
 
 Usage: ``python scripts/make_readme_pictures.py [OUT_DIR]`` (default ``docs/images``).
 Writes ``pun_trajectory.png``, ``pun_heatmap.png`` and ``pun_grid.png``; runs offline

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "Studies" section: the bundled dataset on the bundled models, offline.
+# The studies of docs/explanation/findings.md: the bundled dataset on the bundled models, offline.
 # Writes runs/studies/<model>/ (Parquet + manifest; rerunning resumes), the summaries,
 # the comparison and docs/images/study_*.png. Each prompt is also continued greedily
 # (GENERATE tokens, default 3) for what the model actually says.

@@ -3,7 +3,7 @@
 Writes the lens to the user cache (``logitlens.lenses.files.default_lens_path``, about 40 MB,
 too big to commit), then evaluates raw, logit and tuned lenses on the held-out
 split of the King James Bible and prints the Markdown table and the electricians
-pun under all three lenses, as shown in the README (section "The tuned lens").
+pun under all three lenses, as shown in docs/explanation/findings.md.
 
 Run:  .venv/bin/python scripts/train_bundled_lens.py [--tokens 8192] [--eval-tokens 1024]
       [--output PATH] [--json results.json] [--plot lenses.png]

@@ -8,6 +8,7 @@ marked ``bundled``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +30,33 @@ def wrap_tiny() -> Callable[..., logitlens.LensModel]:
         return logitlens.load_model(hf_model, tokenizer=tokenizer, **kwargs)
 
     return wrap
+
+
+@pytest.fixture
+def tiny(wrap_tiny) -> logitlens.LensModel:
+    """A fresh tiny random Llama for one test (tests that train or move the model)."""
+    return wrap_tiny("llama")
+
+
+@pytest.fixture(scope="module")
+def shared_tiny() -> logitlens.LensModel:
+    """One tiny random Llama shared by a test module's tests, which only read it."""
+    from tiny_models import tiny_model
+
+    hf_model, tokenizer = tiny_model("llama")
+    return logitlens.load_model(hf_model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """The tiny Llama saved with save_pretrained, for a CLI in a subprocess or a hub."""
+    from tiny_models import tiny_model
+
+    directory = tmp_path_factory.mktemp("hub") / "tiny-llama"
+    hf_model, tokenizer = tiny_model("llama")
+    hf_model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NDIF_VENV = Path(os.environ.get("LOGITLENS_NDIF_VENV", ROOT / ".venv-ndif"))
+
+
+def _ndif_venv() -> Path:
+    """``.venv-ndif`` beside this checkout's tests, else beside the running venv."""
+    if os.environ.get("LOGITLENS_NDIF_VENV"):
+        return Path(os.environ["LOGITLENS_NDIF_VENV"])
+    here = ROOT / ".venv-ndif"
+    beside = Path(sys.prefix).parent / ".venv-ndif"
+    return here if here.is_dir() or not beside.is_dir() else beside
+
+
+NDIF_VENV = _ndif_venv()
 NDIF_PYTHON = NDIF_VENV / "bin" / "python"
 S3_KEY = "ndif-test"
 # The API rejects nothing when no minimum is set; "gated" is how a public
@@ -205,6 +216,7 @@ def start(models: dict, logs: Path, *, warm: dict | None = None, cold: dict | No
             "OMP_NUM_THREADS": "1",
         }
     )
+    logs.mkdir(parents=True, exist_ok=True)
     stack = Stack(logs, redis_port, s3_port, env)
     try:
         # A small pubsub limit, so that NDIF's own rule (RedisProvider.max_publish_bytes)

@@ -10,31 +10,31 @@ from typer.testing import CliRunner
 
 from logitlens import InputError
 from logitlens.attribution import attribute
-from logitlens.cli import app, common
+from logitlens.cli import app, runners
 from logitlens.pictures.attribution_plots import plot_attribution, plot_components, plot_heads
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 
 
 @pytest.fixture
-def tiny(wrap_tiny):
+def tiny_gpt2(wrap_tiny):
     return wrap_tiny("gpt2")
 
 
 @pytest.fixture
-def cli(tiny, monkeypatch):
-    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: tiny)
+def cli(tiny_gpt2, monkeypatch):
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: tiny_gpt2)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))
 
 
-def test_json_is_the_library_result(cli, tiny):
+def test_json_is_the_library_result(cli, tiny_gpt2):
     result = cli(
         "attribute", PUN, "--target", " current", "--alternative", " the", "--heads", "--json"
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    expected = attribute(tiny, PUN, target=" current", alternative=" the", heads=True)
+    expected = attribute(tiny_gpt2, PUN, target=" current", alternative=" the", heads=True)
     np.testing.assert_allclose(
         np.array(payload["difference"]["components"], dtype=float), expected.difference.components
     )
@@ -44,10 +44,10 @@ def test_json_is_the_library_result(cli, tiny):
     assert payload["dims"]["heads"] == ["prompt", "layer", "head", "position", "target"]
 
 
-def test_table_sums_to_the_logit_and_lists_heads(cli, tiny):
+def test_table_sums_to_the_logit_and_lists_heads(cli, tiny_gpt2):
     result = cli("attribute", PUN, "--target", " current", "--heads", "--top-heads", "3")
     assert result.exit_code == 0, result.output
-    expected = attribute(tiny, PUN, target=" current")
+    expected = attribute(tiny_gpt2, PUN, target=" current")
     assert f"{expected.target.logit[0, 0, 0]:+.3f}" in result.output
     assert "Top 3 heads" in result.output
     assert "sum = logit" in result.output
@@ -66,8 +66,8 @@ def test_bad_plot_path_fails_before_the_model_runs(cli, tmp_path):
     assert "end the name with one of" in str(result.exception)
 
 
-def test_plots_draw_what_they_are_given(tiny):
-    result = attribute(tiny, PUN, target=" current", alternative=" the", heads=True)
+def test_plots_draw_what_they_are_given(tiny_gpt2):
+    result = attribute(tiny_gpt2, PUN, target=" current", alternative=" the", heads=True)
     bars = plot_components(result, measure="difference")
     heights = sorted(patch.get_height() for patch in bars.axes[0].patches)
     expected = sorted(

@@ -246,3 +246,52 @@ def test_trained_lenses_are_refused_at_resid_mid():
     assert resid_mid_path(model, "mid", "logit") == "post_attention_layernorm"
     with pytest.raises(InputError, match="Unknown site"):
         logitlens.analyze(model, PROMPTS[0], site="middle")
+
+
+# ----- in the analysis trace ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("site", ["post", "mid"])
+def test_attribution_shares_the_lens_trace(site, monkeypatch):
+    model, _ = _tiny("gemma3_text")
+    kwargs = {"targets": TARGETS, "alternatives": ALTERNATIVES, "positions": "all"}
+    metrics = ["topk", "target", "kl", "logit_diff"]
+    plain = logitlens.analyze(model, PROMPTS, site=site, metrics=metrics, **kwargs)
+    traces = []
+    real_trace = type(model.nn).trace
+
+    def counted(self, *args, **kw):
+        traces.append(1)
+        return real_trace(self, *args, **kw)
+
+    monkeypatch.setattr(type(model.nn), "trace", counted)
+    both = logitlens.analyze(
+        model, PROMPTS, site=site, metrics=metrics, attribution=True, heads=True, **kwargs
+    )
+    assert len(traces) == 1  # one batch, one trace: lenses and attribution together
+    for name in ("target_prob", "kl", "logit_diff", "top_ids"):
+        np.testing.assert_allclose(getattr(both, name), getattr(plain, name), **TOL)
+    alone = attribute(
+        model, PROMPTS, target=TARGETS, alternative=ALTERNATIVES, heads=True, positions="all"
+    )
+    for name in ("embed", "components", "heads", "head_bias", "constant", "logit"):
+        np.testing.assert_allclose(
+            getattr(both.attribution.difference, name), getattr(alone.difference, name), **TOL
+        )
+    # The model's own last-layer logit (the lens's, soft-capped) is the parts' total.
+    cap = softcap(_tiny("gemma3_text")[1])
+    np.testing.assert_allclose(
+        cap * np.tanh(both.attribution.target.total() / cap),
+        plain.target_logit[:, -1]
+        if site == "post"
+        else logitlens.analyze(
+            model, PROMPTS, layers=[-1], metrics=["target"], **kwargs
+        ).target_logit[:, 0],
+        **TOL,
+    )
+
+
+def test_analyze_attribution_needs_targets():
+    model, _ = _tiny("llama")
+    with pytest.raises(InputError, match="attribution=True needs targets"):
+        logitlens.analyze(model, PROMPTS[0], attribution=True)

@@ -19,15 +19,10 @@ import pytest
 import torch
 
 import logitlens
-from logitlens.cli import common, main
+from logitlens.cli import main, runners
 from logitlens.errors import LogitLensError
 
 PUN = "Why do electricians make good swimmers? Because they know the"
-
-
-@pytest.fixture
-def tiny(wrap_tiny):
-    return wrap_tiny("llama")
 
 
 @pytest.fixture
@@ -145,7 +140,7 @@ CLI_CASES = [
     (["heatmap", PUN, "-t", " x"], "Missing option '--out'"),
     (["heatmap", PUN, "-t", " x", "-o", "{tmp}/h.txt"], "Cannot tell the file type"),
     (["grid", PUN, "-o", "{tmp}/g.png", "--metric", "loss"], "Unknown grid metric 'loss'"),
-    (["grid", PUN, "-o", "{tmp}/g.png", "--window", "0"], "'--window'"),
+    (["grid", PUN, "-o", "{tmp}/g.png", "--window", "0"], "--window must be between 1 and"),
     (["grid", PUN, "-o", "{out_dir}"], "is a directory"),
     (["report", PUN, "-o", "{tmp}/r.png"], "Cannot tell the file type"),
     (["report", PUN, "-o", "{tmp}/r.html", "-t", " a", "-t", " b"], "Got 2 targets for 1"),
@@ -179,7 +174,7 @@ def _fill(args, files):
     ("args", "message"), CLI_CASES, ids=[" ".join(c[0])[:60] for c in CLI_CASES]
 )
 def test_cli_bad_input_is_one_line_exit_2(args, message, files, tiny, monkeypatch, capsys):
-    monkeypatch.setattr(common, "open_model", lambda *a, **k: tiny)
+    monkeypatch.setattr(runners, "open_model", lambda *a, **k: tiny)
     with pytest.raises(SystemExit) as stopped:
         main(_fill(args, files))
     captured = capsys.readouterr()
@@ -310,11 +305,15 @@ def test_debug_shows_the_traceback():
 
 
 def test_ctrl_c_says_interrupted_and_exits_130(tmp_path):
+    """The child resets SIGINT to its default before Python starts, so the test holds
+    when the test runner ignores SIGINT (started in the background)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "logitlens", "top", PUN],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=True,
     )
     time.sleep(1.5)  # past parsing, into the imports or the load
     process.send_signal(signal.SIGINT)

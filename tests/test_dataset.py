@@ -128,7 +128,7 @@ def test_missing_target_as_null(tmp_path):
 def test_non_utf8_names_the_line(tmp_path):
     path = tmp_path / "items.jsonl"
     path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"id": "caf\xe9"}\n')
-    with pytest.raises(InputError, match=r"items.jsonl:2: not UTF-8 \(byte 0xe9\)"):
+    with pytest.raises(InputError, match=r"items.jsonl:2 is not UTF-8 text \(byte 0xe9"):
         load_items(path)
 
 
@@ -270,7 +270,13 @@ def test_bundled_items_on_the_smollm2_tokenizer():
     items = load_items()
     report = check_single_tokens(items, tokenizer)
     split = {w.text for w in report.multi_token}
-    assert split == {" waved", " dawned", " hoarse", " mugged", " racket"}  # as README says
+    assert split == {
+        " waved",
+        " dawned",
+        " hoarse",
+        " mugged",
+        " racket",
+    }  # docs/how-to/datasets.md
     for word in report.multi_token:
         assert word.field == "target" and word.item_id.startswith(("pun-", "literal-"))
     for word in report.multi_token:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import logitlens
-from logitlens.cli import analysis_commands, common, main, tuned_commands
+from logitlens.cli import analysis_commands, main, runners, tuned_commands
 from logitlens.errors import LogitLensError
 
 PUN = "Why do electricians make good swimmers? Because they know the"
@@ -60,12 +60,11 @@ def place(request, tmp_path):
 
 
 @pytest.fixture
-def tiny(wrap_tiny, monkeypatch):
-    model = wrap_tiny("llama")
-    for module in (common, analysis_commands, tuned_commands):
+def commands_open_tiny(tiny, monkeypatch):
+    """The CLI's commands open the test's tiny model instead of loading one."""
+    for module in (runners, analysis_commands, tuned_commands):
         if hasattr(module, "open_model"):
-            monkeypatch.setattr(module, "open_model", lambda *a, **k: model)
-    return model
+            monkeypatch.setattr(module, "open_model", lambda *a, **k: tiny)
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -85,7 +84,7 @@ CLI_WRITERS = {
 
 
 @pytest.mark.parametrize("args", CLI_WRITERS.values(), ids=list(CLI_WRITERS))
-def test_cli_writers_stop_with_one_line_and_leave_nothing(args, place, tiny, capsys):
+def test_cli_writers_stop_with_one_line_and_leave_nothing(args, place, commands_open_tiny, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([arg.replace("{dir}", str(place)) for arg in args])
     err = capsys.readouterr().err

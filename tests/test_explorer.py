@@ -78,6 +78,8 @@ def test_requests_are_checked_field_by_field():
         ({"prompts": [PUN], "alternative": " water"}, "needs a target"),
         ({"prompts": [PUN], "positions": "x"}, "position"),
         ({"prompts": [PUN] * 17}, "at most 16"),
+        ({"prompts": [PUN], "attribution": True}, "attribution view needs a target"),
+        ({"prompts": [PUN], "target": " a", "attribution": "yes"}, "true or false"),
     ]
     for data, message in bad:
         with pytest.raises(InputError, match=message):
@@ -110,6 +112,22 @@ def test_answers_are_the_library_call(explorer):
     assert payload["view"]["entries"][1]["prompt"] == "The capital of France is"
     assert payload["result"]["lens"] == "raw"
     assert explorer.kept(request) is answer
+
+
+def test_the_attribution_view_is_the_library_attribution(explorer):
+    request = AnalysisRequest.from_json(
+        {"prompts": [PUN], "target": " current", "alternative": " water", "attribution": True}
+    )
+    shown = explorer.analyze(request).view()["attribution"]
+    expected = logitlens.attribute(
+        explorer.model, PUN, target=" current", alternative=" water"
+    ).difference
+    assert len(shown) == 1 and shown[0]["measure"] == "difference"
+    np.testing.assert_allclose(shown[0]["attention"], expected.attention[0, :, 0, 0], atol=1e-5)
+    np.testing.assert_allclose(shown[0]["mlp"], expected.mlp[0, :, 0, 0], atol=1e-5)
+    assert shown[0]["logit"] == pytest.approx(float(expected.logit[0, 0, 0]), abs=1e-5)
+    without = explorer.analyze(AnalysisRequest.from_json({"prompts": [PUN]})).view()
+    assert "attribution" not in without
 
 
 def test_a_long_prompt_shows_its_last_window(explorer):

@@ -9,14 +9,13 @@ scale. Nothing is downloaded: Playwright drives the system browser by its path.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import page_checks
 import pytest
+from page_checks import grid_colour, launched, serving
 
 import logitlens
 from logitlens import InputError, LogitLensError
@@ -24,32 +23,7 @@ from logitlens.lenses import TunedLens
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 LITERAL = "Electricians work with wires that carry electrical"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-_VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
-
 pytestmark = pytest.mark.bundled
-
-
-def visible(text: str) -> str:
-    """A token as the grid should show it: whitespace as a sign, control bytes as <0x..>."""
-    return "".join(
-        _VISIBLE.get(c, f"<0x{ord(c):02X}>") if ord(c) <= 0x20 or c == "\x7f" else c for c in text
-    )
-
-
-def expected_colour(prob: float) -> np.ndarray:
-    """The grid's colour for a top-1 probability: white to dark blue (report.js)."""
-    t = min(1.0, max(0.0, prob))
-    return np.array([247 - t * (247 - 8), 251 - t * (251 - 48), 255 - t * (255 - 107)])
 
 
 @pytest.fixture(scope="module")
@@ -64,36 +38,15 @@ def foreign_lens(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(foreign_lens):
-    """``logitlens serve --port 0`` with the foreign lens file; yields the page's address."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "logitlens", "serve", "--port", "0", "--lens-path", foreign_lens],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = process.stdout.readline()
-        address = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        if address is None:
-            process.kill()
-            pytest.fail(f"serve did not start: {line}{process.stderr.read()}")
-        yield address.group(0)
-    finally:
-        process.terminate()
-        process.wait(30)
-    assert process.returncode is not None
+    """``logitlens serve`` with the foreign lens file; yields the page's address."""
+    with serving("--lens-path", str(foreign_lens)) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (scripts/setup.sh --test installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with launched() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -121,26 +74,10 @@ def ask(page, prompts: list[str], lens: str, target: str = "", alternative: str 
     page.wait_for_function("() => !document.getElementById('run').disabled", timeout=120_000)
 
 
-def cells(page) -> dict[tuple[int, int], str]:
-    rows = page.eval_on_selector_all(
-        "td.cell", "cs => cs.map(c => [+c.dataset.layer, +c.dataset.col, c.textContent])"
-    )
-    return {(layer, col): text for layer, col, text in rows}
-
-
 def check_grid(page, expected) -> None:
     """Every cell is the library's top-1 token; the page says no error."""
     assert page.is_hidden("#error"), page.text_content("#error")
-    shown = cells(page)
-    n_layers, n_tokens = len(expected.layers), len(expected.tokens[0])
-    assert len(shown) == n_layers * n_tokens
-    for layer in range(n_layers):
-        for col in range(n_tokens):
-            text = expected.token_text(expected.top_ids[0, layer, col, 0])
-            if "\ufffd" in text:  # part of a character: its bytes are shown instead
-                assert "<0x" in shown[layer, col]
-            else:
-                assert shown[layer, col] == visible(text), (layer, col)
+    page_checks.check_grid(page, expected, byte_labels=True)
 
 
 def check_hover(page, expected, layer: int, col: int) -> None:
@@ -192,7 +129,7 @@ def test_the_explorer_shows_what_the_library_computes(page, bundled, tmp_path):
         box = page.locator(f'td.cell[data-layer="{layer}"][data-col="{col}"]').bounding_box()
         x, y = int(box["x"] + 3), int(box["y"] + 2)  # inside the padding, off the text
         np.testing.assert_allclose(
-            pixels[y, x], expected_colour(expected.top_probs[0, layer, col, 0]), atol=3
+            pixels[y, x], grid_colour(expected.top_probs[0, layer, col, 0]), atol=3
         )
 
     # The trajectory of the target at the last position, on the linear and the log axis
@@ -218,6 +155,22 @@ def test_the_explorer_shows_what_the_library_computes(page, bundled, tmp_path):
     report = Path(download.value.path()).read_text(encoding="utf-8")
     assert '<script type="application/json" id="report-data">' in report
     assert not re.search(r"<(script|img|link)[^>]*(src|href)=", report)  # nothing fetched
+
+    # The attribution view: each layer's attention and MLP part of target minus alternative.
+    page.check("#attribution")
+    ask(page, [PUN], "logit", " current", " water")
+    parts = logitlens.attribute(bundled, PUN, target=" current", alternative=" water").difference
+    bars = page.eval_on_selector_all(
+        "#attribution-chart rect.bar",
+        "bars => bars.map(b => [b.dataset.part, +b.dataset.layer, +b.dataset.value])",
+    )
+    shown = {(part, layer): value for part, layer, value in bars}
+    assert len(shown) == 2 * len(expected.layers)
+    for layer in range(len(expected.layers)):
+        assert shown["attention", layer] == pytest.approx(parts.attention[0, layer, 0, 0], abs=1e-4)
+        assert shown["mlp", layer] == pytest.approx(parts.mlp[0, layer, 0, 0], abs=1e-4)
+    assert f"{float(parts.logit[0, 0, 0]):.3f}" in page.text_content("#attribution-sum")
+    page.uncheck("#attribution")
 
     # The raw lens, two prompts side by side.
     shared_before = page.url

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from page_checks import check_grid, launched
 
+PUN = "Why do electricians make good swimmers? Because they know the"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "logit_lens_puns.ipynb"
 
 
@@ -29,6 +31,35 @@ def test_notebook_runs_and_shows_its_plots(tmp_path, monkeypatch):
     for cell in plot_cells:
         assert any("image/png" in out.get("data", {}) for out in cell.outputs), cell.source
     assert (tmp_path / "pun_report.html").is_file()
+    check_inline_view(notebook)
+
+
+def check_inline_view(notebook) -> None:
+    """The `logitlens.show(contexts)` cell's HTML, rendered in Chromium, is the result."""
+    import logitlens
+
+    cell = next(c for c in notebook.cells if c.source.strip() == "logitlens.show(contexts)")
+    html = [out["data"]["text/html"] for out in cell.outputs if "text/html" in out.get("data", {})]
+    assert len(html) == 1 and "<iframe" in html[0]
+    contexts = logitlens.analyze(  # the notebook's own call
+        logitlens.load_model(),
+        [PUN, "Electricians work with wires that carry electrical"],
+        targets=" current",
+        positions="all",
+        metrics=["topk", "entropy", "kl", "final_rank"],
+    )
+    with launched() as browser:
+        page = browser.new_page()
+        problems = []
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.set_content(html[0])
+        page.frame_locator("iframe").locator("td.cell").first.wait_for()
+        frame = page.frames[1]
+        check_grid(frame, contexts)
+        frame.select_option("#prompt-select", "1")
+        check_grid(frame, contexts, prompt=1)
+        page.close()
+    assert problems == []
 
 
 def test_notebook_mentions_ndif():

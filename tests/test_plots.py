@@ -26,17 +26,9 @@ ALL_METRICS = ["topk", "target_rank", "entropy", "kl", "final_rank", "next_token
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from tiny_models import tiny_model
-
-    hf_model, tokenizer = tiny_model("llama")
-    return logitlens.load_model(hf_model, tokenizer=tokenizer)
-
-
-@pytest.fixture(scope="module")
-def pun_all(tiny):
+def pun_all(shared_tiny):
     return logitlens.analyze(
-        tiny,
+        shared_tiny,
         PUN,
         targets=" current",
         alternatives=" the",
@@ -47,9 +39,9 @@ def pun_all(tiny):
 
 
 @pytest.fixture(scope="module")
-def puns(tiny):
+def puns(shared_tiny):
     return logitlens.analyze(
-        tiny, [PUN, LITERAL, CAPITAL], targets=[" current", " current", " Paris"]
+        shared_tiny, [PUN, LITERAL, CAPITAL], targets=[" current", " current", " Paris"]
     )
 
 
@@ -123,9 +115,9 @@ def test_pun_versus_literal_context(puns):
         plots.plot_comparison(puns, prompts=[0, 1], labels=["only one"])
 
 
-def test_lens_comparison(tiny):
+def test_lens_comparison(shared_tiny):
     by_lens = {
-        lens: logitlens.analyze(tiny, PUN, targets=" current", lens=lens)
+        lens: logitlens.analyze(shared_tiny, PUN, targets=" current", lens=lens)
         for lens in ("logit", "raw")
     }
     ax = plots.plot_lenses(list(by_lens.values())).axes[0]
@@ -133,7 +125,7 @@ def test_lens_comparison(tiny):
     for line, result in zip(ax.lines, by_lens.values(), strict=False):
         np.testing.assert_allclose(line.get_ydata(), result.trajectory("target_prob"))
     assert "logit, raw" in ax.get_title() and PUN in ax.get_title()
-    other = logitlens.analyze(tiny, LITERAL, targets=" current", lens="raw")
+    other = logitlens.analyze(shared_tiny, LITERAL, targets=" current", lens="raw")
     with pytest.raises(InputError, match="another prompt or target"):
         plots.plot_lenses({"logit": by_lens["logit"], "raw": other})
 
@@ -151,8 +143,8 @@ def test_heatmap_array_and_token_axis(pun_all):
     assert "logit lens" in ax.get_title()
 
 
-def test_heatmap_needs_a_target(tiny):
-    result = logitlens.analyze(tiny, PUN, positions="all")
+def test_heatmap_needs_a_target(shared_tiny):
+    result = logitlens.analyze(shared_tiny, PUN, positions="all")
     with pytest.raises(InputError, match="--target"):
         plots.plot_heatmap(result)
 
@@ -188,8 +180,8 @@ def test_grid_cells_show_top1_and_colour_by_metric(pun_all, metric):
     assert _tick_texts(top_axis.get_xticklabels()) == next_tokens
 
 
-def test_grid_missing_metric_names_the_flag(tiny):
-    result = logitlens.analyze(tiny, PUN, positions="all")
+def test_grid_missing_metric_names_the_flag(shared_tiny):
+    result = logitlens.analyze(shared_tiny, PUN, positions="all")
     with pytest.raises(InputError, match=r"--metrics kl"):
         plots.plot_grid(result, metric="kl")
     with pytest.raises(InputError, match="choose from"):
@@ -246,11 +238,11 @@ def test_read_only_directory(pun_all, tmp_path):
 
 
 @pytest.fixture
-def cli(tiny, monkeypatch):
-    """Run the CLI on the tiny model; returns ``run(*args) -> Result``."""
-    from logitlens.cli import common
+def cli(shared_tiny, monkeypatch):
+    """Run the CLI on the shared_tiny model; returns ``run(*args) -> Result``."""
+    from logitlens.cli import runners
 
-    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: tiny)
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: shared_tiny)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args), catch_exceptions=True)
 
@@ -276,12 +268,12 @@ def test_cli_writes_pictures_and_prints_the_path(cli, tmp_path, args, name):
 
 
 def test_cli_checks_the_path_before_running(cli, tmp_path, monkeypatch):
-    from logitlens.cli import common
+    from logitlens.cli import runners
 
     def fail(*args, **kwargs):
         raise AssertionError("analysis ran before the output path was checked")
 
-    monkeypatch.setattr(common, "open_model", fail)
+    monkeypatch.setattr(runners, "open_model", fail)
     result = cli("grid", PUN, "--out", str(tmp_path / "nope" / "grid.png"))
     assert isinstance(result.exception, InputError)
     assert "does not exist" in str(result.exception)

@@ -391,6 +391,27 @@ def test_remote_generation_equals_local(healthy, remote_tiny, local_tiny, tmp_pa
     _assert_equal_results(remote.lens_result, local.lens_result)
 
 
+@pytest.mark.parametrize("lens", ["logit", "tuned"])
+def test_remote_generations_share_one_job_and_equal_local(
+    healthy, remote_tiny, local_tiny, tmp_path, uploads, lens
+):
+    """generate_lens_many: an nnsight session, so NDIF runs every generation in one job."""
+    from logitlens.generation import generate_lens, generate_lens_many
+
+    options = {"k": 2}
+    if lens == "tuned":
+        options.update(
+            lens="tuned", tuned_path=str(_random_tuned_lens(local_tiny, tmp_path / "t.safetensors"))
+        )
+    prompts = [*PROMPTS, "a b c"]
+    remote = generate_lens_many(remote_tiny, prompts, 3, **options)
+    assert len(uploads) == 1
+    for prompt, got in zip(prompts, remote, strict=True):
+        expected = generate_lens(local_tiny, prompt, 3, **options)
+        assert got.generated_ids == expected.generated_ids
+        _assert_equal_results(got.lens_result, expected.lens_result)
+
+
 # --- Versions ------------------------------------------------------------------------------
 
 
@@ -697,12 +718,12 @@ def test_a_local_directory_with_remote_says_ndif_needs_a_hub_id(healthy, tiny_di
 def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     """``logitlens ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
     from logitlens import cli
-    from logitlens.cli import common
+    from logitlens.cli import application
 
     monkeypatch.setattr(sys, "argv", ["logitlens", *args])
     # As when the CLI starts: warnings as one line on stderr (pytest swaps the hook per test).
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-    common.show_warnings_on_stderr()
+    application.show_warnings_on_stderr()
     capsys.readouterr()
     try:
         cli.main()
@@ -807,10 +828,11 @@ def test_cli_pictures_over_ndif_draw_the_local_numbers(
     _assert_equal_results(*results)
 
 
-@pytest.mark.parametrize("lens", ["logit", "jacobian"])
+@pytest.mark.parametrize("lens", ["logit", "jacobian", "generate"])
 def test_cli_study_over_ndif_equals_local(
-    healthy, tiny_dir, local_tiny, capsys, monkeypatch, tmp_path, lens
+    healthy, tiny_dir, local_tiny, capsys, monkeypatch, tmp_path, uploads, lens
 ):
+    """Jobs: one per batch, and one more per batch for its generations (a session)."""
     import pandas as pd
     from study_items import make_items, write_items
 
@@ -821,11 +843,14 @@ def test_cli_study_over_ndif_equals_local(
     if lens == "jacobian":
         path = _random_jacobian_lens(local_tiny, tmp_path / "j.safetensors")
         args += ["--lens", "jacobian", "--lens-path", str(path)]
+    if lens == "generate":
+        args += ["--generate", "2"]
     remote_dir, local_dir = tmp_path / "remote", tmp_path / "local"
     code, _, err = run_cli(
         capsys, monkeypatch, *args, "--model", TINY, "--remote", "--out", str(remote_dir)
     )
     assert code == 0, err
+    assert len(uploads) == 3 * (2 if lens == "generate" else 1)  # 12 items, batches of 4
     code, _, err = run_cli(
         capsys, monkeypatch, *args, "--model", str(tiny_dir), "--out", str(local_dir)
     )

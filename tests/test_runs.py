@@ -168,18 +168,6 @@ def test_bad_output_directory_and_target_count(model, tmp_path):
         runs.analyze_to_jsonl(model, PROMPTS, tmp_path / "out.jsonl", targets=TARGETS[:2])
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A tiny model saved with save_pretrained, for the command line in a child process."""
-    from tiny_models import tiny_model
-
-    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    hf_model, tokenizer = tiny_model("llama")
-    hf_model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 def _records(path) -> list[str]:
     """The complete, valid record lines of a results file (keys)."""
     keys = []
@@ -232,5 +220,7 @@ def test_a_repair_stopped_inside_its_rewrite_keeps_every_record(tiny_dir, tmp_pa
 def test_an_interrupted_run_says_how_many_prompts_are_on_disk(tmp_path):
     path = tmp_path / "out.jsonl"
     assert runs.kept_in(path) == "Nothing was written."
+    path.write_text('{"format": "logitlens-results/1"}\n')
+    assert runs.kept_in(path) == f"No prompt was finished ({path} holds no results yet)."
     path.write_text('{"format": "logitlens-results/1"}\n{"key": "a", "result": {}}\n{"key"')
     assert runs.kept_in(path).startswith(f"1 finished prompt(s) are kept in {path}")

@@ -1,8 +1,7 @@
-"""Study statistics against scipy and brute force; seeded bootstrap; plots and the report."""
+"""Study summaries (the planted order, paired tests, comparisons), their plots and the report."""
 
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
@@ -11,132 +10,10 @@ import pytest
 from scipy import stats as scipy_stats
 from test_report import Chromium, _open, browser  # noqa: F401  (fixture)
 
-from logitlens.errors import InputError
 from logitlens.pictures import plots
 from logitlens.pictures.study_report import render_study_report, write_study_report
 from logitlens.studies.run import StudyResult
-from logitlens.studies.stats import (
-    bootstrap_interval,
-    cliffs_delta,
-    compare_studies,
-    kruskal_wallis,
-    mann_whitney_u,
-    pun_literal_pairs,
-    summarize_study,
-    wilcoxon_signed_rank,
-)
-
-RNG = np.random.default_rng(20240601)
-# Fixed data with many ties (depths are multiples of 1/n_layers), plus "never" (inf).
-GROUP_A = np.concatenate([RNG.integers(1, 31, 40) / 30, [math.inf] * 6])
-GROUP_B = np.concatenate([RNG.integers(8, 31, 35) / 30, [math.inf] * 2])
-GROUP_C = RNG.normal(0.6, 0.1, 25)
-
-# scipy ranks inf like any value; a finite stand-in above every depth ranks the same.
-_LATE = 99.0
-
-
-def _finite(values: np.ndarray) -> np.ndarray:
-    return np.where(np.isfinite(values), values, _LATE)
-
-
-@pytest.mark.parametrize(
-    ("x", "y"), [(GROUP_A, GROUP_B), (GROUP_B, GROUP_C), (GROUP_C, GROUP_A), ([1, 2], [3, 4, 5])]
-)
-def test_mann_whitney_matches_scipy(x, y):
-    u, p = mann_whitney_u(x, y)
-    expected = scipy_stats.mannwhitneyu(
-        _finite(np.asarray(x, float)), _finite(np.asarray(y, float)), method="asymptotic"
-    )
-    assert u == pytest.approx(expected.statistic, abs=1e-9)
-    assert p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-12)
-
-
-@pytest.mark.parametrize(
-    "groups",
-    [
-        (GROUP_A, GROUP_B, GROUP_C),
-        (GROUP_A, GROUP_B),
-        (GROUP_A, GROUP_B, GROUP_C, GROUP_C + 0.1),  # df 3: the odd closed form
-        (GROUP_A, GROUP_B, GROUP_C, GROUP_C + 0.1, GROUP_B - 0.2),  # df 4
-    ],
-)
-def test_kruskal_matches_scipy(groups):
-    h, df, p = kruskal_wallis(*groups)
-    expected = scipy_stats.kruskal(*(_finite(g) for g in groups))
-    assert df == len(groups) - 1
-    assert h == pytest.approx(expected.statistic, rel=1e-12)
-    assert p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-15)
-
-
-def test_cliffs_delta_equals_brute_force_and_rank_biserial():
-    for x, y in [(GROUP_A, GROUP_B), (GROUP_C, GROUP_A), (GROUP_B, GROUP_B)]:
-        pairs = np.sign(np.subtract.outer(_finite(x), _finite(y)))
-        assert cliffs_delta(x, y) == pytest.approx(pairs.mean(), abs=1e-12)
-        u, _ = mann_whitney_u(x, y)
-        assert cliffs_delta(x, y) == pytest.approx(2 * u / (len(x) * len(y)) - 1, abs=1e-12)
-    assert cliffs_delta([2, 3], [0, 1]) == 1.0
-    assert math.isnan(cliffs_delta([], [1]))
-
-
-# Paired data with zero differences and tied absolute differences (layers are integers).
-PAIRED_X = np.concatenate([RNG.integers(20, 31, 60), [30] * 8, RNG.normal(0.5, 0.2, 12)])
-PAIRED_Y = np.concatenate([RNG.integers(15, 31, 60), [30] * 8, RNG.normal(0.4, 0.2, 12)])
-
-
-@pytest.mark.parametrize(
-    ("x", "y"),
-    [
-        (PAIRED_X, PAIRED_Y),
-        (PAIRED_Y, PAIRED_X),
-        (PAIRED_X[:68], PAIRED_Y[:68]),  # integers only: many ties and zeros
-        (PAIRED_X[-12:], PAIRED_Y[-12:]),  # continuous, small
-        ([1.0, 2, 3, 4, 5, 6, 7, 8], [2.0, 2, 1, 1, 3, 9, 1, 0]),
-    ],
-)
-def test_wilcoxon_matches_scipy(x, y):
-    w, p, rank_biserial = wilcoxon_signed_rank(x, y)
-    expected = scipy_stats.wilcoxon(x, y, zero_method="wilcox", method="asymptotic")
-    assert w == pytest.approx(expected.statistic, abs=1e-9)
-    assert p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-15)
-    # Rank-biserial by brute force: signed ranks of the non-zero differences.
-    d = np.asarray(x, float) - np.asarray(y, float)
-    d = d[d != 0]
-    ranks = scipy_stats.rankdata(np.abs(d))
-    assert rank_biserial == pytest.approx(
-        (ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum(), abs=1e-12
-    )
-
-
-def test_wilcoxon_edge_cases():
-    assert all(math.isnan(v) for v in wilcoxon_signed_rank([1, 2], [1, 2]))
-    with pytest.raises(InputError, match="equal lengths"):
-        wilcoxon_signed_rank([1, 2], [1])
-
-
-def test_bootstrap_seeded_reproducible_and_correct():
-    values = RNG.normal(size=60)
-    first = bootstrap_interval(values, n_boot=500, seed=3)
-    assert bootstrap_interval(values, n_boot=500, seed=3) == first
-    # Medians of resamples are few distinct values; means show another seed's draws.
-    assert bootstrap_interval(values, np.mean, n_boot=500, seed=4) != bootstrap_interval(
-        values, np.mean, n_boot=500, seed=3
-    )
-    assert first.estimate == np.median(values) and first.low < first.estimate < first.high
-    # A plain reimplementation: the same draws, one resample at a time.
-    rng = np.random.default_rng(3)
-    draws = rng.integers(0, values.size, size=(500, values.size))
-    medians = [np.median(values[row]) for row in draws]
-    np.testing.assert_allclose((first.low, first.high), np.quantile(medians, [0.025, 0.975]))
-    # Coverage against scipy's percentile bootstrap on the same data: close intervals.
-    scipy_ci = scipy_stats.bootstrap(
-        (values,), np.mean, n_resamples=4000, method="percentile", random_state=0
-    ).confidence_interval
-    ours = bootstrap_interval(values, np.mean, n_boot=4000, seed=0)
-    assert ours.low == pytest.approx(scipy_ci.low, abs=0.05)
-    assert ours.high == pytest.approx(scipy_ci.high, abs=0.05)
-    assert math.isnan(bootstrap_interval([]).estimate)
-
+from logitlens.studies.stats import compare_studies, pun_literal_pairs, summarize_study
 
 # ----- summaries of a (synthetic) study ---------------------------------------------------
 
@@ -337,3 +214,56 @@ def test_report_in_headless_chromium(browser, tmp_path):  # noqa: F811
     assert browser.evaluate("document.querySelectorAll('#groups th').length") == 10
     assert browser.evaluate("document.getElementById('paired-section').hidden")
     assert browser.errors() == []
+
+
+def _study_with_attribution() -> StudyResult:
+    """``_study()`` with planted parts: puns written by the MLP of the last layer,
+    literals and facts by attention in the middle; noise elsewhere."""
+    study = _study()
+    rng = np.random.default_rng(5)
+    layers = study.layers.copy()
+    n = len(layers)
+    for column in ("attention_target", "mlp_target", "attention_diff", "mlp_diff"):
+        layers[column] = rng.normal(0, 0.05, n)
+    pun = layers.category.eq("pun").to_numpy()
+    last = layers.layer.eq(9).to_numpy()
+    middle = layers.layer.eq(5).to_numpy()
+    for measure in ("target", "diff"):
+        layers.loc[pun & last, f"mlp_{measure}"] += 3.0
+        layers.loc[~pun & middle, f"attention_{measure}"] += 2.0
+    study.layers = layers
+    return study
+
+
+def test_component_summary_says_which_part_writes_the_target():
+    study = _study_with_attribution()
+    summary = summarize_study(study, n_boot=300)
+    frame = summary.components_dataframe()
+    assert len(frame) == len(summary.groups) * 4  # groups x (part, measure)
+    layers = study.layers
+    for row in frame[frame.group.isin(["pun", "literal", "fact"])].itertuples():
+        column = {"target": "target", "target - alternative": "diff"}[row.measure]
+        chosen = layers[layers.category == row.group]
+        totals = chosen.groupby("id")[f"{row.part}_{column}"].sum()
+        assert row.total == pytest.approx(totals.mean())
+        assert row.total_low < row.total < row.total_high
+    peak = frame[(frame.group == "pun") & (frame.part == "mlp")].peak_depth
+    assert (peak == 1.0).all()  # the planted layer 9 of 10
+    # MLP against attention within each group, item by item, as scipy computes it.
+    (pun_test,) = [
+        t for t in summary.component_tests if t.metric == "pun: MLP vs attention -> target"
+    ]
+    puns = layers[layers.category == "pun"].groupby("id")
+    expected = scipy_stats.wilcoxon(
+        puns.mlp_target.sum(), puns.attention_target.sum(), method="asymptotic"
+    )
+    assert pun_test.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert pun_test.n_first_higher == 30
+    facts = [t for t in summary.component_tests if t.metric.startswith("fact")]
+    assert all(t.n_second_higher == 30 for t in facts)  # attention writes the facts
+    # Pun against literal on each part, pair by pair.
+    mlp_pairs = next(t for t in summary.paired if t.metric == "mlp -> target")
+    assert mlp_pairs.n_pairs == 30 and mlp_pairs.rank_biserial == 1.0
+    assert summary.to_dict()["components"][0]["total"]["estimate"] is not None
+    # A study without the columns has no component rows.
+    assert summarize_study(_study(), n_boot=50).components == []

@@ -98,7 +98,7 @@ def test_the_lock_follows_the_file_through_a_rewrite(tmp_path):
     first = storage.open_locked(path, "busy")
     with pytest.raises(OutputError, match="busy"):
         storage.open_locked(path, "busy")
-    rewritten = storage.write_atomic(path, b"new\n", hold_lock=True)
+    rewritten = storage.rewrite_locked(path, b"new\n")
     first.close()  # the old file's lock is gone; the new file's is held
     with pytest.raises(InputError, match="busy"):
         storage.open_locked(path, "busy", InputError)
@@ -279,3 +279,158 @@ def test_library_writers_never_replace_a_foreign_file(wrap_tiny, tmp_path):
     a = _jacobian_file(model, tmp_path / "a.safetensors", 0)
     with pytest.raises(LensFileError, match="same fit"):
         merge_jacobian_lenses([a, a])
+
+
+PICTURE_WRITERS = {
+    "top --plot": ["top", "hello", "--plot", "{png}"],
+    "track --plot": ["track", "hello", "-t", " x", "--plot", "{png}"],
+    "compare --plot": ["compare", "-p", "hello=> x", "--plot", "{png}"],
+    "heatmap": ["heatmap", "hello", "-t", " x", "-o", "{png}"],
+    "grid": ["grid", "hello", "-o", "{png}"],
+    "report": ["report", "hello", "-o", "{html}"],
+    "generate --plot": ["generate", "hello", "--plot", "{png}"],
+    "attribute --plot": ["attribute", "hello", "-t", " x", "--plot", "{png}"],
+    "lens eval --plot": ["lens", "eval", "--plot", "{png}"],
+    "tuned eval --plot": ["tuned", "eval", "--plot", "{png}"],
+    "study summary --plot": ["study", "summary", "{dir}", "--plot", "{png}"],
+    "study summary --report": ["study", "summary", "{dir}", "--report", "{html}"],
+    "study compare --plot": ["study", "compare", "{dir}", "--plot", "{png}"],
+}
+
+
+@pytest.mark.parametrize("args", PICTURE_WRITERS.values(), ids=list(PICTURE_WRITERS))
+def test_pictures_and_reports_never_replace_a_foreign_file(tmp_path, capsys, args):
+    """Refused before any model is loaded: one line, exit 2, the file untouched."""
+    from logitlens.cli import main
+
+    photo = tmp_path / "holiday.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n someone's photo")
+    page = tmp_path / "index.html"
+    page.write_text("<html>my home page</html>")
+    filled = [a.format(png=photo, html=page, dir=tmp_path) for a in args]
+    target = photo if "{png}" in args else page
+    with pytest.raises(SystemExit) as stopped:
+        main(filled)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2, err
+    what = "picture" if target == photo else "report"
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"Error: {str(target)!r} exists and is not a {what} written by logitlens")
+    ), err
+    assert "Unexpected" not in err
+    assert photo.read_bytes().endswith(b"someone's photo") and "my home" in page.read_text()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+def test_a_picture_logitlens_wrote_is_replaced_a_foreign_one_only_by_force(tmp_path, suffix):
+    import matplotlib.pyplot as plt
+
+    from logitlens.pictures.plots import save_figure
+
+    path = tmp_path / f"figure{suffix}"
+    path.write_bytes(b"not ours")
+    with pytest.raises(InputError, match="is not a picture written by logitlens"):
+        save_figure(plt.figure(), path)
+    assert path.read_bytes() == b"not ours"
+    save_figure(plt.figure(), path, force=True)
+    assert storage.carries_marker(path)
+    save_figure(plt.figure(), path)  # ours now: replaced without force
+
+
+def test_results_and_reports_from_the_library_keep_the_rule(wrap_tiny, tmp_path):
+    import logitlens
+    from logitlens.pictures.report import write_report
+
+    result = logitlens.analyze(wrap_tiny("llama"), "hello there", k=3)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    with pytest.raises(InputError, match="is not a result file written by logitlens"):
+        result.to_json(notes)
+    result.to_json(notes, force=True)
+    result.to_json(notes)
+    assert logitlens.LensResult.from_json(notes).prompts == ["hello there"]
+    page = tmp_path / "page.html"
+    page.write_text("<html>mine</html>")
+    with pytest.raises(InputError, match="is not a report written by logitlens"):
+        write_report(result, page)
+    write_report(result, page, force=True)
+    write_report(result, page)
+    assert '<meta name="generator" content="logitlens">' in page.read_text()
+
+
+def test_files_of_every_writer_follow_the_umask(wrap_tiny, tmp_path, umask_022):
+    """Lens files, study manifests and parts, results files: 0644 under umask 022."""
+    from study_items import make_items
+
+    from logitlens.lenses import TunedLens
+    from logitlens.runs import analyze_to_jsonl
+    from logitlens.studies import run_study
+
+    model = wrap_tiny("llama")
+    TunedLens.identity(model).save(tmp_path / "lens.safetensors")
+    run_study(model, make_items(4), out_dir=tmp_path / "study", progress=False)
+    analyze_to_jsonl(model, ["hello"], tmp_path / "out.jsonl", progress=False)
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert len(files) >= 5
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o644 for p in files}
+
+
+def test_a_damaged_remote_weight_cache_is_fetched_again(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from logitlens.remote import weights
+
+    cache = tmp_path / "head.safetensors"
+    monkeypatch.setattr(weights, "cache_path", lambda repo_id: cache)
+    fetched = []
+
+    def fetch(repo_id, names):
+        fetched.append(repo_id)
+        return {"lm_head.weight": torch.arange(6.0).reshape(2, 3)}
+
+    monkeypatch.setattr(weights, "fetch_tensors", fetch)
+    cache.write_bytes(b"torn")
+    tensors = weights.cached_tensors("org/model", ["lm_head.weight"])
+    assert fetched == ["org/model"] and torch.equal(
+        load_file(cache)["lm_head.weight"], tensors["lm_head.weight"]
+    )
+    weights.cached_tensors("org/model", ["lm_head.weight"])
+    assert fetched == ["org/model"]  # read from the cache the second time
+
+
+@pytest.mark.parametrize("stop", ["during training", "before training"])
+def test_ctrl_c_in_training_says_what_is_on_disk(wrap_tiny, tmp_path, capsys, monkeypatch, stop):
+    from logitlens.cli import main, runners
+    from logitlens.training import tuned
+
+    model = wrap_tiny("llama")
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: model)
+    real, calls = tuned.lens_loss, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    def no_text(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if stop == "during training":
+        monkeypatch.setattr(tuned, "lens_loss", interrupted)
+    else:
+        monkeypatch.setattr(tuned, "load_documents", no_text)
+    out = tmp_path / "lens.safetensors"
+    args = ["tuned", "train", "--tokens", "256", "--seq-len", "16", "--batch-size", "2"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 130, err
+    checkpoint = tmp_path / "lens.safetensors.checkpoint"
+    if stop == "during training":
+        assert checkpoint.is_file()
+        assert f"Interrupted. The training so far is kept in {checkpoint}; run again" in err
+    else:
+        assert not checkpoint.exists() and "Interrupted. Nothing was written." in err

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from study_items import make_items, write_items
 from typer.testing import CliRunner
 
@@ -28,35 +29,15 @@ SRC = Path(logitlens.__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from tiny_models import tiny_model
-
-    hf_model, tokenizer = tiny_model("llama")
-    return logitlens.load_model(hf_model, tokenizer=tokenizer)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """The same tiny model saved with save_pretrained, for the CLI in a subprocess."""
-    from tiny_models import tiny_model
-
-    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    hf_model, tokenizer = tiny_model("llama")
-    hf_model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def test_rows_equal_analyze_per_item(tiny, tmp_path):
+def test_rows_equal_analyze_per_item(shared_tiny, tmp_path):
     items = make_items(12)
-    study = run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    study = run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
     assert list(study.items.id) == sorted(item.id for item in items)
-    n_layers = tiny.n_layers
+    n_layers = shared_tiny.n_layers
     assert len(study.layers) == len(items) * n_layers
     for item in items:
         alone = logitlens.analyze(
-            tiny,
+            shared_tiny,
             item.prompt,
             targets=[[item.target, item.alternative or item.target]],
             metrics=["target", "target_rank", "entropy"],
@@ -87,21 +68,21 @@ def test_rows_equal_analyze_per_item(tiny, tmp_path):
         assert row.category == item.category and list(row.tags) == list(item.tags)
 
 
-def test_first_layers_and_depths_when_targets_win(tiny, tmp_path):
+def test_first_layers_and_depths_when_targets_win(shared_tiny, tmp_path):
     """Targets chosen as the model's own prediction reach top-1 at the last layer at least."""
     items = make_items(8)
     prompts = [item.prompt for item in items]
-    own = logitlens.analyze(tiny, prompts, metrics=["topk"], k=1)
+    own = logitlens.analyze(shared_tiny, prompts, metrics=["topk"], k=1)
     winners = [int(i) for i in own.top_ids[:, -1, 0, 0]]
     items = [
         type(item)(**{**vars(item), "target": own.vocab[token], "alternative": None})
         for item, token in zip(items, winners, strict=True)
         # a decoded token need not encode back to itself: keep those that do
-        if tiny.tokenizer.encode(own.vocab[token], add_special_tokens=False) == [token]
+        if shared_tiny.tokenizer.encode(own.vocab[token], add_special_tokens=False) == [token]
     ]
     assert len(items) >= 3
-    study = run_study(tiny, items, out_dir=tmp_path / "s", threshold=0.0, progress=False)
-    n_layers = tiny.n_layers
+    study = run_study(shared_tiny, items, out_dir=tmp_path / "s", threshold=0.0, progress=False)
+    n_layers = shared_tiny.n_layers
     assert study.items.first_layer_top1.notna().all()
     assert (study.items.first_layer_above == 0).all()  # any probability exceeds 0
     expected = (study.items.first_layer_top1.astype(float) + 1) / n_layers
@@ -115,9 +96,11 @@ def test_length_bucketing_sorts_neighbours():
     assert sorted(i for batch in plan_batches(lengths, 4) for i in batch) == list(range(6))
 
 
-def test_interrupted_run_resumes_without_duplicates(tiny, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_without_duplicates(shared_tiny, tmp_path, monkeypatch):
     items = make_items(40)
-    reference = run_study(tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    reference = run_study(
+        shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False
+    )
     calls = {"n": 0}
     real = study_run._run_batch
 
@@ -129,27 +112,27 @@ def test_interrupted_run_resumes_without_duplicates(tiny, tmp_path, monkeypatch)
 
     monkeypatch.setattr(study_run, "_run_batch", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
-        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+        run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
     partial = StudyResult.load(tmp_path / "s")
     assert len(partial.items) == 12 and not partial.complete
     monkeypatch.setattr(study_run, "_run_batch", real)
-    resumed = run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    resumed = run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
     assert resumed.complete
     pd.testing.assert_frame_equal(resumed.items, reference.items)
     pd.testing.assert_frame_equal(resumed.layers, reference.layers)
 
 
-def test_refuses_other_setup_naming_it(tiny, tmp_path):
+def test_refuses_other_setup_naming_it(shared_tiny, tmp_path):
     items = make_items(6)
-    run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
     with pytest.raises(InputError, match=r"options \(batch_size\): 4 -> 2"):
-        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=2, progress=False)
+        run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=2, progress=False)
     with pytest.raises(InputError, match=r"options \(threshold\)"):
-        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, threshold=0.5)
+        run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, threshold=0.5)
     with pytest.raises(InputError, match=r"lens \(name, sha256\): name 'logit' -> 'raw'"):
-        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens="raw")
+        run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, lens="raw")
     with pytest.raises(InputError, match=r"dataset"):
-        run_study(tiny, items[:5], out_dir=tmp_path / "s", batch_size=4)
+        run_study(shared_tiny, items[:5], out_dir=tmp_path / "s", batch_size=4)
     from tiny_models import tiny_model
 
     other_model, tokenizer = tiny_model("llama", seed=1)
@@ -158,39 +141,43 @@ def test_refuses_other_setup_naming_it(tiny, tmp_path):
         run_study(other, items, out_dir=tmp_path / "s", batch_size=4)
 
 
-def test_refuses_a_lens_with_other_weights(tiny, tmp_path):
+def test_refuses_a_lens_with_other_weights(shared_tiny, tmp_path):
     from logitlens.lenses import TunedLens
 
     items = make_items(4)
-    first = TunedLens.identity(tiny)
-    run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=first, progress=False)
-    retrained = TunedLens.identity(tiny)
+    first = TunedLens.identity(shared_tiny)
+    run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=first, progress=False)
+    retrained = TunedLens.identity(shared_tiny)
     retrained.bias[1] += 0.5
     with pytest.raises(InputError, match=r"lens \(sha256\): [0-9a-f]{12} -> [0-9a-f]{12}"):
-        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=retrained)
+        run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=retrained)
     resumed = run_study(
-        tiny, items, out_dir=tmp_path / "s", batch_size=4, lens=TunedLens.identity(tiny)
+        shared_tiny,
+        items,
+        out_dir=tmp_path / "s",
+        batch_size=4,
+        lens=TunedLens.identity(shared_tiny),
     )
     assert resumed.complete
 
 
-def test_bad_inputs(tiny, tmp_path):
+def test_bad_inputs(shared_tiny, tmp_path):
     items = make_items(3)
     with pytest.raises(InputError, match="twice"):
-        run_study(tiny, [items[0], items[0]], out_dir=tmp_path / "a")
+        run_study(shared_tiny, [items[0], items[0]], out_dir=tmp_path / "a")
     with pytest.raises(InputError, match="no items"):
-        run_study(tiny, [], out_dir=tmp_path / "b")
+        run_study(shared_tiny, [], out_dir=tmp_path / "b")
     with pytest.raises(InputError, match="threshold"):
-        run_study(tiny, items, out_dir=tmp_path / "c", threshold=2)
+        run_study(shared_tiny, items, out_dir=tmp_path / "c", threshold=2)
     with pytest.raises(InputError, match="not a study directory"):
         StudyResult.load(tmp_path / "nothing")
 
 
-def test_tables_read_with_plain_pandas(tiny, tmp_path):
-    run_study(tiny, make_items(10), out_dir=tmp_path / "s", batch_size=4, progress=False)
+def test_tables_read_with_plain_pandas(shared_tiny, tmp_path):
+    run_study(shared_tiny, make_items(10), out_dir=tmp_path / "s", batch_size=4, progress=False)
     layers = pd.read_parquet(tmp_path / "s" / "layers")
     items = pd.read_parquet(tmp_path / "s" / "items")
-    assert len(items) == 10 and len(layers) == 10 * tiny.n_layers
+    assert len(items) == 10 and len(layers) == 10 * shared_tiny.n_layers
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["model"]["weights_sha256"] and manifest["lens"]["sha256"]
     assert manifest["dataset"]["n_items"] == 10
@@ -306,43 +293,45 @@ def test_bundled_study_smoke(bundled, tmp_path):
     assert {g.group for g in summary.groups} == {"pun", "literal", "fact"}
 
 
-def test_refuses_a_second_process_in_the_same_directory(tiny, tmp_path):
+def test_refuses_a_second_process_in_the_same_directory(shared_tiny, tmp_path):
     import fcntl
 
     items = make_items(4)
-    run_study(tiny, items, out_dir=tmp_path / "s", progress=False)
+    run_study(shared_tiny, items, out_dir=tmp_path / "s", progress=False)
     with open(tmp_path / "s" / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(InputError, match="Another study is running"):
-            run_study(tiny, items, out_dir=tmp_path / "s", progress=False)
+            run_study(shared_tiny, items, out_dir=tmp_path / "s", progress=False)
 
 
-def test_generate_equals_generate_lens_per_item(tiny, tmp_path):
+def test_generate_equals_generate_lens_per_item(shared_tiny, tmp_path):
     from logitlens.generation import generate_lens
 
     items = make_items(9)
-    study = run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=3, progress=False)
+    study = run_study(
+        shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=3, progress=False
+    )
     assert study.manifest["options"]["generate"] == 3
-    n_layers = tiny.n_layers
+    n_layers = shared_tiny.n_layers
     for item in items:
-        said = generate_lens(tiny, item.prompt, 3, k=1)
+        said = generate_lens(shared_tiny, item.prompt, 3, k=1)
         row = study.items[study.items.id == item.id].iloc[0]
         assert row.said_text == said.text and row.said_token == said.generated_tokens[0]
-        target_id = tiny.tokenizer.encode(item.target, add_special_tokens=False)[0]
+        target_id = shared_tiny.tokenizer.encode(item.target, add_special_tokens=False)[0]
         assert bool(row.says_target) == (said.generated_ids[0] == target_id)
         assert row.said_first_top1 == said.first_top1[0]
         stable = said.stable_top1[0]
         assert (None if pd.isna(row.said_stable_top1) else row.said_stable_top1) == stable
         assert row.said_depth_top1 == pytest.approx((said.first_top1[0] + 1) / n_layers)
     # A study without the option has the columns, all null.
-    plain = run_study(tiny, items, out_dir=tmp_path / "p", batch_size=4, progress=False)
+    plain = run_study(shared_tiny, items, out_dir=tmp_path / "p", batch_size=4, progress=False)
     assert plain.items.says_target.isna().all() and plain.items.said_text.isna().all()
 
 
-def test_generate_resumes_and_is_part_of_the_setup(tiny, tmp_path, monkeypatch):
+def test_generate_resumes_and_is_part_of_the_setup(shared_tiny, tmp_path, monkeypatch):
     items = make_items(12)
     options = {"batch_size": 4, "generate": 2, "progress": False}
-    reference = run_study(tiny, items, out_dir=tmp_path / "ref", **options)
+    reference = run_study(shared_tiny, items, out_dir=tmp_path / "ref", **options)
     real = study_run._run_batch
     calls = {"n": 0}
 
@@ -354,26 +343,28 @@ def test_generate_resumes_and_is_part_of_the_setup(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(study_run, "_run_batch", crash_on_the_second)
     with pytest.raises(KeyboardInterrupt):
-        run_study(tiny, items, out_dir=tmp_path / "s", **options)
+        run_study(shared_tiny, items, out_dir=tmp_path / "s", **options)
     assert len(StudyResult.load(tmp_path / "s").items) == 4
     monkeypatch.setattr(study_run, "_run_batch", real)
     with pytest.raises(InputError, match=r"options \(generate\): 2 -> 0"):
-        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
-    resumed = run_study(tiny, items, out_dir=tmp_path / "s", **options)
+        run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    resumed = run_study(shared_tiny, items, out_dir=tmp_path / "s", **options)
     pd.testing.assert_frame_equal(resumed.items, reference.items)
     pd.testing.assert_frame_equal(resumed.layers, reference.layers)
 
 
-def test_a_study_written_before_the_generate_option_resumes(tiny, tmp_path):
+def test_a_study_written_before_the_generate_option_resumes(shared_tiny, tmp_path):
     items = make_items(6)
-    run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
+    run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False)
     manifest_path = tmp_path / "s" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     del manifest["options"]["generate"]
     manifest_path.write_text(json.dumps(manifest))
-    assert run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False).complete
+    assert run_study(
+        shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, progress=False
+    ).complete
     with pytest.raises(InputError, match=r"options \(generate\): 0 -> 1"):
-        run_study(tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=1)
+        run_study(shared_tiny, items, out_dir=tmp_path / "s", batch_size=4, generate=1)
 
 
 def test_cli_generate_option(tiny_dir, tmp_path):
@@ -440,11 +431,11 @@ MANIFESTS = {
 
 @pytest.mark.parametrize("manifest", MANIFESTS.values(), ids=list(MANIFESTS))
 def test_a_study_without_a_valid_manifest_is_refused_everywhere(
-    tiny, tiny_dir, tmp_path, capsys, manifest
+    shared_tiny, tiny_dir, tmp_path, capsys, manifest
 ):
     """Never adopt parts nobody can vouch for: run, summary and compare all refuse."""
     out = tmp_path / "s"
-    run_study(tiny, make_items(8), out_dir=out, batch_size=4, progress=False)
+    run_study(shared_tiny, make_items(8), out_dir=out, batch_size=4, progress=False)
     before = sorted(p.name for p in (out / "items").iterdir())
     path = out / "manifest.json"
     if manifest is None:
@@ -454,7 +445,7 @@ def test_a_study_without_a_valid_manifest_is_refused_everywhere(
     other = make_items(6, seed=5)
     fix = "new --out" if manifest is None else "not a logitlens study manifest"
     with pytest.raises(InputError, match=fix):
-        run_study(tiny, other, out_dir=out, batch_size=4, progress=False)
+        run_study(shared_tiny, other, out_dir=out, batch_size=4, progress=False)
     data = write_items(other, tmp_path / "other.jsonl")
     _assert_one_line(*_cli(capsys, *_study_args(data, tiny_dir, out))[::2], fix)
     for command in (["summary", str(out)], ["compare", str(out), str(out)]):
@@ -475,12 +466,14 @@ DAMAGE = {
 @pytest.mark.parametrize("where", ["items", "layers"])
 @pytest.mark.parametrize("damage", DAMAGE.values(), ids=list(DAMAGE))
 def test_a_damaged_part_is_named_then_set_aside_and_recomputed(
-    tiny, tiny_dir, tmp_path, capsys, damage, where
+    shared_tiny, tiny_dir, tmp_path, capsys, damage, where
 ):
     items = make_items(12)
-    reference = run_study(tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    reference = run_study(
+        shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False
+    )
     out = tmp_path / "s"
-    run_study(tiny, items, out_dir=out, batch_size=4, progress=False)
+    run_study(shared_tiny, items, out_dir=out, batch_size=4, progress=False)
     part = out / where / "part-00001.parquet"
     if damage is None:
         import pyarrow as pa
@@ -494,53 +487,57 @@ def test_a_damaged_part_is_named_then_set_aside_and_recomputed(
     with pytest.raises(InputError, match=r"part-00001\.parquet is damaged"):
         StudyResult.load(out)
     with pytest.warns(UserWarning, match=r"1 damaged batch\(es\) .*part-00001.parquet.rejected"):
-        resumed = run_study(tiny, items, out_dir=out, batch_size=4, progress=False)
+        resumed = run_study(shared_tiny, items, out_dir=out, batch_size=4, progress=False)
     assert resumed.complete and part.with_name("part-00001.parquet.rejected").exists()
     pd.testing.assert_frame_equal(resumed.items, reference.items)
     pd.testing.assert_frame_equal(resumed.layers, reference.layers)
 
 
-def test_summary_and_compare_say_when_a_study_is_partial(tiny, tmp_path, capsys):
+def test_summary_and_compare_say_when_a_study_is_partial(shared_tiny, tmp_path, capsys):
     out = tmp_path / "s"
-    run_study(tiny, make_items(12), out_dir=out, batch_size=4, progress=False)
+    run_study(shared_tiny, make_items(12), out_dir=out, batch_size=4, progress=False)
     (out / "items" / "part-00002.parquet").unlink()  # as if stopped before the last batch
     for command in (["summary", str(out), "--n-boot", "50"], ["compare", str(out), "--json"]):
         code, _, err = _cli(capsys, "study", *command)
         assert code == 0, err
         assert f"{out} is a partial study: 8 of 12 items" in err, err
     (out / "items" / "part-00002.parquet").unlink(missing_ok=True)
-    run_study(tiny, make_items(12), out_dir=out, batch_size=4, progress=False)
+    run_study(shared_tiny, make_items(12), out_dir=out, batch_size=4, progress=False)
     code, _, err = _cli(capsys, "study", "summary", str(out), "--n-boot", "50")
     assert code == 0 and "partial" not in err
+
+
+def _ctrl_c_at_batch(monkeypatch, number: int) -> None:
+    """Make the study's ``number``-th batch (from 1) end with a Ctrl-C."""
+    real, calls = study_run._run_batch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_run, "_run_batch", interrupted)
 
 
 def test_ctrl_c_says_how_many_items_are_on_disk(tiny_dir, tmp_path, capsys, monkeypatch):
     data = write_items(make_items(20), tmp_path / "items.jsonl")
     out = tmp_path / "s"
-    real, calls = study_run._run_batch, []
-
-    def interrupted_fourth_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(study_run, "_run_batch", interrupted_fourth_batch)
+    _ctrl_c_at_batch(monkeypatch, 4)
     code, _, err = _cli(capsys, *_study_args(data, tiny_dir, out))
     assert code == 130, err
     assert f"Interrupted. 12 of 20 items are kept in {out}; run the same command" in err, err
     first = tmp_path / "first"
-    calls.clear()
-    monkeypatch.setattr(
-        study_run, "_run_batch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
-    )
+    _ctrl_c_at_batch(monkeypatch, 1)
     code, _, err = _cli(capsys, *_study_args(data, tiny_dir, first))
-    assert code == 130 and "Interrupted. Nothing was written." in err, err
+    assert code == 130 and f"Interrupted. No item was finished ({first} holds no" in err, err
+    assert study_run.kept_in(tmp_path / "never") == "Nothing was written."
 
 
+@pytest.mark.slow  # two command lines in child processes; the fast tier has test_runs' pair
 @pytest.mark.parametrize("signum", ["SIGKILL", "SIGINT"])
 def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
-    tiny, tiny_dir, tmp_path, monkeypatch, signum
+    shared_tiny, tiny_dir, tmp_path, monkeypatch, signum
 ):
     """kill -9 or Ctrl-C while a part is between its temporary and its rename: the
     committed items are all there, Ctrl-C counts them, and the rerun completes."""
@@ -549,20 +546,12 @@ def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
     items = make_items(20)
     data = write_items(items, tmp_path / "items.jsonl")
     out = tmp_path / "s"
-    real, calls = study_run._run_batch, []
-
-    def stop_at_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     from logitlens.cli import main
 
-    monkeypatch.setattr(study_run, "_run_batch", stop_at_third)
+    _ctrl_c_at_batch(monkeypatch, 3)
     with pytest.raises(SystemExit):
         main(_study_args(data, tiny_dir, out))
-    monkeypatch.setattr(study_run, "_run_batch", real)
+    monkeypatch.undo()
     assert len(StudyResult.load(out).items) == 8
     stopped = signal_inside_rewrite(
         _study_args(data, tiny_dir, out), tmp_path / "marker", getattr(signal, signum)
@@ -575,6 +564,40 @@ def test_a_study_stopped_inside_a_part_rewrite_keeps_every_item(
     with pytest.raises(SystemExit):
         main(_study_args(data, tiny_dir, out))
     resumed = StudyResult.load(out)
-    reference = run_study(tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False)
+    reference = run_study(
+        shared_tiny, items, out_dir=tmp_path / "ref", batch_size=4, progress=False
+    )
     assert not list(out.rglob(".*.tmp"))
     pd.testing.assert_frame_equal(resumed.items, reference.items)
+
+
+def test_attribution_columns_equal_the_plain_pytorch_reference(tmp_path):
+    from reference import direct_logit_attribution
+    from tiny_models import tiny_model
+
+    hf_model, tokenizer = tiny_model("gpt2")
+    model = logitlens.load_model(hf_model, tokenizer=tokenizer)
+    items = make_items(8)
+    study = run_study(
+        model, items, out_dir=tmp_path / "s", batch_size=3, attribution=True, progress=False
+    )
+    n_layers = study.n_layers
+    for item in items:
+        rows = study.layers[study.layers.id == item.id].sort_values("layer")
+        ids = torch.tensor([model.tokenizer(item.prompt)["input_ids"]])
+        target_id = model.tokenizer.encode(item.target, add_special_tokens=False)[0]
+        expected = direct_logit_attribution(hf_model, ids, target_id)
+        np.testing.assert_allclose(rows.attention_target, expected["attention"][:, -1], atol=1e-4)
+        np.testing.assert_allclose(rows.mlp_target, expected["mlp"][:, -1], atol=1e-4)
+        if item.alternative is None:
+            assert rows.attention_diff.isna().all() and rows.mlp_diff.isna().all()
+            continue
+        alternative_id = model.tokenizer.encode(item.alternative, add_special_tokens=False)[0]
+        other = direct_logit_attribution(hf_model, ids, alternative_id)
+        np.testing.assert_allclose(
+            rows.mlp_diff, expected["mlp"][:, -1] - other["mlp"][:, -1], atol=1e-4
+        )
+    assert len(study.layers) == len(items) * n_layers
+    # Without --attribution the columns are there, and null.
+    plain = run_study(model, items[:2], out_dir=tmp_path / "p", progress=False)
+    assert plain.layers.mlp_target.isna().all()

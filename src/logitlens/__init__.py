@@ -57,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "load_model": "loading",
     "load_tokenizer": "loading",
     "METRICS": "metrics",
+    "show": "pictures.notebook",
     "LensResult": "results",
     "TopToken": "results",
     "MultiTokenTargetWarning": "targets",

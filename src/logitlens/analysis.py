@@ -21,6 +21,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .attribution import (
+    InsidePlan,
+    build_attribution,
+    make_plan,
+    project_parts,
+    projected_ids,
+    read_parts,
+    store_parts,
+)
 from .batching import plan_batches
 from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
@@ -44,6 +53,9 @@ from .results import LensResult
 from .sublayers import resid_mid_path
 from .targets import Target, resolve_targets
 
+ATTRIBUTION = "attribution_"
+"""Prefix of the attribution's tensors among a trace's saved reductions."""
+
 DEFAULT_CHUNK_ROWS = CHUNK_ROWS
 """Rows (layer x position pairs) unembedded at once (:data:`logitlens.residuals.CHUNK_ROWS`)."""
 
@@ -59,6 +71,8 @@ class ReductionPlan:
     n_layers: int
     mid: str | None = None
     """``Sublayers.resid_mid`` when layers are read between attention and MLP."""
+    inside: InsidePlan | None = None
+    """Set when the same trace also computes the direct logit attribution."""
 
     @property
     def chosen(self) -> list[Metric]:
@@ -108,6 +122,8 @@ def analyze(
     metrics: str | Sequence[str] | None = None,
     include_embed: bool = False,
     site: str = "post",
+    attribution: bool = False,
+    heads: bool = False,
     tuned_path: str | None = None,
     batch_size: int = 16,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -135,6 +151,10 @@ def analyze(
         include_embed: also read the embedding output, as layer ``EMBED`` (-1).
         site: ``"post"`` reads each layer's output; ``"mid"`` the residual between its
             attention and MLP (logit and raw lenses; see :mod:`logitlens.sublayers`).
+        attribution: in the same trace, split each target's logit (and target minus
+            alternative) into embedding, attention and MLP parts: ``result.attribution``,
+            an :class:`~logitlens.attribution.Attribution` (needs targets).
+        heads: with ``attribution``, also split attention into heads.
         batch_size: prompts per forward pass.
         chunk_rows: layer x position rows unembedded at once (memory bound).
         progress: show a progress bar; default: when there is more than one batch.
@@ -172,7 +192,9 @@ def analyze(
     alternative_rows = (
         None
         if alternatives is None
-        else resolve_targets(model.tokenizer, alternatives, len(prompts), vocab_size)
+        else resolve_targets(
+            model.tokenizer, alternatives, len(prompts), vocab_size, "alternatives"
+        )
     )
     shapes = [len(row) for row in resolved]
     if alternative_rows is not None and shapes[0] and [len(r) for r in alternative_rows] != shapes:
@@ -180,6 +202,14 @@ def analyze(
             "alternatives must be shaped like targets: one alternative per target of each "
             "prompt, e.g. targets=' current', alternatives=' electricity'."
         )
+    inside = None
+    if attribution:
+        if not resolved[0]:
+            raise InputError(
+                "attribution=True needs targets: the parts are shares of a target's logit, "
+                "e.g. targets=' current'."
+            )
+        inside = make_plan(model, heads)
     plan = ReductionPlan(
         layers=layer_list,
         metrics=check_metrics(metrics, bool(resolved[0]), bool(alternative_rows)),
@@ -187,6 +217,7 @@ def analyze(
         chunk_rows=max(1, chunk_rows),
         n_layers=n_layers,
         mid=mid,
+        inside=inside,
     )
     position_lists = [parse_positions(positions, len(ids)) for ids in token_ids]
     n_columns = max(len(p) for p in position_lists)
@@ -194,8 +225,12 @@ def analyze(
     for p, chosen in enumerate(position_lists):
         position_table[p, : len(chosen)] = chosen
     token_inputs = _token_inputs(plan, token_ids, position_table, resolved, alternative_rows)
+    if inside is not None:
+        ids = projected_ids(resolved, alternative_rows)
+        token_inputs[ATTRIBUTION] = np.repeat(ids[:, None, :], n_columns, axis=1)
 
     arrays: dict[str, np.ndarray] = {}
+    parts: dict[str, np.ndarray] = {}
     # Prompts of similar length share a batch (padding is computed like any token);
     # inside a batch they keep their order, so a single batch is the prompts as given.
     batches = [sorted(batch) for batch in plan_batches([len(i) for i in token_ids], batch_size)]
@@ -213,6 +248,10 @@ def analyze(
                 {name: values[batch] for name, values in token_inputs.items()},
                 timeout,
             )
+        if inside is not None:
+            found = {name: saved.pop(name) for name in list(saved) if name.startswith(ATTRIBUTION)}
+            found = {name[len(ATTRIBUTION) :]: value for name, value in found.items()}
+            store_parts(model, parts, found, batch, len(prompts), position_table[batch])
         _store(arrays, saved, batch, len(prompts), position_table[batch])
 
     ids_seen = {i for ids in token_ids for i in ids}
@@ -239,6 +278,11 @@ def analyze(
         alternative_ids=[[t.token_id for t in row] for row in alternative_rows or []],
         alternative_tokens=[[t.token for t in row] for row in alternative_rows or []],
         vocab=vocab,
+        attribution=None
+        if inside is None
+        else build_attribution(
+            model, prompts, token_ids, position_table, inside, resolved, alternative_rows, parts
+        ),
         **arrays,
     )
 
@@ -263,22 +307,29 @@ def _run_batch(
         # copy of the final norm and unembedding (remote.weights).
         # Plain values only in the trace body: what it names travels to NDIF.
         architecture, layers, final_layer = model.architecture, plan.layers, plan.final_layer
+        mid, inside = plan.mid, plan.inside
         with nn_model.trace(inputs, backend=backend) as tracer:
-            residuals = nnsight.save(
-                read_residuals(nn_model, architecture, layers, gather_index, final_layer)
-            )
+            if inside is None:
+                residuals = read_residuals(
+                    nn_model, architecture, layers, gather_index, final_layer, mid
+                )
+                parts = {}
+            else:
+                residuals, parts = read_with_parts(
+                    nn_model, inside, layers, mid, gather_index, tokens
+                )
+            residuals, parts = nnsight.save(residuals), nnsight.save(parts)
             tracer.stop()
         unembedding = Unembedding(unembedding_root(model), architecture, model.config)
         residuals = {name: value.float() for name, value in residuals.items()}
         saved = reduce_residuals(
-            unembedding, lens, plan, residuals, tuple(gather_index.shape), tokens
+            unembedding, lens, plan, residuals, tuple(gather_index.shape), lens_tokens(tokens)
         )
-        return {name: value.detach().cpu() for name, value in saved.items()}
+        return {name: value.detach().cpu() for name, value in {**saved, **parts}.items()}
+    reductions = lens_reductions if plan.inside is None else lens_and_attribution_reductions
     with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
         saved = nnsight.save(
-            lens_reductions(
-                nn_model, model.architecture, model.config, lens, plan, gather_index, tokens
-            )
+            reductions(nn_model, model.architecture, model.config, lens, plan, gather_index, tokens)
         )
         tracer.stop()
     return {name: value.detach().cpu() for name, value in saved.items()}
@@ -334,6 +385,49 @@ def lens_reductions(
     )
     unembedding = Unembedding(root, architecture, config)
     return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, tokens)
+
+
+def lens_and_attribution_reductions(
+    root: Any,
+    architecture: Any,
+    config: Any,
+    lens: Lens,
+    plan: ReductionPlan,
+    gather_index: torch.Tensor,
+    tokens: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """:func:`lens_reductions` plus the direct logit attribution, in the same trace.
+
+    ``tokens[ATTRIBUTION]`` ``[batch, columns, n]`` holds the tokens to attribute; the
+    attribution's tensors (:func:`logitlens.attribution.project_parts`) come back with
+    names prefixed by ``ATTRIBUTION``.
+    """
+    residuals, parts = read_with_parts(
+        root, plan.inside, plan.layers, plan.mid, gather_index, tokens
+    )
+    unembedding = Unembedding(root, architecture, config)
+    shape = gather_index.shape
+    saved = reduce_residuals(unembedding, lens, plan, residuals, shape, lens_tokens(tokens))
+    return {**saved, **parts}
+
+
+def lens_tokens(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The token ids the lens metrics need (all but the attribution's)."""
+    return {name: ids for name, ids in tokens.items() if name != ATTRIBUTION}
+
+
+def read_with_parts(
+    root: Any,
+    inside: InsidePlan,
+    layers: list[int],
+    mid: str | None,
+    gather_index: torch.Tensor,
+    tokens: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """In the trace: the lens residuals, and the attribution (``ATTRIBUTION``-prefixed)."""
+    parts, residuals = read_parts(root, inside, gather_index, layers, mid)
+    projected = project_parts(root, inside, parts, tokens[ATTRIBUTION])
+    return residuals, {ATTRIBUTION + name: value for name, value in projected.items()}
 
 
 def reduce_residuals(

@@ -46,19 +46,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import nnsight
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .architectures import Architecture, resolve
 from .errors import InputError, UnsupportedArchitectureError
 from .loading import LensModel
-from .options import Positions, check_count, check_prompts, parse_positions, position_items
-from .remote import trace_backend
+from .options import EMBED, Positions
 from .residuals import at_positions, layer_output
 from .sublayers import sublayers_of
-from .targets import Target, resolve_targets
+from .targets import ResolvedTarget, Target
 
 COMPONENTS = ("attention", "mlp")
 """The ``component`` dimension of :attr:`Parts.components`."""
@@ -352,15 +349,27 @@ def _through(direction: torch.Tensor, gain: torch.Tensor, scale: torch.Tensor, c
 def attribution_reductions(
     root: Any, plan: InsidePlan, gather_index: torch.Tensor, token_ids: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """The trace body: read every part at some positions, project, reduce.
+    """The trace body of :func:`attribute`: :func:`read_parts`, then :func:`project_parts`."""
+    parts, _ = read_parts(root, plan, gather_index)
+    return project_parts(root, plan, parts, token_ids)
 
-    ``root`` is the model's nnsight envoy (or the plain module inside hooks);
-    ``gather_index`` ``[batch, columns]`` picks positions in the padded input;
-    ``token_ids`` ``[batch, columns, n]`` the tokens to project on. Returns fp32
-    ``embed``, ``constant``, ``logit`` ``[rows, n]``, ``attention``, ``mlp``
-    ``[layer, rows, n]``, ``heads`` ``[layer, rows, n, head]``, ``head_bias``
-    ``[layer, rows, n]`` and ``reconstruction`` ``[rows]`` (relative error of the
-    parts' sum against the final residual), with ``rows = batch * columns``.
+
+def read_parts(
+    root: Any,
+    plan: InsidePlan,
+    gather_index: torch.Tensor,
+    lens_layers: Sequence[int] = (),
+    mid: str | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Inside a trace: every layer's parts at some positions, and the lens residuals.
+
+    ``root`` is the model's nnsight envoy; ``gather_index`` ``[batch, columns]`` picks
+    positions in the padded input. Reads, layer by layer in forward order, the output
+    projection's input (heads), the attention part, ``resid_mid`` (with ``mid``), the MLP
+    part and the layer output, so one trace serves the attribution and the lenses.
+    Returns the parts (``[rows, d]`` tensors, ``rows = batch * columns``) and, as
+    :func:`logitlens.residuals.read_residuals` does, ``stacked`` ``[len(lens_layers),
+    rows, d]`` (``EMBED`` = -1 for the embedding) and ``final`` ``[1, rows, d]``.
     """
     architecture = plan.architecture
     sublayers = architecture.sublayers
@@ -371,6 +380,8 @@ def attribution_reductions(
 
     layers = resolve(root, architecture.layers)
     embed = pick(layers[0].input)
+    hidden = {EMBED: embed}
+    wanted = set(lens_layers)
     heads_in, totals, attention, mlp = [], [], [], []
     for index in range(plan.n_layers):
         layer = layers[index]
@@ -380,9 +391,44 @@ def attribution_reductions(
             if sublayers.post_attention_norm:
                 totals.append(pick(layer_output(projection.output)))
         attention.append(pick(layer_output(resolve(layer, sublayers.attention_out).output)))
+        if mid and index in wanted:
+            hidden[index] = pick(resolve(layer, mid).input)
         mlp.append(pick(layer_output(resolve(layer, sublayers.mlp_out).output)))
-    final = pick(layer_output(layers[plan.n_layers - 1].output))
+        if index == plan.n_layers - 1 or (index in wanted and not mid):
+            output = pick(layer_output(layer.output))
+            hidden.setdefault(index, output)
+    final = output
+    parts = {
+        "embed": embed,
+        "attention": attention,
+        "mlp": mlp,
+        "heads_in": heads_in,
+        "totals": totals,
+        "final": final,
+    }
+    residuals = {"final": final.reshape(1, rows, -1)}
+    if lens_layers:
+        stacked = torch.stack([hidden[layer].to(final.device) for layer in lens_layers])
+        residuals["stacked"] = stacked.reshape(len(lens_layers), rows, -1)
+    return parts, residuals
 
+
+def project_parts(
+    root: Any, plan: InsidePlan, parts: dict[str, Any], token_ids: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Inside a trace: the parts of :func:`read_parts` projected on some tokens.
+
+    ``token_ids`` ``[batch, columns, n]``. Returns fp32 ``embed``, ``constant``, ``logit``
+    ``[rows, n]``, ``attention``, ``mlp`` ``[layer, rows, n]``, ``heads`` ``[layer,
+    rows, n, head]``, ``head_bias`` ``[layer, rows, n]`` and ``reconstruction``
+    ``[rows]`` (relative error of the parts' sum against the final residual).
+    """
+    architecture = plan.architecture
+    sublayers = architecture.sublayers
+    layers = resolve(root, architecture.layers)
+    embed, attention, mlp, final = parts["embed"], parts["attention"], parts["mlp"], parts["final"]
+    heads_in, totals = parts["heads_in"], parts["totals"]
+    rows = final.shape[0]
     device = final.device
     ids = token_ids.to(device).reshape(rows, -1)
     unembed = resolve(root, architecture.unembed)
@@ -483,57 +529,71 @@ def attribute(
     Example:
         >>> attribute(model, "The capital of France is", target=" Paris").target.mlp
     """
-    from .analysis import padded_inputs, tokenize_prompts
+    from .analysis import analyze
 
     if not isinstance(model, LensModel):
         raise InputError(
             f"attribute() needs a model from logitlens.load_model(), not {type(model).__name__}."
         )
-    prompts = check_prompts(prompts)
-    position_items(positions)
-    batch_size = check_count(batch_size, "batch_size")
     if target is None:
         raise InputError("attribute() needs a target token, e.g. target=' Paris'.")
-    plan = make_plan(model, heads)
-    token_ids = tokenize_prompts(model, prompts)
-    targets = resolve_targets(model.tokenizer, target, len(prompts), model.vocab_size)
-    alternatives = (
-        None
-        if alternative is None
-        else resolve_targets(model.tokenizer, alternative, len(prompts), model.vocab_size)
+    # One trace per batch; the lens part is the cheapest there is: the last layer only.
+    result = analyze(
+        model,
+        prompts,
+        layers=[-1],
+        positions=positions,
+        targets=target,
+        alternatives=alternative,
+        metrics=["target"],
+        attribution=True,
+        heads=heads,
+        batch_size=batch_size,
+        progress=progress,
+        timeout=timeout,
     )
-    if alternatives is not None and [len(r) for r in alternatives] != [len(r) for r in targets]:
-        raise InputError(
-            "alternative must be shaped like target: one alternative per target of each "
-            "prompt, e.g. target=' current', alternative=' electricity'."
-        )
-    position_lists = [parse_positions(positions, len(ids)) for ids in token_ids]
-    n_columns = max(len(p) for p in position_lists)
-    position_table = np.full((len(prompts), n_columns), -1, dtype=np.int64)
-    for p, chosen in enumerate(position_lists):
-        position_table[p, : len(chosen)] = chosen
-    projected = [[t.token_id for t in row] for row in targets]
+    return result.attribution
+
+
+def projected_ids(
+    targets: list[list[ResolvedTarget]], alternatives: list[list[ResolvedTarget]] | None
+) -> np.ndarray:
+    """``[prompt, n]`` token ids to project on: the targets, then their alternatives."""
+    rows = [[t.token_id for t in row] for row in targets]
     if alternatives is not None:
-        projected = [
-            row + [a.token_id for a in alt]
-            for row, alt in zip(projected, alternatives, strict=True)
+        rows = [
+            row + [a.token_id for a in alt] for row, alt in zip(rows, alternatives, strict=True)
         ]
-    id_table = np.array(projected, dtype=np.int64)  # [prompt, n]
+    return np.array(rows, dtype=np.int64)
 
-    arrays: dict[str, np.ndarray] = {}
-    starts = range(0, len(prompts), batch_size)
-    show = progress if progress is not None else len(starts) > 1
-    for start in tqdm(starts, desc="attribution", unit="batch", disable=not show):
-        batch = slice(start, start + batch_size)
-        inputs, gather_index = padded_inputs(model, token_ids[batch], position_table[batch])
-        ids = torch.from_numpy(id_table[batch])[:, None, :].expand(-1, gather_index.shape[1], -1)
-        saved = _trace(model, plan, inputs, gather_index, ids.contiguous(), timeout)
-        _check_reconstruction(
-            model, saved["reconstruction"], gather_index.shape, position_table[batch]
-        )
-        _store(arrays, saved, batch, len(prompts), position_table[batch])
 
+def store_parts(
+    model: LensModel,
+    arrays: dict[str, np.ndarray],
+    saved: dict[str, torch.Tensor],
+    batch: slice,
+    n_prompts: int,
+    position_table: np.ndarray,
+) -> None:
+    """Check one batch's reconstruction, then keep its parts (see :func:`project_parts`)."""
+    saved = {name: value.float() for name, value in saved.items()}
+    _check_reconstruction(model, saved["reconstruction"], position_table)
+    _store(arrays, saved, batch, n_prompts, position_table)
+
+
+def build_attribution(
+    model: LensModel,
+    prompts: list[str],
+    token_ids: list[list[int]],
+    position_table: np.ndarray,
+    plan: InsidePlan,
+    targets: list[list[ResolvedTarget]],
+    alternatives: list[list[ResolvedTarget]] | None,
+    arrays: dict[str, np.ndarray],
+) -> Attribution:
+    """The :class:`Attribution` of a run, from the arrays :func:`store_parts` filled."""
     n_targets = len(targets[0])
+    target = _parts(arrays, slice(0, n_targets))
     vocab = _decode(model, token_ids)
     return Attribution(
         model_name=model.name,
@@ -544,36 +604,19 @@ def attribute(
         n_heads=plan.n_heads,
         target_ids=[[t.token_id for t in row] for row in targets],
         target_tokens=[[t.token for t in row] for row in targets],
-        target=_parts(arrays, slice(0, n_targets)),
+        target=target,
         alternative_ids=[[t.token_id for t in row] for row in alternatives or []],
         alternative_tokens=[[t.token for t in row] for row in alternatives or []],
         difference=(
             None
             if alternatives is None
-            else _difference(
-                _parts(arrays, slice(0, n_targets)), _parts(arrays, slice(n_targets, None))
-            )
+            else _difference(target, _parts(arrays, slice(n_targets, None)))
         ),
     )
 
 
-def _trace(
-    model: LensModel,
-    plan: InsidePlan,
-    inputs: dict[str, torch.Tensor],
-    gather_index: torch.Tensor,
-    ids: torch.Tensor,
-    timeout: float | None,
-) -> dict[str, torch.Tensor]:
-    backend = trace_backend(model, timeout)
-    with model.nn.trace(inputs, remote=model.remote, backend=backend) as tracer:
-        saved = nnsight.save(attribution_reductions(model.nn, plan, gather_index, ids))
-        tracer.stop()
-    return {name: value.detach().float().cpu() for name, value in saved.items()}
-
-
 def _check_reconstruction(
-    model: LensModel, errors: torch.Tensor, shape: Any, position_table: np.ndarray
+    model: LensModel, errors: torch.Tensor, position_table: np.ndarray
 ) -> None:
     valid = torch.from_numpy(position_table >= 0).reshape(-1)
     worst = float(errors[valid].max()) if bool(valid.any()) else 0.0

@@ -34,8 +34,10 @@ import torch
 from .errors import InputError
 from .lenses import EMBED, Lens, Unembedding, get_lens
 from .metrics import kl_divergence
+from .options import check_index, plain
 from .residuals import BULK_CHUNK_ROWS, chunk_plan, residual_stream
 from .training.corpus import tokenize_documents
+from .views import InlineView
 
 if TYPE_CHECKING:
     from .loading import LensModel
@@ -45,7 +47,7 @@ DEFAULT_CHUNK_ROWS = BULK_CHUNK_ROWS
 
 
 @dataclass
-class LensEvaluation:
+class LensEvaluation(InlineView):
     """Per-lens, per-layer KL, top-1 agreement, cross-entropy and perplexity on held-out text.
 
     ``kl[lens][i]`` and ``cross_entropy[lens][i]`` describe ``layers[i]`` (``EMBED`` = -1);
@@ -247,6 +249,21 @@ class PassAtK:
         }
 
 
+def check_ks(ks: Sequence[int], vocab_size: int) -> list[int]:
+    """The k values of pass@k, each at least 1 and below the vocabulary size.
+
+    A target's rank is at most ``vocab_size``, so a k that large passes every item: a
+    score of 1.0 that says nothing.
+    """
+    ks = [check_index(k, "k of pass@k") for k in plain(ks)]
+    if not ks or not all(1 <= k < vocab_size for k in ks):
+        raise InputError(
+            f"pass@k needs every k between 1 and {vocab_size - 1:,} (below the vocabulary "
+            f"size, where every item passes), got {ks}; e.g. 1,10."
+        )
+    return ks
+
+
 def pass_at_k(
     model: LensModel,
     lenses: Sequence[str | Lens] | Mapping[str, str | Lens],
@@ -270,8 +287,7 @@ def pass_at_k(
 
     if not items:
         raise InputError("No items to score pass@k on; give a non-empty items file.")
-    if not ks or min(ks) < 1:
-        raise InputError(f"pass@k needs k >= 1, got {list(ks)}.")
+    ks = check_ks(ks, model.vocab_size)
     lens_objects = labelled_lenses(lenses)
     categories = ["all", *dict.fromkeys(item.category for item in items)]
     members = {
@@ -309,7 +325,7 @@ def pass_at_k(
 
 
 @dataclass
-class Scoreboard:
+class Scoreboard(InlineView):
     """Every lens on the same footing: held-out text metrics and pass@k (if items given)."""
 
     evaluation: LensEvaluation
@@ -357,6 +373,8 @@ def scoreboard(
     **evaluate_options: Any,
 ) -> Scoreboard:
     """:func:`evaluate_lenses` on ``documents`` and, with ``items``, :func:`pass_at_k`."""
+    if items:
+        ks = check_ks(ks, model.vocab_size)  # before the evaluation's minutes, not after
     lens_objects = labelled_lenses(lenses)
     evaluation = evaluate_lenses(
         model, lens_objects, documents, progress=progress, **evaluate_options

@@ -31,11 +31,12 @@ from .analysis import ReductionPlan, reduce_residuals
 from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
-from .options import Layers, parse_layers
+from .options import Layers, check_count, check_index, check_layers_spec, check_text, parse_layers
 from .remote import trace_backend
 from .remote.weights import unembedding_root
 from .residuals import read_residuals
 from .results import LensResult
+from .views import InlineView
 
 GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
 """Generation options that make ``generate`` pick the model's own argmax at each step
@@ -49,7 +50,7 @@ METRICS = frozenset({"topk", "final_rank"})
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(InlineView):
     """Greedy generation and each layer's lens reading at every step.
 
     ``lens_result`` is a :class:`~logitlens.results.LensResult` with one "prompt": the
@@ -162,22 +163,44 @@ def generate_lens(
         model: from :func:`logitlens.load_model` (local, ``remote=True`` or ``"local"``).
         prompt: the text to continue.
         max_new_tokens: tokens to generate at most (fewer when the model ends the text).
-        lens, k, layers, include_embed, tuned_path: as in :func:`logitlens.analyze`.
+        lens: as in :func:`logitlens.analyze`.
+        k: as in :func:`logitlens.analyze`.
+        layers: as in :func:`logitlens.analyze`.
+        include_embed: as in :func:`logitlens.analyze`.
+        tuned_path: as in :func:`logitlens.analyze`.
 
     Example:
         >>> result = generate_lens(model, "The capital of France is", max_new_tokens=5)
         >>> result.text, result.first_top1
     """
+    lens, plan, prompt_ids = _prepare(
+        model, prompt, max_new_tokens, lens, k, layers, include_embed, tuned_path
+    )
+    steps, generated = _trace(model, lens, plan, prompt_ids, max_new_tokens, timeout)
+    return _result(model, lens, plan, prompt, prompt_ids, steps, generated)
+
+
+def _prepare(
+    model: LensModel,
+    prompt: str,
+    max_new_tokens: int,
+    lens: str | Lens,
+    k: int,
+    layers: Layers,
+    include_embed: bool,
+    tuned_path: str | None,
+) -> tuple[Lens, ReductionPlan, list[int]]:
+    """Check one generation's arguments: its lens, reduction plan and prompt ids."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("The prompt is empty; give some text to continue.")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise InputError(f"max_new_tokens must be an integer, got {max_new_tokens!r}.")
-    if max_new_tokens < 1:
-        raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    check_text(prompt, "The prompt")
+    max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
+    check_layers_spec(layers)
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     vocab_size = model.vocab_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
+    k = check_index(k, "k")
+    if not 1 <= k <= vocab_size:
         raise InputError(f"k must be between 1 and the vocabulary size ({vocab_size}), got {k}.")
     prompt_ids = list(model.tokenizer(prompt, add_special_tokens=True)["input_ids"])
     limit = model.context_length
@@ -193,8 +216,82 @@ def generate_lens(
         chunk_rows=max(256, model.n_layers + 1),
         n_layers=model.n_layers,
     )
-    steps, generated = _trace(model, lens, plan, prompt_ids, max_new_tokens, timeout)
-    return _result(model, lens, plan, prompt, prompt_ids, steps, generated)
+    return lens, plan, prompt_ids
+
+
+def generate_lens_many(
+    model: LensModel,
+    prompts: list[str],
+    max_new_tokens: int = 20,
+    *,
+    lens: str | Lens = "logit",
+    k: int = 5,
+    layers: Layers = None,
+    include_embed: bool = False,
+    tuned_path: str | None = None,
+    timeout: float | None = None,
+) -> list[GenerationResult]:
+    """:func:`generate_lens` for each prompt; on NDIF all of them in ONE job.
+
+    Remote, the generations are traces of one nnsight session, which NDIF runs as a
+    single request: one round trip (one queue wait) instead of one per prompt.
+    Locally, one generation after the other. Results equal :func:`generate_lens`'s.
+    """
+    chosen = get_lens(lens, tuned_path)  # one lens for every prompt, read once
+    prepared = [
+        _prepare(model, prompt, max_new_tokens, chosen, k, layers, include_embed, None)
+        for prompt in prompts
+    ]
+    if model.remote is not True or not prepared:
+        return [
+            generate_lens(
+                model,
+                prompt,
+                max_new_tokens,
+                lens=chosen,
+                k=k,
+                layers=layers,
+                include_embed=include_embed,
+                timeout=timeout,
+            )
+            for prompt, (chosen, _, _) in zip(prompts, prepared, strict=True)
+        ]
+    lens, plan = prepared[0][0], prepared[0][1]
+    nn_model, architecture, config = model.nn, model.architecture, model.config
+    backend = trace_backend(model, timeout)
+    keep = "residuals" if lens.carries_weights else "reductions"
+    pad_id = model.tokenizer.pad_token_id
+    batches = [
+        {
+            "input_ids": torch.tensor([ids]),
+            "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+        }
+        for _, _, ids in prepared
+    ]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*was never reached.*")
+        # The session body runs on NDIF as one request; every trace is written out here
+        # (nnsight captures a nested trace from the source of the block it sits in).
+        with nn_model.session(backend=backend):
+            outputs = nnsight.save(list())
+            for inputs in batches:
+                with nn_model.generate(
+                    max_new_tokens=max_new_tokens, pad_token_id=pad_id, **GREEDY
+                ) as tracer:
+                    with tracer.invoke(inputs):
+                        steps = list()
+                        for _ in tracer.iter[:max_new_tokens]:
+                            steps.append(
+                                step_reductions(nn_model, architecture, config, lens, plan, keep)
+                            )
+                    with tracer.invoke():
+                        output = tracer.result
+                outputs.append((steps, output))
+    results = []
+    for prompt, (_, _, prompt_ids), (steps, output) in zip(prompts, prepared, outputs, strict=True):
+        steps, generated = _finish(model, lens, plan, keep, steps, output, prompt_ids)
+        results.append(_result(model, lens, plan, prompt, prompt_ids, steps, generated))
+    return results
 
 
 def _trace(
@@ -232,8 +329,22 @@ def _trace(
                     steps.append(step_reductions(nn_model, architecture, config, lens, plan, keep))
             with tracer.invoke():
                 output = nnsight.save(tracer.result)
+    return _finish(model, lens, plan, keep, steps, output, prompt_ids)
+
+
+def _finish(
+    model: LensModel,
+    lens: Lens,
+    plan: ReductionPlan,
+    keep: str,
+    steps: list[dict[str, torch.Tensor]],
+    output: Any,
+    prompt_ids: list[int],
+) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+    """A generation trace's saves: per step the reductions (residuals reduced here) and
+    the generated ids."""
     if keep == "residuals":
-        unembedding = Unembedding(unembedding_root(model), architecture, config)
+        unembedding = Unembedding(unembedding_root(model), model.architecture, model.config)
         steps = [
             reduce_residuals(
                 unembedding,

@@ -20,7 +20,7 @@ import torch
 
 from .architectures import Architecture, context_length, get_architecture, resolve
 from .errors import ModelLoadError
-from .paths import cache_dir, package_file
+from .paths import cache_dir, package_file, read_text_file
 from .storage import write_error
 
 
@@ -269,11 +269,48 @@ def _load_hf(
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    except (OSError, ValueError, TypeError) as error:
+        if not isinstance(source, Path):
+            raise
+        raise ModelLoadError(
+            f"{str(source)!r} has no usable tokenizer ({_first_words(error, 120)}): copy the "
+            "tokenizer files (tokenizer.json, tokenizer_config.json) from where the model "
+            "came from, or pass tokenizer= to load_model()."
+        ) from error
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except Exception as error:
+        if not _is_damaged_weights(error):
+            raise
+        cached = isinstance(source, Path) and source.is_relative_to(cache_dir())
+        fix = (
+            f"delete {source} and run again to convert it anew"
+            if cached
+            else ("copy or download the weights again")
+        )
+        raise ModelLoadError(
+            f"The weights of {str(source)!r} are damaged: truncated or corrupt "
+            f"({_first_words(error, 120)}); {fix}."
+        ) from error
     if device_map is None and device != "cpu":  # from_pretrained loads onto the CPU
         model = model.to(device)
     return model, tokenizer
+
+
+def _is_damaged_weights(error: Exception) -> bool:
+    """A weights file that exists but cannot be read: a truncated or corrupt safetensors."""
+    from safetensors import SafetensorError
+
+    text = str(error)
+    return isinstance(error, SafetensorError) or any(
+        sign in text for sign in ("deserializing header", "incomplete metadata", "invalid load key")
+    )
+
+
+def _first_words(error: BaseException, limit: int) -> str:
+    return " ".join(str(error).split())[:limit]
 
 
 def load_model(
@@ -296,9 +333,10 @@ def load_model(
             ``*ForCausalLM`` module (pass its ``tokenizer`` too).
         remote: ``True`` runs on NDIF (the model is never downloaded);
             ``"local"`` simulates NDIF's request round trip in-process.
-        device, dtype, device_map: local placement. Default: CUDA if present, else
-            CPU in float32 (bf16 is several times slower on CPUs);
-            ``device_map="auto"`` spreads a large model over several GPUs.
+        device: where a local model runs. Default: CUDA if present, else the CPU.
+        dtype: the local model's precision. Default: float32 on a CPU (bf16 is several
+            times slower there).
+        device_map: ``"auto"`` spreads a large local model over several GPUs.
         api_key: NDIF key; by default nnsight's own config or ``NDIF_API_KEY``.
         timeout: seconds one remote job may take before a RemoteError (default
             ``logitlens.remote.DEFAULT_TIMEOUT``, 600).
@@ -454,6 +492,7 @@ def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:
                 f"{str(name)!r} is a directory but has no config.json: point at a "
                 "directory written by save_pretrained()."
             )
+        read_text_file(path / "config.json", ModelLoadError)  # not UTF-8: named, not "not T5"
         weights = ("*.safetensors", "*.bin", "*.gguf")
         if not any(next(path.glob(pattern), None) for pattern in weights):
             raise ModelLoadError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError
@@ -20,8 +21,20 @@ Positions = str | int | Sequence[int]
 Layers = str | int | Sequence[int | str] | None
 
 
+def plain(value: Any) -> Any:
+    """A NumPy array or torch tensor as the Python list or number it holds; else ``value``.
+
+    Indices and counts arrive as arrays from user code (``np.arange(5)``, ``np.int64(3)``,
+    a 0-d array); every check below sees plain Python values instead.
+    """
+    if hasattr(value, "tolist") and hasattr(value, "ndim") and not isinstance(value, str):
+        return value.tolist()
+    return value
+
+
 def check_index(value: Any, what: str) -> int:
     """``value`` as an int: Python and NumPy integers and integer text; floats refused."""
+    value = plain(value)
     if isinstance(value, bool):
         raise InputError(f"Bad {what} {value!r}: expected an integer, not a boolean.")
     if isinstance(value, numbers.Integral):
@@ -42,6 +55,54 @@ def check_count(value: Any, what: str, minimum: int = 1) -> int:
     return number
 
 
+MAX_PICTURE_POSITIONS = 128
+"""Positions one picture may draw. Drawing the grid costs about 0.5 s per column with
+30 layers (SmolLM2, on a shared, busy 2-core machine: 64 columns 22 s, 128 columns 70 s
+and 1.9 GB, 256 columns 120 s and 2.6 GB); 1,051 columns took 144 s and 6.4 GB. Longer
+prompts are drawn over a window of positions (``--window``)."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The range an integer option may take, and why its maximum is where it is."""
+
+    minimum: int
+    maximum: int
+    why: str = ""
+
+
+LIMITS: dict[str, Limit] = {
+    # The bootstrap's time grows linearly with n_boot: the 346 bundled items (summarised
+    # from a 2-layer model on a busy, shared 2-core machine) took 1.3 s at 2,000
+    # resamples, 11 s at 20,000 and 112 s at 100,000, with no progress to show.
+    "n_boot": Limit(
+        1,
+        10_000,
+        "each resample redraws every item, and the time grows with it; 2,000 gives stable "
+        "95% intervals",
+    ),
+    "seed": Limit(0, 2**32 - 1),
+    "window": Limit(
+        1, MAX_PICTURE_POSITIONS, "a wider picture takes minutes and gigabytes to draw"
+    ),
+}
+"""Integer options with a range, by name: the command line and the library both check
+them here, before any work (``study summary --n-boot``, ``--seed``, ``grid --window``)."""
+
+
+def check_limit(value: Any, name: str, what: str | None = None) -> int:
+    """``value`` as an int within ``LIMITS[name]``, or one line naming the range and why."""
+    what = what or name
+    number = check_index(value, what)
+    limit = LIMITS[name]
+    if not limit.minimum <= number <= limit.maximum:
+        why = f" ({limit.why})" if limit.why and number > limit.maximum else ""
+        raise InputError(
+            f"{what} must be between {limit.minimum} and {limit.maximum:,}, got {number:,}{why}."
+        )
+    return number
+
+
 def check_threshold(value: Any) -> float:
     """A probability threshold in (0, 1]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -53,6 +114,7 @@ def check_threshold(value: Any) -> float:
 
 def check_layers_spec(layers: Layers) -> None:
     """Syntax of a layer selection, without knowing the model (ranges come later)."""
+    layers = plain(layers)
     if layers is None or layers == "all":
         return
     for item in _layer_items(layers, n_layers=None):
@@ -61,6 +123,7 @@ def check_layers_spec(layers: Layers) -> None:
 
 
 def _layer_items(layers: Layers, n_layers: int | None) -> list[int | str]:
+    layers = plain(layers)
     if isinstance(layers, str):
         items: list[int | str] = []
         for part in (p.strip() for p in layers.split(",") if p.strip()):
@@ -90,6 +153,12 @@ def parse_layers(layers: Layers, n_layers: int, include_embed: bool = False) -> 
     Negative numbers count from the end (-1 is the last layer); ``"embed"`` adds the
     embedding output, which is listed first.
     """
+    layers, include_embed = plain(layers), plain(include_embed)
+    if not isinstance(include_embed, bool):
+        raise InputError(
+            f"include_embed must be True or False, not {include_embed!r} (a string such as "
+            "'no' would count as True)."
+        )
     if layers is None or layers == "all":
         items: list[int | str] = list(range(n_layers))
     else:
@@ -115,7 +184,8 @@ def parse_layers(layers: Layers, n_layers: int, include_embed: bool = False) -> 
 
 def position_items(positions: Positions) -> list[int] | str:
     """``"last"``, ``"all"``, or the position indices asked for (checked, not yet ranged)."""
-    if positions in ("last", "all"):
+    positions = plain(positions)
+    if isinstance(positions, str) and positions in ("last", "all"):
         return str(positions)
     if isinstance(positions, str):
         items = [check_index(p, "position") for p in positions.split(",") if p.strip()]
@@ -178,14 +248,33 @@ def check_prompts(prompts: Any) -> list[str]:
             raise InputError(
                 f"Prompt {index} is empty; give some text, e.g. 'The capital of France is'."
             )
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise InputError(
-                f"Prompt {index} is not valid UTF-8 text (undecodable byte at character "
-                f"{error.start}): re-encode the input as UTF-8."
-            ) from None
+        check_text(prompt, f"Prompt {index}")
     return prompts
+
+
+def check_text(text: str, what: str) -> str:
+    """``text`` itself if it is valid Unicode; else one line naming ``what`` and the byte.
+
+    Bytes that are not UTF-8 reach Python as lone surrogates (the arguments of a Latin-1
+    terminal are decoded with ``surrogateescape``), which tokenizers reject with a
+    TypeError. Every prompt, target and command-line argument goes through here.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = ord(text[error.start])
+        byte = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"U+{bad:04X}"
+        shown = (
+            "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+            .encode("utf-8", "backslashreplace")
+            .decode("utf-8")
+        )
+        raise InputError(
+            f"{what} is not valid UTF-8 text ({byte} at character {error.start} of "
+            f"'{shown[:80]}'): set the terminal to UTF-8 (e.g. LANG=C.UTF-8) or re-encode "
+            "the input as UTF-8."
+        ) from None
+    return text
 
 
 def metric_names(metrics: str | Sequence[str] | None) -> list[str] | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError
-from .storage import write_error
+from .storage import carries_marker, refuse_foreign, write_error
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 """File types the plots can be saved as (matplotlib picks the format by suffix)."""
@@ -68,6 +68,16 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] | None = FIGURE_
     return path
 
 
+def check_document_output(
+    path: str | Path, suffixes: Sequence[str], what: str, *, force: bool = False
+) -> Path:
+    """:func:`check_output_path`, and refuse to replace a picture or report that
+    logitlens did not write (it carries :data:`~logitlens.storage.MARKER`) unless ``force``."""
+    path = check_output_path(path, suffixes)
+    refuse_foreign(path, carries_marker, what, force=force)
+    return path
+
+
 def check_regular_file(path: str | Path, action: str = "read") -> Path:
     """``path`` itself if it is a regular file; a clear error for directories, FIFOs, devices."""
     path = Path(path).expanduser()
@@ -85,6 +95,36 @@ def check_regular_file(path: str | Path, action: str = "read") -> Path:
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
         raise InputError(f"{str(path)!r} is {kind}, not a regular file: give a file name.")
     return path
+
+
+def read_text_file(path: str | Path, error: type[Exception] = InputError) -> str:
+    """The text of a UTF-8 file (a byte-order mark dropped): the one way user text files
+    are read, so a Latin-1 or binary file is one line naming the file, line and byte.
+
+    ``error`` is the exception type to raise (e.g. ``LensFileError`` for a lens folder).
+    """
+    path = check_regular_file(path, "read")
+    try:
+        data = path.read_bytes()
+    except OSError as failure:
+        raise error(f"Cannot read {str(path)!r}: {failure.strerror}.") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as failure:
+        line = data[: failure.start].count(b"\n") + 1
+        raise error(
+            f"{path}:{line} is not UTF-8 text (byte 0x{data[failure.start]:02x} at offset "
+            f"{failure.start}): save the file as UTF-8, e.g. iconv -f latin1 -t utf-8."
+        ) from None
+
+
+def text_lines(text: str) -> list[str]:
+    """``text`` split at line feeds only (``\\r\\n`` too), never inside a line.
+
+    ``str.splitlines`` also splits at U+2028, U+0085 and other separators that a JSON
+    string may hold verbatim, which would cut a valid JSONL record in two.
+    """
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def directory_write_problem(directory: Path) -> OSError | None:

@@ -17,9 +17,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import jsontext
 from .errors import InputError
 from .lenses import EMBED
 from .metrics import ARRAYS, hint
+from .views import InlineView
 
 _PER_PROMPT_LISTS = (
     "prompts",
@@ -66,7 +68,7 @@ class TargetSummary:
 
 @dataclass
 @_metric_array_fields
-class LensResult:
+class LensResult(InlineView):
     """Reductions of one lens over prompts x layers x positions.
 
     ``layers`` holds decoder-layer indices (the output of ``layers[i]``), with
@@ -99,6 +101,10 @@ class LensResult:
     """Decoded text of every token id that appears in the arrays."""
     site: str = "post"
     """Where layers were read: ``"post"`` (layer output) or ``"mid"`` (after attention)."""
+    attribution: Any = None
+    """The direct logit attribution computed in the same trace (``analyze(...,
+    attribution=True)``), a :class:`~logitlens.attribution.Attribution`; not part of
+    :meth:`to_dict` (save it with its own ``to_dict``), nor kept by ``subset``/``concat``."""
 
     # ----- lookups -------------------------------------------------------------
 
@@ -215,6 +221,8 @@ class LensResult:
             self._check_prompt(prompt)
         kwargs: dict[str, Any] = {}
         for item in fields(self):
+            if item.name == "attribution":
+                continue
             value = getattr(self, item.name)
             if isinstance(value, np.ndarray):
                 value = value[prompts]
@@ -251,6 +259,8 @@ class LensResult:
                 kwargs[item.name] = [row for value in values for row in value]
             elif item.name == "vocab":
                 kwargs[item.name] = {key: text for value in values for key, text in value.items()}
+            elif item.name == "attribution":
+                continue
             else:
                 kwargs[item.name] = values[0]
         return cls(**kwargs)
@@ -261,6 +271,8 @@ class LensResult:
         """A JSON-ready dict: arrays as nested lists (NaN as null), plus ``dims``."""
         out: dict[str, Any] = {}
         for item in fields(self):
+            if item.name == "attribution":
+                continue
             value = getattr(self, item.name)
             if isinstance(value, np.ndarray):
                 value = _nan_to_none(value.tolist())
@@ -270,14 +282,20 @@ class LensResult:
         out["dims"] = {name: list(dims) for name, dims in self.DIMS.items()}
         return out
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise to JSON text; also write it to ``path`` when given."""
-        text = json.dumps(self.to_dict(), ensure_ascii=False)
+    def to_json(self, path: str | Path | None = None, *, force: bool = False) -> str:
+        """Serialise to JSON text; also write it to ``path`` when given.
+
+        An existing file that is not a result logitlens wrote is never replaced unless
+        ``force``.
+        """
+        text = jsontext.dumps(self.to_dict(), ensure_ascii=False)
         if path is not None:
             from .paths import check_output_path
-            from .storage import write_atomic
+            from .storage import refuse_foreign, write_atomic
 
-            write_atomic(check_output_path(path, None), text)
+            path = check_output_path(path, None)
+            refuse_foreign(path, _is_result_file, "result file", force=force)
+            write_atomic(path, text)
         return text
 
     @classmethod
@@ -306,15 +324,99 @@ class LensResult:
             elif item.name == "vocab":
                 value = {int(key): text for key, text in value.items()}
             kwargs[item.name] = value
-        return cls(**kwargs)
+        result = cls(**kwargs)
+        problem = result._inconsistency()
+        if problem:
+            raise InputError(
+                f"This logitlens result is damaged or was edited: {problem}. Re-run the "
+                "analysis, or load what LensResult.to_json() wrote."
+            )
+        return result
+
+    def _inconsistency(self) -> str | None:
+        """What disagrees among the fields (types, lengths, array shapes), if anything."""
+        if not (isinstance(self.model_name, str) and isinstance(self.lens, str)):
+            return "model_name and lens must be text"
+        if not _rows_of(self.prompts, str) or any(isinstance(p, list) for p in self.prompts):
+            return "prompts must be a non-empty list of text"
+        n = len(self.prompts)
+        for name, kind in (("tokens", str), ("token_ids", int)):
+            rows = getattr(self, name)
+            if (
+                not isinstance(rows, list)
+                or len(rows) != n
+                or not all(_rows_of(row, kind) for row in rows)
+            ):
+                return f"{name} must hold one list of {kind.__name__} per prompt ({n})"
+        lengths = [len(row) for row in self.token_ids]
+        if [len(row) for row in self.tokens] != lengths:
+            return "tokens and token_ids differ in length"
+        if not _rows_of(self.layers, int) or len(set(self.layers)) != len(self.layers):
+            return "layers must be distinct layer numbers"
+        if min(self.layers) < EMBED:
+            return f"layer {min(self.layers)} does not exist"
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
+            return f"k must be a count, not {self.k!r:.40}"
+        positions = self.positions
+        if not isinstance(positions, np.ndarray) or positions.ndim != 2 or len(positions) != n:
+            return "positions must be one row of token indices per prompt"
+        for row, length in zip(positions, lengths, strict=True):
+            if ((row < -1) | (row >= length)).any():
+                return f"a position is outside its prompt ({length} tokens)"
+        n_targets = 0
+        for name, kind in (("target_ids", int), ("target_tokens", str)):
+            rows = getattr(self, name)
+            if rows and (len(rows) != n or not all(_rows_of(row, kind) for row in rows)):
+                return f"{name} must hold one list per prompt"
+            n_targets = max([n_targets, *(len(row) for row in rows)])
+        for name in ("target_tokens", "alternative_ids", "alternative_tokens"):
+            rows = getattr(self, name)
+            if rows and [len(row) for row in rows] != [len(row) for row in self.target_ids]:
+                return f"{name} must be shaped like target_ids"
+        if not isinstance(self.vocab, dict) or not all(
+            isinstance(key, int) and isinstance(text, str) for key, text in self.vocab.items()
+        ):
+            return "vocab must map token ids to text"
+        sizes = {
+            "prompt": n,
+            "layer": len(self.layers),
+            "position": positions.shape[1],
+            "k": self.k,
+            "target": n_targets,
+        }
+        for name, dims in self.DIMS.items():
+            value = getattr(self, name)
+            if value is None or name == "positions":
+                continue
+            expected = tuple(sizes[dim] for dim in dims)
+            if not isinstance(value, np.ndarray) or value.shape != expected:
+                shape = value.shape if isinstance(value, np.ndarray) else type(value).__name__
+                return f"{name} has shape {shape}, expected {expected} {dims}"
+        return None
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> LensResult:
-        """Read a result from JSON text or a ``.json`` file."""
+        """Read a result from JSON text or a ``.json`` file.
+
+        Raises:
+            InputError: a missing file or a directory, JSON that is truncated or not
+                JSON, or a result whose fields disagree (edited or damaged).
+        """
+        from .paths import read_text_file
+
         text = str(text_or_path)
+        where = "The text"
         if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text(encoding="utf-8")
-        return cls.from_dict(json.loads(text))
+            where = str(Path(text_or_path).expanduser())
+            text = read_text_file(text_or_path)
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise InputError(
+                f"{where} is not valid JSON ({error}): it is truncated or damaged. Write it "
+                "again with LensResult.to_json(path)."
+            ) from None
+        return cls.from_dict(data)
 
     def to_dataframe(self) -> Any:
         """Long table, one row per prompt x layer x analysed position (x target).
@@ -362,6 +464,13 @@ class LensResult:
         return pd.DataFrame(rows)
 
 
+def _rows_of(values: Any, kind: type) -> bool:
+    """Whether ``values`` is a list of ``kind`` (``int``: never a bool)."""
+    return isinstance(values, list) and all(
+        isinstance(value, kind) and not isinstance(value, bool) for value in values
+    )
+
+
 def _pad_axis(values: np.ndarray, axis: int, size: int) -> np.ndarray:
     missing = size - values.shape[axis]
     if missing == 0:
@@ -384,3 +493,12 @@ def _none_to_nan(value: Any) -> Any:
     if isinstance(value, list):
         return [_none_to_nan(item) for item in value]
     return math.nan if value is None else value
+
+
+def _is_result_file(path: Path) -> bool:
+    """Is ``path`` a JSON result that :meth:`LensResult.to_json` wrote?"""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "dims" in data and "prompts" in data

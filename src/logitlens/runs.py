@@ -24,7 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .analysis import analyze
+from . import jsontext
+from .analysis import analyze, tokenize_prompts
 from .errors import InputError
 from .lenses import Lens, get_lens
 from .lenses.files import model_fingerprint
@@ -36,8 +37,8 @@ from .storage import (
     manifest_differences,
     open_locked,
     remove_stale_temporaries,
+    rewrite_locked,
     write_all,
-    write_atomic,
     write_error,
 )
 from .targets import Target
@@ -120,7 +121,7 @@ def kept_in(path: str | Path) -> str:
         return NOTHING_WRITTEN
     finished = sum(1 for line in lines[1:] if line.endswith(b"\n") and _is_record(line))
     if not finished:
-        return NOTHING_WRITTEN
+        return f"No prompt was finished ({path} holds no results yet)."
     return (
         f"{finished} finished prompt(s) are kept in {path}; run the same command again to resume."
     )
@@ -163,7 +164,7 @@ def _read_done(handle: IO[bytes], path: Path) -> tuple[IO[bytes], dict[str, Lens
                     os.fsync(stream.fileno())
             except OSError as error:
                 raise write_error(aside, error, kept=f"{str(path)!r} was left as it was.") from None
-        rewritten = write_atomic(path, b"".join(good), hold_lock=True)
+        rewritten = rewrite_locked(path, b"".join(good))
         handle.close()
         handle = rewritten  # type: ignore[assignment]
     return handle, done, len(rejected)
@@ -200,6 +201,7 @@ def analyze_to_jsonl(
     if not path.parent.is_dir():
         raise InputError(f"Directory {str(path.parent)!r} does not exist; create it first.")
     check_results_path(path)
+    tokenize_prompts(model, prompts)  # a prompt beyond the context is named before any batch
     lens = get_lens(options.pop("lens", "logit"), options.get("tuned_path"))
     options["lens"] = lens
     header = run_header(model, lens, {**options, "lens": lens.name})
@@ -298,7 +300,7 @@ def _write_missing(
                 single = result.subset([offset])
                 done[keys[index]] = single
                 record = {"key": keys[index], "result": single.to_dict()}
-                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+                lines.append(jsontext.dumps(record, ensure_ascii=False) + "\n")
             end = handle.seek(0, os.SEEK_END)
             try:
                 write_all(handle, "".join(lines).encode("utf-8"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError
+from .options import check_text
 
 Target = str | int
 
@@ -49,6 +50,7 @@ def resolve_target(tokenizer: Any, target: Target, vocab_size: int) -> ResolvedT
         return ResolvedTarget(target, target, tokenizer.decode([target]))
     if target == "":
         raise InputError("The target is empty: give a word such as ' current'.")
+    check_text(target, "The target")
     ids = tokenizer.encode(target, add_special_tokens=False)
     if not ids:
         raise InputError(f"The target {target!r} tokenizes to nothing.")
@@ -72,11 +74,13 @@ def resolve_targets(
     targets: Target | Sequence[Target] | Sequence[Sequence[Target]] | None,
     n_prompts: int,
     vocab_size: int,
+    what: str = "targets",
 ) -> list[list[ResolvedTarget]]:
     """Targets per prompt, ``[prompt][target]``, all prompts with the same count.
 
     ``targets`` may be one target shared by all prompts, a flat list with one target
-    per prompt, or a list (one per prompt) of lists of targets.
+    per prompt, or a list (one per prompt) of lists of targets. ``what`` names them in
+    errors (``"alternatives"``).
     """
     if targets is None:
         return [[] for _ in range(n_prompts)]
@@ -85,19 +89,20 @@ def resolve_targets(
     else:
         targets = list(targets)
         if len(targets) != n_prompts:
+            one = what.removesuffix("s")
             raise InputError(
-                f"Got {len(targets)} targets for {n_prompts} prompts. Give one target for "
-                "all prompts, one per prompt, or a list of targets per prompt."
+                f"Got {len(targets)} {what} for {n_prompts} prompts. Give one {one} for "
+                f"all prompts, one per prompt, or a list of {what} per prompt."
             )
         if any(t is None for t in targets):
             raise InputError(
-                f"targets[{targets.index(None)}] is None: give a target for every prompt "
-                "(or targets=None for none)."
+                f"{what}[{targets.index(None)}] is None: give a {what.removesuffix('s')} for "
+                f"every prompt (or {what}=None for none)."
             )
         per_prompt = [[t] if _is_single(t) else list(t) for t in targets]
     counts = {len(t) for t in per_prompt}
     if len(counts) != 1 or 0 in counts:
-        raise InputError("Every prompt needs the same number (at least one) of targets.")
+        raise InputError(f"Every prompt needs the same number (at least one) of {what}.")
     resolved: list[list[ResolvedTarget]] = []
     for row in per_prompt:  # plain loops: the warning's stacklevel must not see comprehensions
         resolved.append([])

@@ -13,13 +13,15 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from typing import Annotated, Any
 
 import typer
 from typer._click import exceptions as click_errors  # typer ships its own click
 
 from ..errors import LogitLensError
-from .common import Session, app, note
+from ..options import check_text
+from .application import Session, app, note, show_warnings_on_stderr
 
 # Importing a topic module registers its commands.
 from . import analysis_commands  # noqa: F401  isort: skip
@@ -63,8 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     if watch:
         signal.signal(signal.SIGINT, _record_interrupt)
     Session.interrupted = False
+    previous_warning_hook = show_warnings_on_stderr()
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = command.main(args=argv, prog_name="logitlens", standalone_mode=False)
+        check_arguments(args)
+        code = command.main(args=args, prog_name="logitlens", standalone_mode=False)
     except click_errors.NoArgsIsHelpError as error:
         error.show()
         code = 0
@@ -80,12 +85,27 @@ def main(argv: list[str] | None = None) -> None:
             _report(error)
         code = 130  # Ctrl-C turned into another error on its way up (see _record_interrupt)
     finally:
+        warnings.showwarning = previous_warning_hook
         if watch:
             signal.signal(signal.SIGINT, previous)
     if code == 130:
         note(f"Interrupted. {Session.kept_now()}")
         _forget_the_interrupt()
     sys.exit(code or 0)
+
+
+def check_arguments(args: list[str]) -> None:
+    """Refuse an argument that is not UTF-8 (a Latin-1 terminal), naming it, before parsing.
+
+    Every prompt, target, path and option value enters here, decoded by Python with
+    ``surrogateescape``; one check covers all commands. The name of a file that exists is
+    let through: Linux file names may be any bytes, and Python opens them as given.
+    """
+    for index, arg in enumerate(args):
+        if os.path.lexists(arg):
+            continue
+        after = f" (after {args[index - 1]})" if index and args[index - 1].startswith("-") else ""
+        check_text(arg, f"Argument {index + 1}{after}")
 
 
 def _record_interrupt(signum: int, frame: Any) -> None:

@@ -1,7 +1,7 @@
 """``info``, ``top``, ``track``, ``compare`` and ``demo``: the seed notebook's analyses.
 
 Each command declares only its own options; the shared ones, the checks, the model and
-the analysis come from :mod:`.common`.
+the analysis come from :mod:`.flags` and :mod:`.runners`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import typer
 
 from ..errors import InputError
 from ..options import check_threshold
-from .common import (
+from .application import as_dict, console, print_json, say
+from .flags import (
     AlternativeOption,
     AlternativesOption,
     PlotOption,
@@ -23,16 +24,10 @@ from .common import (
     TargetOption,
     ThresholdOption,
     analysis_command,
-    as_dict,
-    check_picture_path,
-    console,
     parse_target,
     parse_tokens,
-    print_json,
-    run_analysis,
-    save_plot,
-    say,
 )
+from .runners import check_picture_path, run_analysis, save_plot
 
 PUN_PROMPT = "Why do electricians make good swimmers? Because they know the"
 PUN_TARGET = " current"
@@ -45,7 +40,7 @@ def info(request: Request):
 
     Example: logitlens info --model gpt2
     """
-    from .common import open_model
+    from .runners import open_model
     from .tables import info_table
 
     details = open_model(request.model, request.remote, timeout=request.timeout).info()
@@ -55,16 +50,16 @@ def info(request: Request):
         console.print(info_table(details))
 
 
-@analysis_command(*LENS_OPTIONS, "layers", "positions", "k", "metrics", "json_output")
+@analysis_command(*LENS_OPTIONS, "layers", "positions", "k", "metrics", "json_output", "force")
 def top(request: Request, prompt: PromptArgument, show: ShowOption = 5, plot: PlotOption = None):
     """Top-k next-token predictions at every layer (--plot: the logit-lens grid).
 
     Example: logitlens top 'The capital of France is' --k 5 --layers 20:30
     """
-    check_picture_path(plot)
+    check_picture_path(plot, force=request.force)
     metrics = request.metric_list("topk", *(["final_rank"] if plot else []))
     result = run_analysis(request, prompt, metrics=metrics)
-    save_plot(lambda: _plots().plot_grid(result), plot, request.json_output)
+    save_plot(lambda: _plots().plot_grid(result), plot, request.json_output, request.force)
     if request.json_output:
         print_json(result.to_dict())
         return
@@ -74,7 +69,7 @@ def top(request: Request, prompt: PromptArgument, show: ShowOption = 5, plot: Pl
         console.print(topk_table(result, 0, int(position), show))
 
 
-@analysis_command(*LENS_OPTIONS, "layers", "positions", "k", "metrics", "json_output")
+@analysis_command(*LENS_OPTIONS, "layers", "positions", "k", "metrics", "json_output", "force")
 def track(
     request: Request,
     prompt: PromptArgument,
@@ -89,7 +84,7 @@ def track(
     the' --target ' current' --alternative ' water'
     """
     check_threshold(threshold)
-    check_picture_path(plot)
+    check_picture_path(plot, force=request.force)
     result = run_analysis(
         request,
         prompt,
@@ -103,6 +98,7 @@ def track(
         lambda: _plots().plot_trajectory(result, position=analysed[-1], threshold=threshold),
         plot,
         request.json_output,
+        request.force,
     )
     if request.json_output:
         print_json({"summary": as_dict(summary), "result": result.to_dict()})
@@ -115,7 +111,7 @@ def track(
             say(line)
 
 
-@analysis_command(*LENS_OPTIONS, "layers", "json_output")
+@analysis_command(*LENS_OPTIONS, "layers", "json_output", "force")
 def compare(
     request: Request,
     pair: Annotated[
@@ -166,7 +162,7 @@ def compare(
         raise InputError(
             "Nothing to compare: give --pair 'PROMPT=> TARGET' (repeatable) or --file pairs.jsonl."
         )
-    check_picture_path(plot)
+    check_picture_path(plot, force=request.force)
     result = run_analysis(
         request,
         [p for p, _, _ in pairs],
@@ -177,7 +173,7 @@ def compare(
         batch_size=batch_size,
     )
     summaries = [result.target_summary(threshold, prompt=i) for i in range(len(pairs))]
-    save_plot(lambda: _plots().plot_comparison(result), plot, request.json_output)
+    save_plot(lambda: _plots().plot_comparison(result), plot, request.json_output, request.force)
     if request.json_output:
         print_json({"summaries": [as_dict(s) for s in summaries], "result": result.to_dict()})
         return

@@ -10,19 +10,17 @@ from typing import Annotated
 
 import typer
 
-from .common import (
+from .application import console, print_json
+from .flags import (
     AlternativeOption,
     PlotOption,
     PromptArgument,
     Request,
     TargetOption,
     analysis_command,
-    check_picture_path,
-    console,
     parse_target,
-    print_json,
-    save_plot,
 )
+from .runners import check_picture_path, save_plot
 
 HeadsOption = Annotated[
     bool,
@@ -34,7 +32,7 @@ TopHeadsOption = Annotated[
 
 
 @analysis_command(
-    "model", "remote", "timeout", "device", "positions", "json_output", name="attribute"
+    "model", "remote", "timeout", "device", "positions", "json_output", "force", name="attribute"
 )
 def attribute_command(
     request: Request,
@@ -55,9 +53,9 @@ def attribute_command(
     know the' --target ' current' --alternative ' water' --heads --plot dla.png
     """
     from ..attribution import attribute
-    from .common import open_model
+    from .runners import open_model
 
-    check_picture_path(plot)
+    check_picture_path(plot, force=request.force)
     model = open_model(request.model, request.remote, request.device, request.timeout)
     result = attribute(
         model,
@@ -76,7 +74,7 @@ def attribute_command(
 
         return plot_attribution(result, position=last, measure=measure)
 
-    save_plot(draw, plot, request.json_output)
+    save_plot(draw, plot, request.json_output, request.force)
     if request.json_output:
         print_json(result.to_dict())
         return

@@ -6,22 +6,26 @@ from typing import Annotated
 
 import typer
 
-from . import common
-from .common import (
-    PlotOption,
-    Request,
-    analysis_command,
-    check_picture_path,
-    console,
-    open_lens,
-    print_json,
-    save_plot,
-    say,
-)
+from ..errors import InputError
+from ..options import MAX_PICTURE_POSITIONS
+from . import runners
+from .application import console, print_json, say
+from .flags import PlotOption, Request, analysis_command
+from .runners import check_picture_path, open_lens, save_plot
 
 
 @analysis_command(
-    "model", "remote", "timeout", "device", "lens", "tuned_path", "layers", "k", "json_output", k=5
+    "model",
+    "remote",
+    "timeout",
+    "device",
+    "lens",
+    "tuned_path",
+    "layers",
+    "k",
+    "json_output",
+    "force",
+    k=5,
 )
 def generate(
     request: Request,
@@ -38,9 +42,14 @@ def generate(
     from ..generation import generate_lens
     from .tables import generation_table
 
-    check_picture_path(plot)
+    check_picture_path(plot, force=request.force)
+    if plot is not None and max_new_tokens > MAX_PICTURE_POSITIONS:
+        raise InputError(
+            f"--plot draws one column per new token, at most {MAX_PICTURE_POSITIONS}: "
+            f"lower --max-new-tokens ({max_new_tokens}) or drop --plot."
+        )
     lens = open_lens(request)
-    model = common.open_model(request.model, request.remote, request.device, request.timeout)
+    model = runners.open_model(request.model, request.remote, request.device, request.timeout)
     if lens is None:  # the model's file in the user cache
         lens = open_lens(request, model)
     result = generate_lens(
@@ -60,4 +69,4 @@ def generate(
     if plot is not None:
         from ..pictures import plots
 
-        save_plot(lambda: plots.plot_generation(result), plot, request.json_output)
+        save_plot(lambda: plots.plot_generation(result), plot, request.json_output, request.force)

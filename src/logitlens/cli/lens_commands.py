@@ -15,7 +15,8 @@ import typer
 from ..errors import InputError
 from ..lens_registry import LENSES, file_lenses, parse_lens_spec
 from ..training.config import BIBLE
-from .common import (
+from .application import app, console, print_json, say
+from .flags import (
     BatchOption,
     CorpusOption,
     DeviceOption,
@@ -25,15 +26,8 @@ from .common import (
     ModelOption,
     PlotOption,
     SeqLenOption,
-    app,
-    check_picture_path,
-    console,
-    open_model,
-    open_model_for_lens,
-    print_json,
-    save_plot,
-    say,
 )
+from .runners import check_picture_path, open_model, open_model_for_lens, save_plot
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -108,18 +102,21 @@ def run_scoreboard(
     pass_k: str,
     plot: Path | None,
     json_output: bool,
+    force: bool = False,
 ) -> None:
     """The shared body of ``lens eval`` and ``tuned eval``."""
-    from ..evaluation import scoreboard
+    from ..evaluation import check_ks, scoreboard
     from ..studies.dataset import load_items
     from ..training.config import MODEL_SAMPLES
     from ..training.corpus import load_documents, split_documents
 
-    check_picture_path(plot)
+    check_picture_path(plot, force=force)
     ks = _parse_ks(pass_k)
     chosen_items = None if items == "none" else load_items(items)
     files = load_lens_files(specs or [])
     lens_model = open_model(model, False, device)
+    if chosen_items:
+        check_ks(ks, lens_model.vocab_size)
     lenses = resolve_lenses(specs or default_specs(lens_model), lens_model, files)
     # seed 1: model samples other than those a tuned lens trains on (seed 0) by default
     documents = load_documents(corpus, model=lens_model, tokens=tokens, seed=1)
@@ -137,7 +134,7 @@ def run_scoreboard(
     )
     from ..pictures import plots
 
-    save_plot(lambda: plots.plot_scoreboard(board), plot, json_output)
+    save_plot(lambda: plots.plot_scoreboard(board), plot, json_output, force)
     if json_output:
         print_json(board.to_dict())
         return
@@ -203,6 +200,7 @@ def evaluate(
     device: DeviceOption = None,
     plot: PlotOption = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """The lens scoreboard: per layer, KL to the model's output, top-1 agreement with it,
     perplexity of the held-out text, and pass@k on prompts with known answers.
@@ -221,6 +219,7 @@ def evaluate(
         pass_k=pass_k,
         plot=plot,
         json_output=json_output,
+        force=force,
     )
 
 

@@ -13,21 +13,19 @@ import typer
 
 from ..metrics import PICTURES, picture
 from ..paths import REPORT_SUFFIXES
-from .common import (
+from .application import say
+from .flags import (
     AlternativeOption,
     PromptArgument,
     Request,
     TargetOption,
     analysis_command,
-    check_picture_path,
     parse_target,
     parse_tokens,
-    run_analysis,
-    save_plot,
-    say,
 )
+from .runners import check_picture_path, run_analysis, save_plot
 
-PICTURE_OPTIONS = ("model", "remote", "timeout", "device", "lens", "tuned_path", "layers")
+PICTURE_OPTIONS = ("model", "remote", "timeout", "device", "lens", "tuned_path", "layers", "force")
 
 
 def _out_option(example: str) -> object:
@@ -47,10 +45,10 @@ def heatmap(
     """
     from ..pictures import plots
 
-    check_picture_path(out)
+    check_picture_path(out, force=request.force)
     request.positions = "all"
     result = run_analysis(request, prompt, targets=parse_target(target), picture=True)
-    save_plot(lambda: plots.plot_heatmap(result), out)
+    save_plot(lambda: plots.plot_heatmap(result), out, force=request.force)
 
 
 @analysis_command(*PICTURE_OPTIONS, "positions", "window", positions="all")
@@ -75,7 +73,7 @@ def grid(
 
     Example: logitlens grid 'The Eiffel Tower is in the city of' -o grid.png --metric kl
     """
-    check_picture_path(out)
+    check_picture_path(out, force=request.force)
     spec = picture(metric)
     request.k = 1
     result = run_analysis(
@@ -88,7 +86,7 @@ def grid(
     )
     from ..pictures import plots
 
-    save_plot(lambda: plots.plot_grid(result, metric=metric), out)
+    save_plot(lambda: plots.plot_grid(result, metric=metric), out, force=request.force)
 
 
 @analysis_command(*PICTURE_OPTIONS, "positions", "window", "k", positions="all")
@@ -108,7 +106,7 @@ def report(
     """
     from ..pictures.report import write_report
 
-    check_picture_path(out, REPORT_SUFFIXES)
+    check_picture_path(out, REPORT_SUFFIXES, request.force)
     result = run_analysis(
         request,
         prompts,
@@ -116,4 +114,4 @@ def report(
         metrics=["topk", "entropy", "kl", "final_rank"],
         picture=True,
     )
-    say(f"Report written to {write_report(result, out, title)}")
+    say(f"Report written to {write_report(result, out, title, force=request.force)}")

@@ -14,20 +14,11 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..paths import REPORT_SUFFIXES, check_output_path
-from .common import (
-    JsonOption,
-    Request,
-    analysis_command,
-    app,
-    console,
-    err_console,
-    keep,
-    note,
-    open_lens,
-    open_model,
-    print_json,
-)
+from ..options import LIMITS
+from ..paths import REPORT_SUFFIXES
+from .application import app, console, err_console, keep, note, print_json
+from .flags import ForceOption, JsonOption, Request, analysis_command, limited
+from .runners import check_picture_path, open_lens, open_model
 
 
 class _RunByDefault(TyperGroup):
@@ -46,8 +37,20 @@ study_app = typer.Typer(
 )
 app.add_typer(study_app, name="study")
 
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (reproducible).")]
-BootOption = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")]
+SeedOption = Annotated[
+    int,
+    typer.Option(
+        "--seed", callback=limited("seed"), help="Seed of the bootstrap (reproducible; 0 or more)."
+    ),
+]
+BootOption = Annotated[
+    int,
+    typer.Option(
+        "--n-boot",
+        callback=limited("n_boot"),
+        help=f"Bootstrap resamples (1..{LIMITS['n_boot'].maximum:,}).",
+    ),
+]
 
 
 @analysis_command(
@@ -85,6 +88,14 @@ def run(
             "target, and at what depth is its first token decided? (0: no).",
         ),
     ] = 0,
+    attribution: Annotated[
+        bool,
+        typer.Option(
+            "--attribution",
+            help="Also record, per item and layer, what attention and MLP write directly "
+            "to the target's logit (and target - alternative), in the same forward pass.",
+        ),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ):
     """Run the lens over every item; results stream to DIR as Parquet, resumably."""
@@ -105,6 +116,7 @@ def run(
         batch_size=batch_size,
         threshold=threshold,
         generate=generate,
+        attribution=attribution,
         progress=not (no_progress or request.json_output),
     )
     summary = summarize_study(study)
@@ -132,6 +144,7 @@ def summary(
         Path | None, typer.Option("--report", help="Write the HTML study report (.html).")
     ] = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """Per group: share reaching top-1, median decision depth [95% CI]; rank tests."""
     from ..pictures import plots
@@ -139,17 +152,15 @@ def summary(
     from ..studies import summarize_study
 
     for picture in (plot, depth_plot):
-        if picture:
-            check_output_path(picture)
-    if report:
-        check_output_path(report, REPORT_SUFFIXES)
+        check_picture_path(picture, force=force)
+    check_picture_path(report, REPORT_SUFFIXES, force)
     result = summarize_study(_load(directory), seed=seed, n_boot=n_boot)
     if plot:
-        plots.save_figure(plots.plot_study_trajectories(result), plot)
+        plots.save_figure(plots.plot_study_trajectories(result), plot, force=force)
     if depth_plot:
-        plots.save_figure(plots.plot_decision_depths(result), depth_plot)
+        plots.save_figure(plots.plot_decision_depths(result), depth_plot, force=force)
     if report:
-        write_study_report(result, report)
+        write_study_report(result, report, force=force)
     if json_output:
         print_json(result.to_dict())
         return
@@ -169,16 +180,16 @@ def compare(
         typer.Option("--plot", help="Save the models' trajectories on normalised depth."),
     ] = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """Several models' studies on one normalised-depth axis (table, --plot)."""
     from ..pictures import plots
     from ..studies import compare_studies
 
-    if plot:
-        check_output_path(plot)
+    check_picture_path(plot, force=force)
     comparison = compare_studies([_load(d) for d in directories], seed=seed, n_boot=n_boot)
     if plot:
-        plots.save_figure(plots.plot_study_comparison(comparison), plot)
+        plots.save_figure(plots.plot_study_comparison(comparison), plot, force=force)
     if json_output:
         print_json(comparison.to_dict())
         return
@@ -290,9 +301,43 @@ def _print_summary(summary) -> None:
                 f"{test.rank_biserial:+.2f}",
             )
         console.print(paired)
+    if summary.components:
+        _print_components(summary)
     if summary.kruskal is not None:
         k = summary.kruskal
         console.print(
             f"Kruskal-Wallis over {', '.join(k.groups)}: H = {k.h:.2f}, df = {k.df}, "
             f"p = {k.p_value:.3g}"
         )
+
+
+def _print_components(summary) -> None:
+    """Which part writes the target: attention and MLP totals, and MLP against attention."""
+    table = Table(
+        title="Direct logit attribution at the last position, summed over layers "
+        "(mean [95% CI]; peak: median depth of the layer adding most)"
+    )
+    for name in ("group", "measure", "part", "n", "total", "peak depth"):
+        table.add_column(name)
+    for item in summary.components:
+        table.add_row(
+            item.group,
+            item.measure,
+            item.part,
+            str(item.n),
+            item.total.text(2),
+            item.peak_depth.text(),
+        )
+    console.print(table)
+    tests = Table(title="MLP against attention, item by item (Wilcoxon signed-rank)")
+    for name in ("comparison", "n", "MLP higher / attention higher", "mean MLP - attention", "p"):
+        tests.add_column(name)
+    for test in summary.component_tests:
+        tests.add_row(
+            test.metric,
+            str(test.n_pairs),
+            f"{test.n_first_higher} / {test.n_second_higher}",
+            test.mean_difference.text(2),
+            f"{test.p_value:.3g}",
+        )
+    console.print(tests)

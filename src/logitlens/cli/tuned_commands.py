@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ..training.config import BIBLE, DTYPE_NAMES, MODEL_SAMPLES, SCHEDULES, TrainingConfig
-from .common import (
+from .application import app, err_console, say
+from .flags import (
     BatchOption,
     CorpusOption,
     DeviceOption,
@@ -17,11 +18,8 @@ from .common import (
     LensOutputOption,
     ModelOption,
     SeqLenOption,
-    app,
-    err_console,
-    open_model_for_lens,
-    say,
 )
+from .runners import open_model_for_lens
 
 tuned_app = typer.Typer(
     help="Train and evaluate a tuned lens (per-layer affine translators).",
@@ -120,6 +118,7 @@ def evaluate(
         Path | None, typer.Option("--plot", help="Save a picture (.png, .svg or .pdf).")
     ] = None,
     json_output: JsonOption = False,
+    force: ForceOption = False,
 ):
     """The lens scoreboard for raw, logit and the tuned lens (``lens eval`` with those three).
 
@@ -139,4 +138,5 @@ def evaluate(
         pass_k="1",
         plot=plot,
         json_output=json_output,
+        force=force,
     )

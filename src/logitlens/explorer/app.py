@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, LogitLensError
 from ..lens_registry import LENSES, file_lenses
@@ -33,6 +33,9 @@ from ..loading import LensModel
 from ..metrics import PICTURES, REGISTRY
 from ..options import check_prompts, position_items, window_positions
 from ..results import LensResult
+
+if TYPE_CHECKING:
+    from ..attribution import Attribution
 
 WINDOW = 64
 """Positions shown at most when the page asks for all positions of a long prompt."""
@@ -60,6 +63,7 @@ class AnalysisRequest:
     positions: str = "all"
     metric: str = "prob"
     k: int = 10
+    attribution: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> AnalysisRequest:
@@ -90,6 +94,14 @@ class AnalysisRequest:
             raise InputError(
                 f"Unknown grid metric {text['metric']!r}; choose from {list(PICTURES)}."
             )
+        attribution = data.get("attribution", False)
+        if not isinstance(attribution, bool):
+            raise InputError(f"The field 'attribution' must be true or false, not {attribution!r}.")
+        if attribution and not text["target"]:
+            raise InputError(
+                "The attribution view needs a target: fill in the target word (and an "
+                "alternative, for target minus alternative)."
+            )
         if text["alternative"] and not text["target"]:
             raise InputError("An alternative needs a target: fill in the target word too.")
         if text["metric"] == "logit_diff" and not text["alternative"]:
@@ -105,6 +117,7 @@ class AnalysisRequest:
             positions=text["positions"].strip() or "all",
             metric=text["metric"],
             k=k,
+            attribution=attribution,
         )
 
     def key(self) -> str:
@@ -130,6 +143,7 @@ class Answer:
     seconds: float
     warnings: list[str]
     byte_labels: dict[str, str]
+    attribution: Attribution | None = None
 
     def view(self) -> dict[str, Any]:
         """The lens view's data (:func:`logitlens.pictures.report.report_data`), with the
@@ -138,6 +152,8 @@ class Answer:
 
         view = report_data(self.result)
         view["byte_labels"] = self.byte_labels
+        if self.attribution is not None:
+            view["attribution"] = attribution_view(self.attribution)
         return view
 
     def payload(self) -> dict[str, Any]:
@@ -232,6 +248,7 @@ class Explorer:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 result = self._run(request, lens)
+                attribution = self._attribute(request) if request.attribution else None
             seconds = time.perf_counter() - start
         answer = Answer(
             request,
@@ -239,6 +256,7 @@ class Explorer:
             seconds,
             list(dict.fromkeys(str(w.message) for w in caught)),
             byte_labels(self.model.tokenizer, result.vocab),
+            attribution,
         )
         with self._turn:
             self._kept[request.key()] = answer
@@ -279,6 +297,44 @@ class Explorer:
                 )
             )
         return parts[0] if len(parts) == 1 else LensResult.concat(parts)
+
+    def _attribute(self, request: AnalysisRequest) -> Attribution:
+        """Direct logit attribution of the target (minus the alternative) at each prompt's
+        last position: what each layer's attention and MLP write."""
+        from ..attribution import attribute
+
+        self._say("attribution")
+        return attribute(
+            self.model,
+            list(request.prompts),
+            target=_token(request.target),
+            alternative=_token(request.alternative),
+            positions="last",
+            progress=False,
+        )
+
+
+def attribution_view(attribution: Attribution) -> list[dict[str, Any]]:
+    """Per prompt, the parts of the first target's logit (or of target minus alternative)
+    at the last position: embedding, each layer's attention and MLP, the constant."""
+    difference = attribution.difference is not None
+    parts = attribution.measure("difference" if difference else "target")
+    entries = []
+    for prompt in range(len(attribution.prompts)):
+        column = attribution.column(prompt, -1)
+        entries.append(
+            {
+                "measure": "difference" if difference else "target",
+                "target": attribution.target_tokens[prompt][0],
+                "alternative": attribution.alternative_tokens[prompt][0] if difference else None,
+                "embed": float(parts.embed[prompt, column, 0]),
+                "attention": parts.attention[prompt, :, column, 0].astype(float).tolist(),
+                "mlp": parts.mlp[prompt, :, column, 0].astype(float).tolist(),
+                "constant": float(parts.constant[prompt, column, 0]),
+                "logit": float(parts.logit[prompt, column, 0]),
+            }
+        )
+    return entries
 
 
 def _token(text: str) -> str | int | None:
@@ -359,6 +415,6 @@ def available_lenses(
                 lenses[kind.name] = kind.build(path)
             except LogitLensError as error:
                 warnings.warn(f"Skipping the cached {kind.name} lens: {error}", stacklevel=2)
-    if lens is not None and lens not in lenses:
-        get_lens(lens)  # the error naming the known lenses, or how to make the file
+    if lens is not None and lens not in lenses:  # a lens with parameters, or an error
+        lenses[lens] = get_lens(lens)
     return lenses

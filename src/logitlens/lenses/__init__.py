@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from ..errors import LensFileError
 from ..lens_registry import LENSES, LensKind, file_lenses, parse_lens_spec, register_lens
 from .base import EMBED, Lens, LogitLens, RawLens, Unembedding
 from .jacobian import JacobianLens
@@ -34,15 +33,9 @@ def get_lens(lens: str | Lens, path: str | None = None, *, tuned_path: str | Non
 
 def load_lens(path: str) -> TunedLens:
     """Whatever lens a logitlens lens file holds (tuned or Jacobian), by its ``kind``."""
-    config, _, _ = read_lens_file(path)
-    kind = lens_kind(config)
+    config, _, _ = read_lens_file(path)  # refuses a kind the registry does not know
     known = {entry.name: entry for entry in file_lenses()}
-    if kind not in known:
-        raise LensFileError(
-            f"{path} holds a lens of kind {kind!r}, which this version of logitlens does "
-            f"not know (known: {', '.join(known)}). Upgrade logitlens."
-        )
-    return known[kind].build(path)  # type: ignore[return-value]
+    return known[lens_kind(config)].build(path)  # type: ignore[return-value]
 
 
 __all__ = [

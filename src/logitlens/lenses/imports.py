@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,7 @@ import torch
 
 from ..architectures import resolve
 from ..errors import LensFileError
+from ..paths import read_text_file
 from .files import describe_fingerprint, model_fingerprint
 from .jacobian import JacobianLens
 from .tuned import TunedLens
@@ -54,19 +54,29 @@ HUB_PREFIXES = {"tuned-lens:": "tuned", "jacobian-lens:": "jacobian"}
 
 
 def safe_torch_load(path: Path) -> Any:
-    """Unpickle ``path`` admitting only tensors and plain containers; never runs code."""
+    """Unpickle ``path`` admitting only tensors and plain containers; never runs code.
+
+    A file that names a global (a class, a function such as ``os.system``) is refused as
+    code; one that is truncated, empty or not a PyTorch file at all is called damaged.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    except Exception as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        named = [line for line in lines if "GLOBAL" in line or "global" in line.split()[:3]]
+        if named:
+            raise LensFileError(
+                f"{path} is not a plain file of tensors: it would need to run code or build "
+                f"objects to load ({named[0][:160]}). logitlens never runs pickled code; get "
+                "the lens from a trusted source, or convert it where you trust it to plain "
+                "tensors (torch.save of a dict of tensors)."
+            ) from None
+        boilerplate = ("Weights only load failed", "Please file", "Check the documentation")
+        reason = next((line for line in lines if not line.startswith(boilerplate)), "")
         raise LensFileError(
-            f"{path} is not a plain file of tensors: it would need to run code or build "
-            f"objects to load ({type(error).__name__}: {first_line[:160]}). logitlens "
-            "never runs pickled code; get the lens from a trusted source, or convert it "
-            "where you trust it to plain tensors (torch.save of a dict of tensors)."
+            f"{path} is damaged or not a PyTorch file: truncated, empty or another format "
+            f"({type(error).__name__}: {reason[:120] or 'no data'}). Download it again."
         ) from None
-    except (OSError, EOFError, ValueError) as error:
-        raise LensFileError(f"{path} is not a readable PyTorch file ({error}).") from None
 
 
 def unembedding_hash(model: LensModel) -> str:
@@ -124,8 +134,9 @@ def _import_tuned_lens(folder: Path, model: LensModel, check_hash: bool) -> Tune
         raise LensFileError(
             f"{folder} is not a tuned-lens folder: it needs config.json and params.pt."
         )
+    text = read_text_file(config_file, LensFileError)
     try:
-        config = json.loads(config_file.read_text())
+        config = json.loads(text)
         d_model, n_translators = int(config["d_model"]), int(config["num_hidden_layers"])
     except (ValueError, KeyError, TypeError):
         raise LensFileError(
@@ -185,6 +196,12 @@ def _import_jacobian_lens(path: Path, model: LensModel) -> JacobianLens:
         raise LensFileError(
             f"{path} is not a Jacobian-lens file (no key 'J' mapping layers to matrices; "
             f"found {keys})."
+        )
+    if not saved["J"]:
+        raise LensFileError(
+            f"{path} holds no Jacobians ('J' is empty): importing it would give the logit "
+            "lens under another name. Get the fitted file again, or fit one with "
+            "`logitlens jlens fit`."
         )
     fingerprint = model_fingerprint(model)
     n_layers, d_model = fingerprint["n_layers"], fingerprint["d_model"]

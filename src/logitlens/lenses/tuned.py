@@ -191,21 +191,38 @@ def lens_kind(config: dict[str, Any]) -> str:
     return str(config.get("kind", "tuned"))
 
 
+def lens_kinds() -> list[str]:
+    """The kinds a lens file may hold: the registry's lenses that are read from a file."""
+    from ..lens_registry import file_lenses
+
+    return [entry.name for entry in file_lenses()]
+
+
+CONFIG_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "kind": (str, "a lens kind"),
+    "n_layers": (int, "a number of layers"),
+    "d_model": (int, "a width"),
+    "model": (dict, "the model's fingerprint (an object)"),
+    "training": ((dict, type(None)), "an object"),
+}
+"""Config fields a lens file's reader relies on: type and what the value means."""
+
+
 def read_lens_file(
     path: str | Path, what: str = "lens"
 ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """The config, weight and bias of a translator-lens file, checked for consistency.
 
     Raises:
-        LensFileError: missing, not safetensors, corrupt, not a lens, or inconsistent.
+        LensFileError: missing, not safetensors, corrupt, not a lens, a config field of
+            the wrong type, a kind logitlens does not know, or inconsistent shapes.
     """
     tensors, metadata = read_safetensors(path, what)
     try:
         config = json.loads(metadata[CONFIG_KEY])
-        if config.get("format") != FORMAT:
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError
         weight, bias = tensors["weight"], tensors["bias"]
-        dict(config["model"])
     except (KeyError, ValueError, TypeError, AttributeError):
         raise LensFileError(
             f"{path} is a safetensors file but not a logitlens tuned lens (no "
@@ -213,10 +230,30 @@ def read_lens_file(
             "`logitlens tuned train`, fit a Jacobian lens with `logitlens jlens fit`, "
             "or convert one with `logitlens lens import`."
         ) from None
-    expected = (config.get("n_layers", -1) + 1, config.get("d_model", -1))
-    if tuple(bias.shape) != expected:
+    for name, (types, meaning) in CONFIG_FIELDS.items():
+        value = config.get(name)
+        if (name in config or name in ("n_layers", "d_model", "model")) and (
+            isinstance(value, bool) or not isinstance(value, types)
+        ):
+            raise LensFileError(
+                f"{path} is damaged: its config field {name!r} is {value!r:.60}, not "
+                f"{meaning}. Re-create the lens (`logitlens tuned train`, `logitlens jlens "
+                "fit` or `logitlens lens import`)."
+            )
+    kind = lens_kind(config)
+    if kind not in lens_kinds():
+        raise LensFileError(
+            f"{path} holds a lens of kind {kind!r:.40}, which logitlens does not know "
+            f"(known: {', '.join(lens_kinds())}): the file is damaged or from a newer "
+            "logitlens. Re-create the lens, or upgrade logitlens."
+        )
+    expected = (config["n_layers"] + 1, config["d_model"])
+    if tuple(bias.shape) != expected or not (
+        weight.is_floating_point() and bias.is_floating_point()
+    ):
         raise LensFileError(
             f"{path} is inconsistent: its config says {expected[0] - 1} layers of "
-            f"width {expected[1]} but the bias has shape {tuple(bias.shape)}."
+            f"width {expected[1]} but the bias has shape {tuple(bias.shape)} "
+            f"({bias.dtype}); it is damaged. Re-create the lens."
         )
     return config, weight, bias

@@ -26,9 +26,10 @@ from ..errors import InputError
 from ..evaluation import LensEvaluation, Scoreboard
 from ..metrics import PICTURES, Picture
 from ..metrics import picture as grid_metric
-from ..paths import FIGURE_SUFFIXES, check_output_path
+from ..options import MAX_PICTURE_POSITIONS
+from ..paths import FIGURE_SUFFIXES, check_document_output, check_output_path
 from ..results import LensResult
-from ..storage import write_atomic
+from ..storage import MARKER, write_atomic
 
 if TYPE_CHECKING:
     from ..generation import GenerationResult
@@ -101,14 +102,21 @@ def _finish_trajectory(
 # ----- saving ---------------------------------------------------------------------------
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 150, close: bool = True) -> Path:
-    """Write ``fig`` to ``path`` (.png, .svg or .pdf) and return the path written."""
-    path = check_output_path(path)
+def save_figure(
+    fig: Figure, path: str | Path, dpi: int = 150, close: bool = True, *, force: bool = False
+) -> Path:
+    """Write ``fig`` to ``path`` (.png, .svg or .pdf) and return the path written.
+
+    An existing file that logitlens did not write is never replaced unless ``force``.
+    """
     try:
+        path = check_document_output(path, FIGURE_SUFFIXES, "picture", force=force)
+        kind = path.suffix[1:].lower()
+        metadata = {"Software" if kind == "png" else "Creator": MARKER}
         write_atomic(
             path,
             lambda temporary: fig.savefig(
-                temporary, dpi=dpi, bbox_inches="tight", format=path.suffix[1:].lower()
+                temporary, dpi=dpi, bbox_inches="tight", format=kind, metadata=metadata
             ),
         )
     finally:
@@ -266,6 +274,12 @@ def _columns(result: LensResult, prompt: int) -> tuple[np.ndarray, list[str]]:
     """Analysed columns of ``prompt`` and the input token at each."""
     result._check_prompt(prompt)
     columns = np.flatnonzero(result.positions[prompt] >= 0)
+    if len(columns) > MAX_PICTURE_POSITIONS:
+        raise InputError(
+            f"A picture of {len(columns):,} positions is too wide to draw (at most "
+            f"{MAX_PICTURE_POSITIONS}: it would take minutes and gigabytes); analyse fewer "
+            "positions, e.g. positions=list(range(-64, 0)) (CLI: --window 64)."
+        )
     tokens = [token_label(result.tokens[prompt][result.positions[prompt, c]]) for c in columns]
     return columns, tokens
 

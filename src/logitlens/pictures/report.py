@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -25,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import jsontext
 from ..errors import InputError
 from ..metrics import PICTURES
-from ..paths import REPORT_SUFFIXES, check_output_path
+from ..paths import REPORT_SUFFIXES, check_document_output
 from ..results import LensResult
 from ..storage import write_atomic
 
@@ -130,16 +130,21 @@ def render_report_data(data: dict[str, Any], title: str = "logitlens report") ->
 
 def script_json(data: Any) -> str:
     """JSON to embed in a ``<script>`` element: ``<`` escaped so no text can close it."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    return jsontext.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def write_report(
     results: LensResult | Sequence[LensResult],
     path: str | Path,
     title: str = "logitlens report",
+    *,
+    force: bool = False,
 ) -> Path:
-    """Write the report to ``path`` (.html) and return the path written."""
-    path = check_output_path(path, REPORT_SUFFIXES)
+    """Write the report to ``path`` (.html) and return the path written.
+
+    An existing file that logitlens did not write is never replaced unless ``force``.
+    """
+    path = check_document_output(path, REPORT_SUFFIXES, "report", force=force)
     return write_atomic(path, render_report(results, title))
 
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import html
 import io
-import json
 from pathlib import Path
 
 from matplotlib import pyplot as plt
 
-from ..paths import REPORT_SUFFIXES, check_output_path
+from ..paths import REPORT_SUFFIXES, check_document_output
 from ..storage import write_atomic
 from ..studies.stats import StudySummary
 from .plots import plot_decision_depths, plot_study_trajectories
-from .report import asset
+from .report import asset, script_json
 
 
 def _svg(figure) -> str:
@@ -35,8 +34,6 @@ def _svg(figure) -> str:
 def render_study_report(summary: StudySummary, title: str | None = None) -> str:
     """The report page as one HTML string (data, CSS, JavaScript and SVG inline)."""
     title = title or f"logitlens study: {summary.model_name}"
-    data = json.dumps(summary.to_dict(), ensure_ascii=False, separators=(",", ":"))
-    data = data.replace("<", "\\u003c")  # no text can close the script element
     figures = [
         ("Mean trajectories per group", plot_study_trajectories(summary)),
         ("Decision depth per group", plot_decision_depths(summary)),
@@ -51,11 +48,16 @@ def render_study_report(summary: StudySummary, title: str | None = None) -> str:
         .replace("__CSS__", asset("study_report.css"))
         .replace("__SCRIPT__", asset("study_report.js"))
         .replace("__FIGURES__", pictures)
-        .replace("__DATA__", data)
+        .replace("__DATA__", script_json(summary.to_dict()))
     )
 
 
-def write_study_report(summary: StudySummary, path: str | Path, title: str | None = None) -> Path:
-    """Write the study report to ``path`` (.html) and return the path written."""
-    path = check_output_path(path, REPORT_SUFFIXES)
+def write_study_report(
+    summary: StudySummary, path: str | Path, title: str | None = None, *, force: bool = False
+) -> Path:
+    """Write the study report to ``path`` (.html) and return the path written.
+
+    An existing file that logitlens did not write is never replaced unless ``force``.
+    """
+    path = check_document_output(path, REPORT_SUFFIXES, "report", force=force)
     return write_atomic(path, render_study_report(summary, title))

@@ -90,12 +90,19 @@ def cache_path(repo_id: str) -> Path:
 
 
 def cached_tensors(repo_id: str, names: list[str]) -> dict[str, torch.Tensor]:
-    """The tensors among ``names`` that the hub files of ``repo_id`` hold, cached locally."""
+    """The tensors among ``names`` that the hub files of ``repo_id`` hold, cached locally.
+
+    A cache file that cannot be read (torn by a crash of an older version, a bad disk)
+    is fetched again and replaced.
+    """
     from safetensors.torch import load_file, save_file
 
     path = cache_path(repo_id)
     if path.is_file():
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception:  # any damage: the hub still has the tensors
+            pass
     tensors = fetch_tensors(repo_id, names)
     from ..storage import write_atomic, write_error
 

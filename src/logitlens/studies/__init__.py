@@ -4,7 +4,9 @@
   and the single-token check;
 - :mod:`.run`: :func:`run_study`, batched, streamed to Parquet and resumable;
 - :mod:`.stats`: per-group summaries with bootstrap intervals, rank tests, paired
-  pun-vs-literal tests, comparisons.
+  pun-vs-literal tests, comparisons;
+- :mod:`.ranktests`: the rank tests and the bootstrap themselves (NumPy, checked
+  against scipy).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..paths import read_text_file, text_lines
 
 CATEGORIES = ("pun", "literal", "fact", "two_hop")
 """The item categories, in the order summaries list them."""
@@ -99,19 +100,8 @@ def load_items(path: str | Path | None = None) -> list[StudyItem]:
     return items
 
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise InputError(
-            f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8."
-        ) from None
-
-
 def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(text_lines(read_text_file(path)), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -128,7 +118,7 @@ def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
     import csv
     import io
 
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""))
     for record in reader:
         where = f"{path}:{reader.line_num}"
         if None in record:
@@ -318,21 +308,10 @@ def load_pairs(path: str | Path) -> list[tuple[str, str | int, str | int | None]
     BOM), with an optional ``"alternative"``; a word may be a token id. Every problem is an
     :class:`~logitlens.errors.InputError` naming the line.
     """
-    from ..paths import check_regular_file
-
     path = Path(path).expanduser()
-    check_regular_file(path, "read")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
-            f"{error.start}): re-save it as UTF-8."
-        ) from None
-    except OSError as error:
-        raise InputError(f"Cannot read {path}: {error.strerror}.") from None
+    text = read_text_file(path)
     pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         if line.strip():
             pairs.append(_pair_of(_json_line(line, path, number), f"{path}:{number}"))
     if not pairs:

@@ -44,13 +44,14 @@ from tqdm.auto import tqdm
 from ..analysis import analyze
 from ..batching import plan_batches
 from ..errors import InputError
-from ..generation import generate_lens
+from ..generation import generate_lens_many
 from ..lenses import Lens, get_lens
 from ..lenses.files import model_fingerprint
 from ..loading import LensModel
+from ..options import check_count
 from ..storage import NOTHING_WRITTEN, locked, manifest_differences, write_atomic
 from ..targets import MultiTokenTargetWarning
-from .dataset import StudyItem
+from .dataset import StudyItem, load_items
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -108,9 +109,18 @@ LAYER_SCHEMA = pa.schema(
         ("alternative_rank", pa.int64()),
         ("logit_diff", pa.float32()),
         ("entropy", pa.float32()),
+        ("attention_target", pa.float32()),
+        ("mlp_target", pa.float32()),
+        ("attention_diff", pa.float32()),
+        ("mlp_diff", pa.float32()),
     ]
 )
-"""One row per item and layer (long format). Alternative columns are null without one."""
+"""One row per item and layer (long format). Alternative columns are null without one.
+
+With ``attribution=True``, ``attention_target`` / ``mlp_target`` are what the layer's
+attention / MLP add directly to the target's final logit at the last position, and
+``*_diff`` to target minus alternative (:mod:`logitlens.attribution`); null otherwise.
+"""
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,8 @@ class StudyOptions:
     threshold: float = 0.1
     generate: int = 0
     """Tokens generated greedily per item (0: none), for the ``said_*`` columns."""
+    attribution: bool = False
+    """Also record each layer's attention and MLP direct logit attribution."""
 
 
 @dataclass
@@ -196,7 +208,11 @@ def committed_parts(out_dir: Path) -> list[str]:
 
 
 def damaged_parts(out_dir: Path, parts: Sequence[str]) -> list[Path]:
-    """The files of committed batches that cannot be read as this study's Parquet."""
+    """The files of committed batches that cannot be read as this study's Parquet.
+
+    Missing, truncated, empty or not Parquet at all, without an ``id`` column, or with a
+    column of another type. (A column added since the part was written reads as null.)
+    """
     damaged = []
     for name in parts:
         for directory, schema in ((ITEMS_DIR, ITEM_SCHEMA), (LAYERS_DIR, LAYER_SCHEMA)):
@@ -206,7 +222,11 @@ def damaged_parts(out_dir: Path, parts: Sequence[str]) -> list[Path]:
             except (OSError, pa.ArrowException):
                 damaged.append(path)
                 continue
-            if not found.remove_metadata().equals(schema):
+            wrong_type = any(
+                field.name in schema.names and field.type != schema.field(field.name).type
+                for field in found
+            )
+            if "id" not in found.names or wrong_type:
                 damaged.append(path)
     return damaged
 
@@ -227,7 +247,11 @@ def kept_in(out_dir: str | Path) -> str:
     out_dir = Path(out_dir).expanduser()
     n_items = items_on_disk(out_dir)
     if not n_items:
-        return NOTHING_WRITTEN
+        return (
+            f"No item was finished ({out_dir} holds no results yet)."
+            if (out_dir / MANIFEST).is_file()
+            else NOTHING_WRITTEN
+        )
     try:
         manifest = read_manifest(out_dir)
         total = f" of {int(manifest['dataset']['n_items'])}" if manifest else ""
@@ -318,8 +342,21 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     )
 
 
-def _check_items(items: Sequence[StudyItem]) -> list[StudyItem]:
+def _check_items(items: Sequence[StudyItem] | str | Path) -> list[StudyItem]:
+    if isinstance(items, (str, Path)):  # a dataset file, as on the command line
+        return load_items(items)
+    if not isinstance(items, Sequence):
+        raise InputError(
+            f"items must be a list of StudyItem or a dataset path, not {type(items).__name__}: "
+            "run_study(model, load_items('items.jsonl'), out_dir=...)."
+        )
     items = list(items)
+    wrong = next((item for item in items if not isinstance(item, StudyItem)), None)
+    if wrong is not None:
+        raise InputError(
+            f"items must be StudyItem objects, not {type(wrong).__name__} {wrong!r:.60}: "
+            "read them with logitlens.studies.load_items(path), or pass the path itself."
+        )
     if not items:
         raise InputError("The dataset has no items: give a file with at least one item.")
     seen: set[str] = set()
@@ -332,7 +369,7 @@ def _check_items(items: Sequence[StudyItem]) -> list[StudyItem]:
 
 def run_study(
     model: LensModel,
-    items: Sequence[StudyItem],
+    items: Sequence[StudyItem] | str | Path,
     *,
     out_dir: str | Path,
     lens: str | Lens = "logit",
@@ -340,6 +377,7 @@ def run_study(
     batch_size: int = 16,
     threshold: float = 0.1,
     generate: int = 0,
+    attribution: bool = False,
     progress: bool = True,
 ) -> StudyResult:
     """Run ``lens`` over every item (last position) and stream the rows to ``out_dir``.
@@ -350,20 +388,30 @@ def run_study(
     also as normalised depth. With ``generate=N``, each item's prompt is also continued
     greedily by N tokens with :func:`~logitlens.generation.generate_lens` (the same
     lens), recording what the model says and the decision depth of its first token
-    (the ``said_*`` columns). Rerunning the same call resumes; a different model, lens,
-    option or dataset in an existing ``out_dir`` raises :class:`InputError`.
+    (the ``said_*`` columns). With ``attribution=True``, the same trace also splits each
+    item's final target logit (and target minus alternative) into each layer's attention
+    and MLP parts (the ``attention_*`` / ``mlp_*`` layer columns). Rerunning the same
+    call resumes; a different model, lens, option or dataset in an existing ``out_dir``
+    raises :class:`InputError`.
     """
+    if not isinstance(model, LensModel):
+        raise InputError(
+            f"run_study() needs a model from logitlens.load_model(), not {type(model).__name__}."
+        )
     items = _check_items(items)
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+    batch_size = check_count(batch_size, "batch_size")
+    generate = check_count(generate, "generate", minimum=0)
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"threshold is a probability, between 0 and 1; got {threshold}.")
-    if isinstance(generate, bool) or not isinstance(generate, int) or generate < 0:
-        raise InputError(f"generate is a number of tokens, 0 or more; got {generate!r}.")
     lens = get_lens(lens, tuned_path)
     lens.check_model(model)
     out_dir = Path(out_dir).expanduser()
-    options = StudyOptions(batch_size=batch_size, threshold=float(threshold), generate=generate)
+    options = StudyOptions(
+        batch_size=batch_size,
+        threshold=float(threshold),
+        generate=generate,
+        attribution=bool(attribution),
+    )
     manifest = _manifest(model, lens, items, options)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -434,6 +482,7 @@ def _run_batches(
 ) -> None:
     tokenizer = model.tokenizer
     lengths = [len(tokenizer(item.prompt, add_special_tokens=True)["input_ids"]) for item in items]
+    _check_lengths(items, lengths, options.generate, model.context_length)
     target_pieces = [len(tokenizer.encode(item.target, add_special_tokens=False)) for item in items]
     several = sum(n > 1 for n in target_pieces)
     if several:
@@ -467,6 +516,22 @@ def _run_batches(
             bar.update(len(batch))
 
 
+def _check_lengths(
+    items: list[StudyItem], lengths: list[int], generate: int, limit: int | None
+) -> None:
+    """Refuse, before any batch runs, an item longer than the model's context (named)."""
+    too_long = [
+        (item, n) for item, n in zip(items, lengths, strict=True) if limit and n + generate > limit
+    ]
+    if too_long:
+        item, n = too_long[0]
+        extra = f" plus {generate} generated" if generate else ""
+        raise InputError(
+            f"Item {item.id!r} is {n} tokens{extra}, longer than the model's context of "
+            f"{limit} tokens ({len(too_long)} item(s) in all): shorten or drop them."
+        )
+
+
 def _part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
@@ -497,6 +562,7 @@ def _run_batch(
             ],
             alternatives=[[alternative, alternative] for alternative in alternatives],
             metrics=["target", "target_rank", "entropy", "logit_diff"],
+            attribution=options.attribution,
             batch_size=len(items),
             progress=False,
         )
@@ -544,6 +610,7 @@ def _run_batch(
         "alternative_rank": pa.array(ranks[..., 1].reshape(-1), mask=alternative_mask),
         "logit_diff": pa.array(logit_diff.reshape(-1), mask=alternative_mask),
         "entropy": entropy.reshape(-1),
+        **_attribution_columns(result.attribution, n_layers, len(items), alternative_mask),
     }
     item_columns["final_logit_diff"] = pa.array(
         item_columns["final_logit_diff"], mask=~has_alternative
@@ -554,6 +621,24 @@ def _run_batch(
         pa.Table.from_pydict(item_columns, schema=ITEM_SCHEMA),
         pa.Table.from_pydict(layer_columns, schema=LAYER_SCHEMA),
     )
+
+
+def _attribution_columns(
+    attribution: Any, n_layers: int, n_items: int, alternative_mask: np.ndarray
+) -> dict[str, Any]:
+    """The layer table's attention / MLP columns (all null without an attribution)."""
+    names = ("attention_target", "mlp_target", "attention_diff", "mlp_diff")
+    if attribution is None:
+        return {name: pa.nulls(n_layers * n_items, pa.float32()) for name in names}
+    # [item, layer, component]: the last position (one column), the first target.
+    target = attribution.target.components[:, :, :, 0, 0].reshape(-1, 2)
+    difference = attribution.difference.components[:, :, :, 0, 0].reshape(-1, 2)
+    return {
+        "attention_target": target[:, 0],
+        "mlp_target": target[:, 1],
+        "attention_diff": pa.array(difference[:, 0], mask=alternative_mask),
+        "mlp_diff": pa.array(difference[:, 1], mask=alternative_mask),
+    }
 
 
 def _first_true(hits: np.ndarray) -> list[int | None]:
@@ -568,12 +653,13 @@ def _said_columns(
     """The ``said_*`` columns: each prompt continued greedily (all null for ``generate=0``)."""
     names = [name for name in ITEM_SCHEMA.names if name.startswith("said") or name == "says_target"]
     columns: dict[str, list[Any]] = {name: [] for name in names}
-    for item, target_id in zip(items, target_ids, strict=True):
-        if not generate:
-            for column in columns.values():
-                column.append(None)
-            continue
-        said = generate_lens(model, item.prompt, generate, lens=lens, k=1)
+    if not generate:
+        return {name: [None] * len(items) for name in names}
+    # On NDIF, the whole batch's generations are one job (an nnsight session).
+    generations = generate_lens_many(
+        model, [item.prompt for item in items], generate, lens=lens, k=1
+    )
+    for said, target_id in zip(generations, target_ids, strict=True):
         columns["said_text"].append(said.text)
         columns["said_token"].append(said.generated_tokens[0])
         columns["says_target"].append(said.generated_ids[0] == target_id)

@@ -7,17 +7,15 @@ above every depth), and each group reports the share that ever reaches top-1. Me
 and their intervals are over the items that do reach it (``depth_top1``), and over the
 items whose target ever exceeds the threshold (``depth_above``).
 
-Intervals are percentile bootstraps over items (seeded, so reproducible). The tests
-are two-sided Mann-Whitney U (normal approximation with tie and continuity correction)
-and Kruskal-Wallis H (chi-square approximation with tie correction), implemented here
-with NumPy and checked against scipy in the tests; effect size is Cliff's delta
-(P(x > y) - P(x < y); for decision depth, positive means the first group decides later).
+Intervals are percentile bootstraps over items (seeded, so reproducible); groups are
+compared by Mann-Whitney U and Kruskal-Wallis H with Cliff's delta as effect size (for
+decision depth, positive means the first group decides later). The tests themselves
+live in :mod:`.ranktests`.
 
 Puns and literal controls linked by ``pair`` (the same target word, two senses) are
-also compared pair by pair: Wilcoxon signed-rank (normal approximation with tie
-correction, zero differences dropped) on decision depth and on the final target
-probability, with the matched-pairs rank-biserial correlation as effect size and the
-mean paired difference with a bootstrap interval over pairs. For these paired depths
+also compared pair by pair: Wilcoxon signed-rank on decision depth and on the final
+target probability, with the matched-pairs rank-biserial correlation as effect size and
+the mean paired difference with a bootstrap interval over pairs. For these paired depths
 an item that never reaches top-1 decides one layer after the last.
 
 Example:
@@ -28,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from typing import Any
@@ -37,12 +35,38 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..options import check_limit
+from ..views import InlineView
+from .ranktests import (
+    Interval,
+    bootstrap_interval,
+    cliffs_delta,
+    kruskal_wallis,
+    mann_whitney_u,
+    wilcoxon_signed_rank,
+)
 from .run import StudyResult
 
 TESTED_CATEGORIES = ("pun", "literal", "fact")
 """Categories compared pairwise and by Kruskal-Wallis (when the study has them)."""
 CULTURAL_TAG = "cultural"
-TRAJECTORY_METRICS = ("target_prob", "logit_diff", "entropy")
+TRAJECTORY_METRICS = (
+    "target_prob",
+    "logit_diff",
+    "entropy",
+    "attention_target",
+    "mlp_target",
+    "attention_diff",
+    "mlp_diff",
+)
+"""Layer columns averaged per group (the attention / MLP ones need ``attribution=True``)."""
+COMPONENT_COLUMNS = {
+    ("attention", "target"): "attention_target",
+    ("mlp", "target"): "mlp_target",
+    ("attention", "target - alternative"): "attention_diff",
+    ("mlp", "target - alternative"): "mlp_diff",
+}
+"""(part, measure) -> the study's layer column holding its direct logit attribution."""
 GROUP_INTERVALS = (
     "share_top1",
     "depth_top1",
@@ -53,20 +77,6 @@ GROUP_INTERVALS = (
     "said_depth_stable",
 )
 """The :class:`GroupSummary` intervals, in table order (the ``said`` ones need generate=N)."""
-
-
-@dataclass(frozen=True)
-class Interval:
-    """An estimate with a percentile bootstrap interval (NaN when there is no data)."""
-
-    estimate: float
-    low: float
-    high: float
-
-    def text(self, digits: int = 2) -> str:
-        if math.isnan(self.estimate):
-            return "-"
-        return f"{self.estimate:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,23 @@ class PairedTest:
     """Mean of first - second over pairs, with a bootstrap interval over pairs."""
 
 
+@dataclass(frozen=True)
+class ComponentSummary:
+    """What one part (attention or MLP, summed over layers) writes, over a group's items.
+
+    ``total`` is the mean over items of the part's direct contribution to the measure
+    (the target's final logit, or target minus alternative), with a bootstrap interval;
+    ``peak_depth`` the median normalised depth of the layer where that part adds most.
+    """
+
+    group: str
+    part: str
+    measure: str
+    n: int
+    total: Interval
+    peak_depth: Interval
+
+
 @dataclass
 class Trajectory:
     """Mean of one metric per layer over a group's items, with a bootstrap band."""
@@ -151,7 +178,7 @@ class Trajectory:
 
 
 @dataclass
-class StudySummary:
+class StudySummary(InlineView):
     """Everything ``logitlens study summary`` prints, plots and reports."""
 
     model_name: str
@@ -168,7 +195,34 @@ class StudySummary:
     decision_depths: dict[str, np.ndarray] = field(default_factory=dict)
     """Per group, every item's decision depth (``inf`` for never top-1): the distribution."""
     paired: list[PairedTest] = field(default_factory=list)
-    """Puns against their literal controls (``pair``), when the study has both."""
+    """Puns against their literal controls (``pair``), when the study has both; with an
+    attribution also on each part's direct contribution (summed over layers)."""
+    components: list[ComponentSummary] = field(default_factory=list)
+    """With an attribution: per group, part and measure, what the part writes."""
+    component_tests: list[PairedTest] = field(default_factory=list)
+    """With an attribution: MLP against attention within each group, item by item."""
+
+    def components_dataframe(self) -> pd.DataFrame:
+        """One row per group, part and measure: mean total and peak depth, with intervals."""
+        rows = []
+        for item in self.components:
+            row: dict[str, Any] = {
+                "group": item.group,
+                "part": item.part,
+                "measure": item.measure,
+                "n": item.n,
+            }
+            for name in ("total", "peak_depth"):
+                interval = getattr(item, name)
+                row.update(
+                    {
+                        name: interval.estimate,
+                        f"{name}_low": interval.low,
+                        f"{name}_high": interval.high,
+                    }
+                )
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per group: n, shares and median depths with their intervals."""
@@ -224,6 +278,8 @@ class StudySummary:
                 "tests": [asdict(test) for test in self.tests],
                 "kruskal": None if self.kruskal is None else asdict(self.kruskal),
                 "paired": [asdict(test) for test in self.paired],
+                "components": [asdict(item) for item in self.components],
+                "component_tests": [asdict(test) for test in self.component_tests],
                 "trajectories": [
                     {
                         "group": t.group,
@@ -251,156 +307,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-# ----- the statistics themselves ------------------------------------------------------------
-
-
-def bootstrap_interval(
-    values: Sequence[float] | np.ndarray,
-    statistic: Callable[[np.ndarray], np.ndarray] = np.median,
-    *,
-    n_boot: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> Interval:
-    """``statistic`` of ``values`` with a percentile bootstrap interval (resampling values).
-
-    ``statistic`` must accept ``axis=-1`` (NumPy reductions do). The same ``seed`` gives
-    the same interval.
-    """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return Interval(math.nan, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    samples = values[rng.integers(0, values.size, size=(n_boot, values.size))]
-    replicates = statistic(samples, axis=-1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(replicates, [tail, 1 - tail])
-    return Interval(float(statistic(values)), float(low), float(high))
-
-
-def _rank(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (``inf`` is allowed)."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(values.size)
-    start = 0
-    while start < values.size:
-        stop = start
-        while stop + 1 < values.size and sorted_values[stop + 1] == sorted_values[start]:
-            stop += 1
-        ranks[order[start : stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return ranks
-
-
-def _tie_sum(values: np.ndarray) -> float:
-    """Sum of t^3 - t over groups of t tied values."""
-    _, counts = np.unique(values, return_counts=True)
-    return float((counts**3 - counts).sum())
-
-
-def _normal_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2))
-
-
-def _chi2_sf(x: float, df: int) -> float:
-    """Survival function of the chi-square distribution for integer ``df`` (closed form)."""
-    if x <= 0:
-        return 1.0
-    half = x / 2
-    if df % 2 == 0:
-        term, total = 1.0, 1.0
-        for i in range(1, df // 2):
-            term *= half / i
-            total += term
-        return min(1.0, math.exp(-half) * total)
-    total = math.erfc(math.sqrt(half))
-    term = math.sqrt(2 * x / math.pi) * math.exp(-half)
-    for i in range(1, (df - 1) // 2 + 1):
-        total += term
-        term *= x / (2 * i + 1)
-    return min(1.0, total)
-
-
-def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Two-sided Mann-Whitney U test: ``(U of x, p)``, normal approximation.
-
-    Tie- and continuity-corrected, as ``scipy.stats.mannwhitneyu(x, y,
-    method="asymptotic")``. ``inf`` values are ties above every finite value.
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    n1, n2 = x.size, y.size
-    if n1 == 0 or n2 == 0:
-        return math.nan, math.nan
-    combined = np.concatenate([x, y])
-    ranks = _rank(combined)
-    u = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2)
-    n = n1 + n2
-    variance = n1 * n2 / 12 * ((n + 1) - _tie_sum(combined) / (n * (n - 1)))
-    if variance <= 0:
-        return u, 1.0
-    mean = n1 * n2 / 2
-    z = (abs(u - mean) - 0.5) / math.sqrt(variance)
-    return u, min(1.0, 2 * _normal_sf(max(z, 0.0)))
-
-
-def kruskal_wallis(*groups: Sequence[float]) -> tuple[float, int, float]:
-    """Kruskal-Wallis H test with tie correction: ``(H, df, p)``, as ``scipy.stats.kruskal``."""
-    arrays = [np.asarray(g, dtype=float) for g in groups if len(g)]
-    if len(arrays) < 2:
-        return math.nan, 0, math.nan
-    combined = np.concatenate(arrays)
-    n = combined.size
-    ranks = _rank(combined)
-    h, start = 0.0, 0
-    for array in arrays:
-        h += ranks[start : start + array.size].sum() ** 2 / array.size
-        start += array.size
-    h = 12 / (n * (n + 1)) * h - 3 * (n + 1)
-    correction = 1 - _tie_sum(combined) / (n**3 - n)
-    df = len(arrays) - 1
-    if correction <= 0:
-        return math.nan, df, math.nan
-    h /= correction
-    return h, df, _chi2_sf(h, df)
-
-
-def wilcoxon_signed_rank(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
-    """Two-sided Wilcoxon signed-rank test of paired ``x``, ``y``: ``(W, p, rank-biserial)``.
-
-    Zero differences are dropped and tied absolute differences share their average
-    rank (variance corrected for ties); normal approximation without continuity
-    correction, as ``scipy.stats.wilcoxon(x, y, method="asymptotic")``. ``W`` is the
-    smaller signed-rank sum; the rank-biserial correlation is ``(R+ - R-) / (R+ + R-)``.
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape:
-        raise InputError(f"Paired values need equal lengths, got {x.size} and {y.size}.")
-    differences = x - y
-    differences = differences[differences != 0]
-    n = differences.size
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    ranks = _rank(np.abs(differences))
-    plus, minus = float(ranks[differences > 0].sum()), float(ranks[differences < 0].sum())
-    variance = n * (n + 1) * (2 * n + 1) / 24 - _tie_sum(np.abs(differences)) / 48
-    rank_biserial = (plus - minus) / (plus + minus)
-    if variance <= 0:
-        return min(plus, minus), 1.0, rank_biserial
-    z = (plus - n * (n + 1) / 4) / math.sqrt(variance)
-    return min(plus, minus), min(1.0, 2 * _normal_sf(abs(z))), rank_biserial
-
-
-def cliffs_delta(x: Sequence[float], y: Sequence[float]) -> float:
-    """Cliff's delta, P(x > y) - P(x < y), over all pairs (``inf`` compares as largest)."""
-    x, y = np.asarray(x, dtype=float), np.sort(np.asarray(y, dtype=float))
-    if x.size == 0 or y.size == 0:
-        return math.nan
-    below = np.searchsorted(y, x, side="left")  # y values < each x
-    above = y.size - np.searchsorted(y, x, side="right")  # y values > each x
-    return float((below.sum() - above.sum()) / (x.size * y.size))
-
-
 # ----- a study's summary --------------------------------------------------------------------
 
 
@@ -426,6 +332,7 @@ def summarize_study(
     study: StudyResult, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95
 ) -> StudySummary:
     """Per group: shares and median depths with bootstrap intervals; rank tests; trajectories."""
+    n_boot, seed = check_limit(n_boot, "n_boot"), check_limit(seed, "seed")
     items = study.items
     if items.empty:
         raise InputError(
@@ -469,6 +376,9 @@ def summarize_study(
         h, df, p = kruskal_wallis(*(depth_lists[c] for c in present))
         kruskal = KruskalTest(groups=tuple(present), h=h, df=df, p_value=p)
     pairs = pun_literal_pairs(items)
+    parts = component_totals(study)
+    paired = _paired_tests(items, pairs, study.n_layers, seed + 15485863, n_boot, level)
+    pun_literal, within = _component_tests(parts, groups, pairs, seed + 32452843, n_boot, level)
     return StudySummary(
         model_name=study.model_name,
         lens=str(study.manifest["lens"]["name"]),
@@ -482,7 +392,141 @@ def summarize_study(
         kruskal=kruskal,
         trajectories=_trajectories(study, groups, seed, n_boot, level),
         decision_depths=depth_lists,
-        paired=_paired_tests(items, pairs, study.n_layers, seed + 15485863, n_boot, level),
+        paired=paired + pun_literal,
+        component_tests=within,
+        components=_component_summaries(
+            parts, groups, study.n_layers, seed + 49979687, n_boot, level
+        ),
+    )
+
+
+def component_totals(study: StudyResult) -> dict[tuple[str, str], np.ndarray]:
+    """(part, measure) -> ``[item, layer]`` direct contributions, for the columns present.
+
+    Items in the order of ``study.items``; a row is NaN where the item has none (a
+    target minus alternative without an alternative). Empty without an attribution.
+    """
+    layers, n_items = study.layers, len(study.items)
+    found = {}
+    for key, column in COMPONENT_COLUMNS.items():
+        if column not in layers or layers[column].isna().all():
+            continue
+        found[key] = layers[column].astype(float).to_numpy().reshape(n_items, study.n_layers)
+    return found
+
+
+def _component_summaries(
+    parts: dict[tuple[str, str], np.ndarray],
+    groups: dict[str, np.ndarray],
+    n_layers: int,
+    seed: int,
+    n_boot: int,
+    level: float,
+) -> list[ComponentSummary]:
+    summaries = []
+    depth = (np.arange(n_layers) + 1) / n_layers
+    for offset, ((part, measure), matrix) in enumerate(parts.items()):
+        for group_offset, (name, mask) in enumerate(groups.items()):
+            values = matrix[mask]
+            values = values[~np.isnan(values).any(axis=1)]
+            stream = seed + 1009 * offset + 7919 * group_offset
+            boot = {"n_boot": n_boot, "level": level}
+            summaries.append(
+                ComponentSummary(
+                    group=name,
+                    part=part,
+                    measure=measure,
+                    n=len(values),
+                    total=bootstrap_interval(values.sum(axis=1), np.mean, seed=stream, **boot),
+                    peak_depth=bootstrap_interval(
+                        depth[values.argmax(axis=1)] if len(values) else values[:, 0],
+                        seed=stream + 1,
+                        **boot,
+                    ),
+                )
+            )
+    return summaries
+
+
+def _component_tests(
+    parts: dict[tuple[str, str], np.ndarray],
+    groups: dict[str, np.ndarray],
+    pairs: list[tuple[int, int]],
+    seed: int,
+    n_boot: int,
+    level: float,
+) -> tuple[list[PairedTest], list[PairedTest]]:
+    """Pun against literal on each part's total; MLP against attention within each group."""
+    tests, within = [], []
+    totals = {key: matrix.sum(axis=1) for key, matrix in parts.items()}
+    if pairs:
+        puns, literals = (np.array(side) for side in zip(*pairs, strict=True))
+        for offset, ((part, measure), values) in enumerate(totals.items()):
+            first, second = values[puns], values[literals]
+            keep = ~(np.isnan(first) | np.isnan(second))
+            tests.append(
+                _paired(
+                    f"{part} -> {measure}",
+                    "pun",
+                    "literal",
+                    first[keep],
+                    second[keep],
+                    seed + offset,
+                    n_boot,
+                    level,
+                )
+            )
+    for measure in ("target", "target - alternative"):
+        if ("mlp", measure) not in totals:
+            continue
+        mlp, attention = totals[("mlp", measure)], totals[("attention", measure)]
+        for offset, (name, mask) in enumerate(groups.items()):
+            keep = mask & ~(np.isnan(mlp) | np.isnan(attention))
+            if keep.sum() == 0:
+                continue
+            within.append(
+                _paired(
+                    f"{name}: MLP vs attention -> {measure}",
+                    "MLP",
+                    "attention",
+                    mlp[keep],
+                    attention[keep],
+                    seed + 101 + offset,
+                    n_boot,
+                    level,
+                )
+            )
+    return tests, within
+
+
+def _paired(
+    metric: str,
+    first_name: str,
+    second_name: str,
+    first: np.ndarray,
+    second: np.ndarray,
+    seed: int,
+    n_boot: int,
+    level: float,
+    scale: float = 1.0,
+) -> PairedTest:
+    """Wilcoxon signed-rank of ``first`` against ``second`` (paired), with the mean
+    difference (times ``scale``: layers to depth) and its bootstrap interval."""
+    w, p, rank_biserial = wilcoxon_signed_rank(first, second)
+    return PairedTest(
+        metric=metric,
+        first=first_name,
+        second=second_name,
+        n_pairs=len(first),
+        n_first_higher=int((first > second).sum()),
+        n_second_higher=int((first < second).sum()),
+        n_tied=int((first == second).sum()),
+        w=w,
+        p_value=p,
+        rank_biserial=rank_biserial,
+        mean_difference=bootstrap_interval(
+            (first - second) * scale, np.mean, n_boot=n_boot, seed=seed, level=level
+        ),
     )
 
 
@@ -532,34 +576,22 @@ def _paired_tests(
     # tie exactly; depth differences are layer differences / n_layers.
     layers = items.first_layer_top1.astype(float).fillna(n_layers).to_numpy()
     final = items.final_prob.astype(float).to_numpy()
-    tests = []
-    for offset, (metric, values, scale) in enumerate(
-        (("decision depth", layers, 1 / n_layers), ("final P(target)", final, 1.0))
-    ):
-        first, second = values[puns], values[literals]
-        w, p, rank_biserial = wilcoxon_signed_rank(first, second)
-        tests.append(
-            PairedTest(
-                metric=metric,
-                first="pun",
-                second="literal",
-                n_pairs=len(pairs),
-                n_first_higher=int((first > second).sum()),
-                n_second_higher=int((first < second).sum()),
-                n_tied=int((first == second).sum()),
-                w=w,
-                p_value=p,
-                rank_biserial=rank_biserial,
-                mean_difference=bootstrap_interval(
-                    (first - second) * scale,
-                    np.mean,
-                    n_boot=n_boot,
-                    seed=seed + offset,
-                    level=level,
-                ),
-            )
+    return [
+        _paired(
+            metric,
+            "pun",
+            "literal",
+            values[puns],
+            values[literals],
+            seed + offset,
+            n_boot,
+            level,
+            scale,
         )
-    return tests
+        for offset, (metric, values, scale) in enumerate(
+            (("decision depth", layers, 1 / n_layers), ("final P(target)", final, 1.0))
+        )
+    ]
 
 
 def _rank_tests(depths: dict[str, np.ndarray]) -> list[RankTest]:
@@ -593,6 +625,8 @@ def _trajectories(
     depth = (np.arange(n_layers) + 1) / n_layers
     trajectories = []
     for metric in TRAJECTORY_METRICS:
+        if metric not in layers or layers[metric].isna().all():
+            continue  # an attribution column of a study run without one
         # [item, layer], items in the order of study.items (both tables sort by id).
         matrix = layers[metric].astype(float).to_numpy().reshape(len(ids), n_layers)
         for offset, (name, mask) in enumerate(groups.items()):
@@ -639,4 +673,6 @@ def compare_studies(
     """Summaries of several studies, for a table and a plot on normalised depth."""
     if len(studies) < 1:
         raise InputError("Give at least one study directory to compare.")
+    check_limit(n_boot, "n_boot")
+    check_limit(seed, "seed")
     return StudyComparison([summarize_study(s, seed=seed, n_boot=n_boot) for s in studies])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import InputError
-from ..paths import package_file
+from ..paths import package_file, read_text_file, text_lines
 from .config import BIBLE, MODEL_SAMPLES
 
 if TYPE_CHECKING:
@@ -66,28 +66,26 @@ def bible_documents() -> list[str]:
 
 
 def _text_documents(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text_file(path)
     return [part.strip() for part in text.split("\n\n") if part.strip()]
 
 
 def _jsonl_documents(path: Path) -> list[str]:
     documents = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record: Any = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}:{number} is not valid JSON ({error.msg}).") from None
-            text = record.get("text") if isinstance(record, dict) else record
-            if not isinstance(text, str):
-                raise InputError(
-                    f'{path}:{number}: expected a JSON string or an object with a "text" '
-                    "string field."
-                )
-            if text.strip():
-                documents.append(text.strip())
+    for number, line in enumerate(text_lines(read_text_file(path)), 1):
+        if not line.strip():
+            continue
+        try:
+            record: Any = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}:{number} is not valid JSON ({error.msg}).") from None
+        text = record.get("text") if isinstance(record, dict) else record
+        if not isinstance(text, str):
+            raise InputError(
+                f'{path}:{number}: expected a JSON string or an object with a "text" string field.'
+            )
+        if text.strip():
+            documents.append(text.strip())
     return documents
 
 
