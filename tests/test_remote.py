@@ -391,6 +391,20 @@ def test_remote_generation_equals_local(healthy, remote_tiny, local_tiny, tmp_pa
     _assert_equal_results(remote.lens_result, local.lens_result)
 
 
+def test_a_lens_with_weights_stays_here_in_a_remote_generation(
+    healthy, remote_tiny, local_tiny, tmp_path, uploads
+):
+    """generate_lens's trace body names no lens with weights: its request is the size of
+    the logit lens's, not that plus the lens."""
+    from logitlens.generation import generate_lens
+
+    path = _random_tuned_lens(local_tiny, tmp_path / "tuned.safetensors")
+    generate_lens(remote_tiny, PROMPTS[0], 2, k=3)
+    generate_lens(remote_tiny, PROMPTS[0], 2, k=3, lens="tuned", tuned_path=str(path))
+    logit, tuned = uploads
+    assert tuned < logit + path.stat().st_size / 4, (uploads, path.stat().st_size)
+
+
 @pytest.mark.parametrize("lens", ["logit", "tuned"])
 def test_remote_generations_share_one_job_and_equal_local(
     healthy, remote_tiny, local_tiny, tmp_path, uploads, lens
