@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from logitlens import InputError
-from logitlens.attribution import attribute
+from logitlens.analysis import attribute
 from logitlens.cli import app, runners
 from logitlens.pictures.attribution_plots import plot_attribution, plot_components, plot_heads
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -78,7 +79,18 @@ def bad(tmp_path_factory, tiny_dir):
         tensors = {"weight": torch.zeros(3, 64, 64), "bias": torch.zeros(3, 64)}
         save_file(tensors, str(paths[name]), metadata={"logitlens": json.dumps(config)})
 
-    # Jacobian-lens files (.pt): empty, truncated, not PyTorch at all.
+    # A tuned-lens folder whose config has a field of the wrong type.
+    folder = root / "hash-number"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"d_model": 64, "num_hidden_layers": 2, "unembed_hash": 5})
+    )
+    torch.save({"0.weight": torch.zeros(64, 64)}, folder / "params.pt")
+    paths["hash-number"] = folder
+
+    # Jacobian-lens files (.pt): empty, truncated, not PyTorch at all, a count as text.
+    torch.save({"J": {0: torch.eye(64)}, "n_prompts": "many"}, root / "prompts-text.pt")
+    paths["prompts-text.pt"] = root / "prompts-text.pt"
     torch.save({"J": {}}, root / "empty-J.pt")
     paths["empty-J.pt"] = root / "empty-J.pt"
     torch.save({"J": {0: torch.eye(64)}}, root / "good-J.pt")
@@ -248,6 +260,8 @@ LENS_CASES = [
     (["top", PUN, "--lens-path", "{model-text}"], "config field 'model' is 'llama'"),
     (["top", PUN, "--lens-path", "{training-number}"], "config field 'training' is 5"),
     (["lens", "import", "{empty-J.pt}", "-o", "{tmp}/a.safetensors"], "holds no Jacobians"),
+    (["lens", "import", "{hash-number}", "-o", "{tmp}/e.safetensors"], "'unembed_hash' is 5"),
+    (["lens", "import", "{prompts-text.pt}", "-o", "{tmp}/f.safetensors"], "'n_prompts' is 'many'"),
     (["lens", "import", "{truncated-J.pt}", "-o", "{tmp}/b.safetensors"], "is damaged or not a"),
     (["lens", "import", "{garbage.pt}", "-o", "{tmp}/c.safetensors"], "is damaged or not a"),
     (["lens", "import", "{empty.pt}", "-o", "{tmp}/d.safetensors"], "is damaged or not a"),
@@ -279,6 +293,7 @@ RANGE_CASES = [
     (["study", "summary", "{tmp}/none", "--n-boot", "1000000000"], "each resample redraws"),
     (["study", "summary", "{tmp}/none", "--seed", "-1"], "--seed must be between 0 and"),
     (["study", "compare", "{tmp}/none", "--n-boot", "0"], "--n-boot must be between 1 and"),
+    (["tuned", "train", "--seed", "-1"], "--seed must be between 0 and"),
     (["grid", PUN, "-o", "{tmp}/g.png", "--window", "100000"], "--window must be between 1"),
     (["grid", PUN, "-o", "{tmp}/g.png", "--positions", ",".join(map(str, range(200)))], "at most"),
     (["generate", PUN, "-n", "500", "--plot", "{tmp}/g.png"], "lower --max-new-tokens"),
@@ -320,7 +335,16 @@ RANGE_LIBRARY_CASES = [
     (lambda s: _summarize(s, seed=-1), "seed must be between 0 and"),
     (lambda s: _summarize(s, n_boot=2.5), "Bad n_boot 2.5"),
     (lambda s: _bootstrap(n_boot=20_000_000), "n_boot must be between"),
+    (lambda s: _summarize(5), "Expected a study (run_study's result, or its directory)"),
+    (lambda s: logitlens.TrainingConfig(seed=-3).validate(), "seed must be between 0 and"),
+    (lambda s: _compare([s, 5]), "Expected a study"),
 ]
+
+
+def _compare(studies):
+    from logitlens.studies import compare_studies
+
+    return compare_studies(studies, n_boot=10)
 
 
 def _summarize(study, **options):
@@ -337,7 +361,7 @@ def _bootstrap(**options):
 
 @pytest.mark.parametrize(("call", "message"), RANGE_LIBRARY_CASES, ids=lambda c: str(c)[:40])
 def test_library_option_ranges(call, message, study):
-    with pytest.raises(LogitLensError, match=message.replace("(", r"\(")):
+    with pytest.raises(LogitLensError, match=re.escape(message)):
         call(study)
 
 
@@ -346,6 +370,8 @@ def test_numpy_counts_are_in_range(study):
 
     summary = summarize_study(study, n_boot=np.int64(50), seed=np.uint32(3))
     assert summary.n_boot == 50 and summary.seed == 3
+    from_directory = summarize_study(str(study.out_dir), n_boot=50, seed=3)
+    assert from_directory.to_dict() == summary.to_dict()
 
 
 def test_pass_at_k_refuses_k_at_the_vocabulary_size(wrap_tiny):
@@ -474,6 +500,8 @@ def test_numpy_arrays_are_indices_and_counts(wrap_tiny):
     assert result.layers == [0, 1] and result.k == 3
     assert result.positions.tolist() == [[0, len(result.tokens[0]) - 1]]
     assert logitlens.analyze(model, PUN, include_embed=np.bool_(True)).layers[0] == -1
+    two = logitlens.analyze(model, [PUN, PUN], targets=np.array([5, 6]))
+    assert two.target_ids == [[5], [6]]
     generated = logitlens.generate_lens(model, PUN, max_new_tokens=np.int64(2), k=np.int32(2))
     assert len(generated.generated_tokens) <= 2
 

@@ -1,6 +1,6 @@
 """``attribute``: which layer's attention or MLP (which head) writes a token.
 
-The computation is :func:`logitlens.attribution.attribute`; the tables are in
+The computation is :func:`logitlens.analysis.attribute`; the tables are in
 :mod:`.tables`, the pictures in :mod:`logitlens.pictures.attribution_plots`.
 """
 
@@ -52,7 +52,7 @@ def attribute_command(
     Example: logitlens attribute 'Why do electricians make good swimmers? Because they
     know the' --target ' current' --alternative ' water' --heads --plot dla.png
     """
-    from ..attribution import attribute
+    from ..analysis import attribute
     from .runners import open_model
 
     check_picture_path(plot, force=request.force)

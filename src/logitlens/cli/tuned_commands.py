@@ -18,6 +18,7 @@ from .flags import (
     LensOutputOption,
     ModelOption,
     SeqLenOption,
+    limited,
 )
 from .runners import open_model_for_lens
 
@@ -58,7 +59,12 @@ def train(
         typer.Option("--dtype", help=f"Model precision: {', '.join(DTYPE_NAMES)}."),
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the batch order and sampling (reproducible).")
+        int,
+        typer.Option(
+            "--seed",
+            callback=limited("seed"),
+            help="Seed of the batch order and sampling (reproducible; 0 or more).",
+        ),
     ] = _DEFAULTS.seed,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
