@@ -18,6 +18,7 @@ import re
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -729,11 +730,18 @@ def test_a_local_directory_with_remote_says_ndif_needs_a_hub_id(healthy, tiny_di
 # --- The CLI over the socket ---------------------------------------------------------------
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     """``logitlens ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
     from logitlens import cli
 
     monkeypatch.setattr(sys, "argv", ["logitlens", *args])
+    # Outside pytest Python prints warnings (in the CLI's one-line format); pytest records
+    # them instead, so print them here as Python would.
+    monkeypatch.setattr(warnings, "showwarning", _print_warning)
     capsys.readouterr()
     try:
         cli.main()
