@@ -567,20 +567,6 @@ def projected_ids(
     return np.array(rows, dtype=np.int64)
 
 
-def store_parts(
-    model: LensModel,
-    arrays: dict[str, np.ndarray],
-    saved: dict[str, torch.Tensor],
-    batch: slice,
-    n_prompts: int,
-    position_table: np.ndarray,
-) -> None:
-    """Check one batch's reconstruction, then keep its parts (see :func:`project_parts`)."""
-    saved = {name: value.float() for name, value in saved.items()}
-    _check_reconstruction(model, saved["reconstruction"], position_table)
-    _store(arrays, saved, batch, n_prompts, position_table)
-
-
 def build_attribution(
     model: LensModel,
     prompts: list[str],
@@ -629,14 +615,18 @@ def _check_reconstruction(
         )
 
 
-def _store(
+def store_parts(
+    model: LensModel,
     arrays: dict[str, np.ndarray],
     saved: dict[str, torch.Tensor],
-    batch: slice,
+    batch: slice | list[int],
     n_prompts: int,
     position_table: np.ndarray,
 ) -> None:
-    """One batch's tensors into ``[prompt, ..., column, n]`` arrays (NaN at padding)."""
+    """Check one batch's reconstruction, then keep its tensors (:func:`project_parts`) in
+    ``[prompt, ..., column, n]`` arrays (NaN at padding)."""
+    saved = {name: value.float() for name, value in saved.items()}
+    _check_reconstruction(model, saved["reconstruction"], position_table)
     n_batch, n_columns = position_table.shape
     valid = position_table >= 0
     for name, tensor in saved.items():
