@@ -30,8 +30,9 @@ Families whose residual stream is not a sum of parts (post-LN OPT, BLOOM with
 checks the decomposition: if the parts do not rebuild the final residual (an adapter
 entry pointing at the wrong module), it says so instead of returning wrong numbers.
 
-All of it runs inside one nnsight trace (:func:`attribution_reductions`), on the
-positions asked for only: a remote NDIF run sends back ``[layer, component (, head),
+All of it runs inside the lens's nnsight trace (:func:`read_parts` then
+:func:`project_parts`, from ``analyze(..., attribution=True)``), on the positions asked
+for only: a remote NDIF run sends back ``[layer, component (, head),
 position, target]`` floats, kilobytes.
 
 Example:
@@ -344,14 +345,6 @@ def _through(direction: torch.Tensor, gain: torch.Tensor, scale: torch.Tensor, c
     if centre:
         pulled = pulled - pulled.mean(-1, keepdim=True)
     return pulled * scale[:, None, None]
-
-
-def attribution_reductions(
-    root: Any, plan: InsidePlan, gather_index: torch.Tensor, token_ids: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """The trace body of :func:`attribute`: :func:`read_parts`, then :func:`project_parts`."""
-    parts, _ = read_parts(root, plan, gather_index)
-    return project_parts(root, plan, parts, token_ids)
 
 
 def read_parts(
