@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import logitlens
-from logitlens.attribution import attribute
+from logitlens import attribute
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 TARGET, ALTERNATIVE = " current", " water"

@@ -33,8 +33,10 @@ from nnsight import CONFIG
 from nnsight.intervention.backends.remote import RemoteBackend
 
 import logitlens
+from logitlens.generation import generate_lens, generate_lens_many
 from logitlens.remote import NdifBackend
 from logitlens.studies import load_items, run_study
+from logitlens.studies import run as study_run
 from logitlens.studies.run import StudyResult
 
 REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -64,6 +66,11 @@ class Meter:
 
     def reset(self) -> None:
         self.jobs = self.up = self.down = 0
+
+
+def one_job_per_generation(model, prompts, max_new_tokens, **options):
+    """What a study did before sessions: one NDIF job per generated continuation."""
+    return [generate_lens(model, prompt, max_new_tokens, **options) for prompt in prompts]
 
 
 @contextlib.contextmanager
@@ -105,11 +112,19 @@ def main() -> None:
                 f"batch 16, --generate {args.generate}",
                 {"batch_size": 16, "generate": args.generate},
             ),
+            (
+                f"batch 16, --generate {args.generate}, a job per generation (no session)",
+                {"batch_size": 16, "generate": args.generate, "sessions": False},
+            ),
         ]
         print(f"{args.items} bundled items, SmolLM2-135M, NDIF's server at loopback (CPU)")
         print("| study | NDIF jobs | up | down | remote s | local s | remote / local | equal |")
         print("|---|---:|---:|---:|---:|---:|---:|---|")
         for index, (name, options) in enumerate(ways):
+            sessions = options.pop("sessions", True)
+            study_run.generate_lens_many = (
+                generate_lens_many if sessions else one_job_per_generation
+            )
             started = time.perf_counter()
             run_study(
                 local_model, items, out_dir=work / f"local-{index}", progress=False, **options

@@ -10,6 +10,9 @@ target " current", k 10), on the bundled SmolLM2-135M:
 - **CLI top**: a fresh ``logitlens top PROMPT --positions all`` subprocess (model load
   included: what a command-line user waits for each time).
 
+CPU seconds (user + system, every thread of the process that computes) say what a run
+costs apart from waiting for the cores, which a shared machine makes long.
+
 Serve and library take turns in random order in each round (same machine state); the
 CLI runs a few times after. Prints p50 and p95 and the ratio of the p50s; the goal is
 serve p50 <= 1.2 x library p50 and under 0.5 s.
@@ -43,6 +46,12 @@ REQUEST = {"prompts": [PUN], "lens": "logit", "target": " current", "positions":
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ask(host: str, port: int) -> float:
@@ -87,16 +96,20 @@ def main() -> None:
     from page_checks import serving
 
     os.environ["PYTHONPATH"] = str(SRC)  # the server runs this checkout
-    with serving() as address:
+    with serving() as (address, pid):
         host, port = urlsplit(address).hostname, urlsplit(address).port
         ask(host, port)  # warm both
         library()
         times: dict[str, list[float]] = {"serve": [], "library": []}
+        cpu: dict[str, list[float]] = {"serve": [], "library": []}
         for _ in range(args.requests):
             order = ["serve", "library"]
             random.shuffle(order)
             for name in order:
+                before = cpu_seconds(pid) if name == "serve" else time.process_time()
                 times[name].append(ask(host, port) if name == "serve" else library())
+                after = cpu_seconds(pid) if name == "serve" else time.process_time()
+                cpu[name].append(after - before)
 
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     cli = []
@@ -115,12 +128,17 @@ def main() -> None:
     print(
         f"electricians prompt, logit lens, all positions; torch threads: {torch.get_num_threads()}"
     )
-    print(f"{'':<22}{'p50 (s)':>9}{'p95 (s)':>9}{'runs':>6}")
-    rows = {"serve (warm)": times["serve"], "library call": times["library"], "CLI top": cli}
-    for name, values in rows.items():
+    print(f"{'':<22}{'p50 (s)':>9}{'p95 (s)':>9}{'CPU s p50':>11}{'runs':>6}")
+    rows = {
+        "serve (warm)": (times["serve"], cpu["serve"]),
+        "library call": (times["library"], cpu["library"]),
+        "CLI top": (cli, None),
+    }
+    for name, (values, used) in rows.items():
+        used_text = "" if used is None else f"{statistics.median(used):.3f}"
         print(
             f"{name:<22}{statistics.median(values):>9.3f}{percentile(values, 0.95):>9.3f}"
-            f"{len(values):>6}"
+            f"{used_text:>11}{len(values):>6}"
         )
     ratio = statistics.median(times["serve"]) / statistics.median(times["library"])
     serve_p50 = statistics.median(times["serve"])

@@ -24,7 +24,7 @@ def main() -> None:
     from page_checks import launched, serving
 
     os.environ["PYTHONPATH"] = str(ROOT / "src")  # the server runs this checkout
-    with serving() as address, launched() as browser:
+    with serving() as (address, _), launched() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 860})
         page.goto(address)
         page.wait_for_function("() => document.querySelectorAll('#lens option').length")

@@ -49,9 +49,10 @@ def launched() -> Iterator[Any]:
 
 
 @contextmanager
-def serving(*options: str) -> Iterator[str]:
+def serving(*options: str) -> Iterator[tuple[str, int]]:
     """``logitlens serve --port 0 OPTIONS`` in a subprocess; yields the page's address and
-    stops the server after. Its log goes to a temporary file (a full pipe would block it)."""
+    the server's process id, and stops the server after. Its log goes to a temporary file
+    (a full pipe would block it)."""
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "logitlens", "serve", "--port", "0", *options],
@@ -66,7 +67,7 @@ def serving(*options: str) -> Iterator[str]:
             if address is None:
                 log.seek(0)
                 raise RuntimeError(f"serve did not start: {line}{log.read()}")
-            yield address.group(0)
+            yield address.group(0), process.pid
         finally:
             process.terminate()
             process.wait(30)

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from logitlens import InputError
-from logitlens.attribution import attribute
-from logitlens.cli import app, common
+from logitlens.analysis import attribute
+from logitlens.cli import app, runners
 from logitlens.pictures.attribution_plots import plot_attribution, plot_components, plot_heads
 
 PUN = "Why do electricians make good swimmers? Because they know the"
@@ -23,7 +23,7 @@ def tiny_gpt2(wrap_tiny):
 
 @pytest.fixture
 def cli(tiny_gpt2, monkeypatch):
-    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: tiny_gpt2)
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: tiny_gpt2)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))
 

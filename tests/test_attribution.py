@@ -19,7 +19,8 @@ from tiny_models import TINY_MODEL_TYPES, tiny_model
 
 import logitlens
 from logitlens import InputError
-from logitlens.attribution import COMPONENTS, Attribution, attribute
+from logitlens.analysis import attribute
+from logitlens.attribution import COMPONENTS, Attribution
 from logitlens.errors import UnsupportedArchitectureError
 
 PROMPTS = ["The capital of France is", "Hi", "Why do electricians make good swimmers?"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -30,19 +31,7 @@ LATIN1 = "café au lait, naïve résumé".encode("latin-1")
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny llama saved the way save_pretrained writes a model."""
-    from tiny_models import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    hf_model, tokenizer = tiny_model("llama")
-    hf_model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def bad(tmp_path_factory, tiny_model_dir):
+def bad(tmp_path_factory, tiny_dir):
     """Bad files by name (text, models, lenses), made once for the module."""
     root = tmp_path_factory.mktemp("bad")
     paths = {"tmp": root}
@@ -65,7 +54,7 @@ def bad(tmp_path_factory, tiny_model_dir):
     for name in ("truncated-model", "no-tokenizer", "latin1-config"):
         folder = root / name
         folder.mkdir()
-        for file in tiny_model_dir.iterdir():
+        for file in tiny_dir.iterdir():
             if name == "truncated-model" or not file.name.startswith(("tokenizer", "special")):
                 (folder / file.name).write_bytes(file.read_bytes())
         paths[name] = folder
@@ -90,7 +79,18 @@ def bad(tmp_path_factory, tiny_model_dir):
         tensors = {"weight": torch.zeros(3, 64, 64), "bias": torch.zeros(3, 64)}
         save_file(tensors, str(paths[name]), metadata={"logitlens": json.dumps(config)})
 
-    # Jacobian-lens files (.pt): empty, truncated, not PyTorch at all.
+    # A tuned-lens folder whose config has a field of the wrong type.
+    folder = root / "hash-number"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"d_model": 64, "num_hidden_layers": 2, "unembed_hash": 5})
+    )
+    torch.save({"0.weight": torch.zeros(64, 64)}, folder / "params.pt")
+    paths["hash-number"] = folder
+
+    # Jacobian-lens files (.pt): empty, truncated, not PyTorch at all, a count as text.
+    torch.save({"J": {0: torch.eye(64)}, "n_prompts": "many"}, root / "prompts-text.pt")
+    paths["prompts-text.pt"] = root / "prompts-text.pt"
     torch.save({"J": {}}, root / "empty-J.pt")
     paths["empty-J.pt"] = root / "empty-J.pt"
     torch.save({"J": {0: torch.eye(64)}}, root / "good-J.pt")
@@ -102,11 +102,10 @@ def bad(tmp_path_factory, tiny_model_dir):
 
 
 @pytest.fixture
-def tiny(wrap_tiny, monkeypatch):
+def tiny_everywhere(tiny, monkeypatch):
     """The tiny llama, and ``load_model`` replaced so that every command gets it."""
-    model = wrap_tiny("llama")
-    monkeypatch.setattr(loading, "load_model", lambda *args, **kwargs: model)
-    return model
+    monkeypatch.setattr(loading, "load_model", lambda *args, **kwargs: tiny)
+    return tiny
 
 
 def _fill(args, paths):
@@ -156,7 +155,7 @@ TEXT_CASES = [
 
 
 @_cases(TEXT_CASES)
-def test_text_that_is_not_utf8_is_named(args, message, bad, tiny, capsys):
+def test_text_that_is_not_utf8_is_named(args, message, bad, tiny_everywhere, capsys):
     assert_one_line_error(*run_cli(_fill(args, bad), capsys), message)
 
 
@@ -173,7 +172,7 @@ def test_a_latin1_terminal_argument_is_named_in_a_real_process():
     assert err.count("\n") == 1 and "(after -t) is not valid UTF-8 text (byte 0xe9" in err
 
 
-def test_a_file_whose_name_is_not_utf8_may_still_be_named(tiny, tmp_path, capsys):
+def test_a_file_whose_name_is_not_utf8_may_still_be_named(tiny_everywhere, tmp_path, capsys):
     """Linux file names are bytes: an existing one passes the argument check."""
     name = os.fsdecode(b"caf\xe9.jsonl")
     (tmp_path / name).write_text(json.dumps({"prompt": PUN, "target": " x"}) + "\n", "utf-8")
@@ -204,8 +203,8 @@ def _items(path):
 
 
 @pytest.mark.parametrize(("call", "message"), TEXT_LIBRARY_CASES, ids=lambda c: str(c)[:30])
-def test_library_text_that_is_not_utf8_is_named(call, message, bad, tiny):
-    _assert_library_error(call, message, tiny, bad)
+def test_library_text_that_is_not_utf8_is_named(call, message, bad, tiny_everywhere):
+    _assert_library_error(call, message, tiny_everywhere, bad)
 
 
 def _assert_library_error(call, message, model, paths):
@@ -261,6 +260,8 @@ LENS_CASES = [
     (["top", PUN, "--lens-path", "{model-text}"], "config field 'model' is 'llama'"),
     (["top", PUN, "--lens-path", "{training-number}"], "config field 'training' is 5"),
     (["lens", "import", "{empty-J.pt}", "-o", "{tmp}/a.safetensors"], "holds no Jacobians"),
+    (["lens", "import", "{hash-number}", "-o", "{tmp}/e.safetensors"], "'unembed_hash' is 5"),
+    (["lens", "import", "{prompts-text.pt}", "-o", "{tmp}/f.safetensors"], "'n_prompts' is 'many'"),
     (["lens", "import", "{truncated-J.pt}", "-o", "{tmp}/b.safetensors"], "is damaged or not a"),
     (["lens", "import", "{garbage.pt}", "-o", "{tmp}/c.safetensors"], "is damaged or not a"),
     (["lens", "import", "{empty.pt}", "-o", "{tmp}/d.safetensors"], "is damaged or not a"),
@@ -268,7 +269,7 @@ LENS_CASES = [
 
 
 @_cases(LENS_CASES)
-def test_damaged_lens_files_are_named(args, message, bad, tiny, capsys):
+def test_damaged_lens_files_are_named(args, message, bad, tiny_everywhere, capsys):
     code, err = run_cli(_fill(args, bad), capsys)
     assert_one_line_error(code, err, message)
     assert "--lens banana" not in err and "would need to run code" not in err
@@ -292,6 +293,7 @@ RANGE_CASES = [
     (["study", "summary", "{tmp}/none", "--n-boot", "1000000000"], "each resample redraws"),
     (["study", "summary", "{tmp}/none", "--seed", "-1"], "--seed must be between 0 and"),
     (["study", "compare", "{tmp}/none", "--n-boot", "0"], "--n-boot must be between 1 and"),
+    (["tuned", "train", "--seed", "-1"], "--seed must be between 0 and"),
     (["grid", PUN, "-o", "{tmp}/g.png", "--window", "100000"], "--window must be between 1"),
     (["grid", PUN, "-o", "{tmp}/g.png", "--positions", ",".join(map(str, range(200)))], "at most"),
     (["generate", PUN, "-n", "500", "--plot", "{tmp}/g.png"], "lower --max-new-tokens"),
@@ -300,7 +302,9 @@ RANGE_CASES = [
 
 
 @_cases(RANGE_CASES)
-def test_option_ranges_are_checked_before_any_work(args, message, bad, tiny, capsys, monkeypatch):
+def test_option_ranges_are_checked_before_any_work(
+    args, message, bad, tiny_everywhere, capsys, monkeypatch
+):
     from logitlens import analysis, evaluation
 
     def no_work(*args, **kwargs):
@@ -331,7 +335,16 @@ RANGE_LIBRARY_CASES = [
     (lambda s: _summarize(s, seed=-1), "seed must be between 0 and"),
     (lambda s: _summarize(s, n_boot=2.5), "Bad n_boot 2.5"),
     (lambda s: _bootstrap(n_boot=20_000_000), "n_boot must be between"),
+    (lambda s: _summarize(5), "Expected a study (run_study's result, or its directory)"),
+    (lambda s: logitlens.TrainingConfig(seed=-3).validate(), "seed must be between 0 and"),
+    (lambda s: _compare([s, 5]), "Expected a study"),
 ]
+
+
+def _compare(studies):
+    from logitlens.studies import compare_studies
+
+    return compare_studies(studies, n_boot=10)
 
 
 def _summarize(study, **options):
@@ -348,7 +361,7 @@ def _bootstrap(**options):
 
 @pytest.mark.parametrize(("call", "message"), RANGE_LIBRARY_CASES, ids=lambda c: str(c)[:40])
 def test_library_option_ranges(call, message, study):
-    with pytest.raises(LogitLensError, match=message.replace("(", r"\(")):
+    with pytest.raises(LogitLensError, match=re.escape(message)):
         call(study)
 
 
@@ -357,6 +370,8 @@ def test_numpy_counts_are_in_range(study):
 
     summary = summarize_study(study, n_boot=np.int64(50), seed=np.uint32(3))
     assert summary.n_boot == 50 and summary.seed == 3
+    from_directory = summarize_study(str(study.out_dir), n_boot=50, seed=3)
+    assert from_directory.to_dict() == summary.to_dict()
 
 
 def test_pass_at_k_refuses_k_at_the_vocabulary_size(wrap_tiny):
@@ -485,6 +500,8 @@ def test_numpy_arrays_are_indices_and_counts(wrap_tiny):
     assert result.layers == [0, 1] and result.k == 3
     assert result.positions.tolist() == [[0, len(result.tokens[0]) - 1]]
     assert logitlens.analyze(model, PUN, include_embed=np.bool_(True)).layers[0] == -1
+    two = logitlens.analyze(model, [PUN, PUN], targets=np.array([5, 6]))
+    assert two.target_ids == [[5], [6]]
     generated = logitlens.generate_lens(model, PUN, max_new_tokens=np.int64(2), k=np.int32(2))
     assert len(generated.generated_tokens) <= 2
 
@@ -512,7 +529,7 @@ def test_run_study_takes_a_dataset_path(wrap_tiny, tmp_path):
 
 
 def test_json_output_never_holds_nan_or_infinity(capsys, wrap_tiny):
-    from logitlens.cli.common import print_json
+    from logitlens.cli.application import print_json
 
     print_json({"depth": float("inf"), "low": -np.inf, "gap": [np.float64("nan"), 1.5]})
     assert json.loads(capsys.readouterr().out) == {"depth": None, "low": None, "gap": [None, 1.5]}
@@ -522,7 +539,9 @@ def test_json_output_never_holds_nan_or_infinity(capsys, wrap_tiny):
     assert "Infinity" not in text and json.loads(text)["kl"][0][0][0] is None
 
 
-def test_a_long_prompt_in_a_later_batch_is_named_before_any_batch(tiny, tmp_path, capsys):
+def test_a_long_prompt_in_a_later_batch_is_named_before_any_batch(
+    tiny_everywhere, tmp_path, capsys
+):
     long_prompt = " ".join(["word"] * 400)
     pairs = [arg for i in range(5) for arg in ("-p", f"Prompt number {i} is=> the")]
     args = ["compare", *pairs, "-p", f"{long_prompt}=> x", "--batch-size", "2"]

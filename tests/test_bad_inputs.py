@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import logitlens
-from logitlens.cli import common, main
+from logitlens.cli import main, runners
 from logitlens.errors import LogitLensError
 
 PUN = "Why do electricians make good swimmers? Because they know the"
@@ -174,7 +174,7 @@ def _fill(args, files):
     ("args", "message"), CLI_CASES, ids=[" ".join(c[0])[:60] for c in CLI_CASES]
 )
 def test_cli_bad_input_is_one_line_exit_2(args, message, files, tiny, monkeypatch, capsys):
-    monkeypatch.setattr(common, "open_model", lambda *a, **k: tiny)
+    monkeypatch.setattr(runners, "open_model", lambda *a, **k: tiny)
     with pytest.raises(SystemExit) as stopped:
         main(_fill(args, files))
     captured = capsys.readouterr()

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import logitlens
 import logitlens.loading
-from logitlens.cli import app, common, main
+from logitlens.cli import app, main, runners
 
 PUN = "Why do electricians make good swimmers? Because they know the"
 LITERAL = "Electricians work with wires that carry electrical"
@@ -21,7 +21,7 @@ LITERAL = "Electricians work with wires that carry electrical"
 @pytest.fixture
 def cli(tiny, monkeypatch):
     """``run(*args)``: the CLI on the tiny model, returning click's Result."""
-    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: tiny)
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: tiny)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))
 
@@ -118,7 +118,7 @@ def test_compare_out_writes_a_resumable_file(cli, tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(tiny, monkeypatch, capsys, args, message):
-    monkeypatch.setattr(common, "open_model", lambda *a, **k: tiny)
+    monkeypatch.setattr(runners, "open_model", lambda *a, **k: tiny)
     monkeypatch.setattr(sys, "argv", ["logitlens", *args])
     with pytest.raises(SystemExit) as exit_info:
         main()
@@ -158,13 +158,13 @@ def test_demo_on_the_bundled_model_as_a_user_runs_it(bundled):
     [("auto", {"device_map": "auto"}), ("cpu", {"device": "cpu"}), (None, {"device": None})],
 )
 def test_device_auto_spreads_the_model_over_gpus(monkeypatch, device, expected):
-    from logitlens.cli import common
+    from logitlens.cli import runners
 
     calls = []
     monkeypatch.setattr(
         logitlens.loading, "load_model", lambda *args, **kwargs: calls.append(kwargs)
     )
-    common.open_model("some/model", False, device)
+    runners.open_model("some/model", False, device)
     assert calls == [{"remote": False, "timeout": None, **expected}]
 
 
@@ -207,7 +207,7 @@ def test_metrics_that_cannot_be_computed_are_refused_before_the_model_loads(monk
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(common, "open_model", no_model)
+    monkeypatch.setattr(runners, "open_model", no_model)
     for args, message in [
         (["top", PUN, "--metrics", "bogus"], "Unknown metric(s) ['bogus']"),
         (["track", PUN, "-t", " x", "--metrics", "logit_diff"], "--alternative"),
@@ -260,11 +260,11 @@ def test_compare_alternatives_from_the_file_and_the_option(cli, tiny, tmp_path):
 
 
 def test_tuned_train_device_auto_trains_and_saves(tiny, monkeypatch, tmp_path):
-    from logitlens.cli import common
+    from logitlens.cli import runners
 
     asked = []
     monkeypatch.setattr(
-        common, "open_model", lambda model, remote, device: asked.append(device) or tiny
+        runners, "open_model", lambda model, remote, device: asked.append(device) or tiny
     )
     out = tmp_path / "lens.safetensors"
     result = CliRunner().invoke(

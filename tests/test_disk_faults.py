@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import logitlens
-from logitlens.cli import analysis_commands, common, main, tuned_commands
+from logitlens.cli import analysis_commands, main, runners, tuned_commands
 from logitlens.errors import LogitLensError
 
 PUN = "Why do electricians make good swimmers? Because they know the"
@@ -62,7 +62,7 @@ def place(request, tmp_path):
 @pytest.fixture
 def commands_open_tiny(tiny, monkeypatch):
     """The CLI's commands open the test's tiny model instead of loading one."""
-    for module in (common, analysis_commands, tuned_commands):
+    for module in (runners, analysis_commands, tuned_commands):
         if hasattr(module, "open_model"):
             monkeypatch.setattr(module, "open_model", lambda *a, **k: tiny)
 

@@ -130,6 +130,22 @@ def test_the_attribution_view_is_the_library_attribution(explorer):
     assert "attribution" not in without
 
 
+def test_a_remote_model_answers_the_same(explorer, wrap_tiny):
+    """``serve --remote``: the same request through NDIF's serialisation round trip."""
+    remote = wrap_tiny("llama", remote="local")
+    simulated = Explorer(remote, available_lenses(remote))
+    assert simulated.info()["remote"] is True
+    request = AnalysisRequest.from_json(
+        {"prompts": [PUN], "target": " current", "attribution": True, "k": 3}
+    )
+    here, there = explorer.analyze(request), simulated.analyze(request)
+    np.testing.assert_array_equal(there.result.top_ids, here.result.top_ids)
+    np.testing.assert_allclose(there.result.target_prob, here.result.target_prob, atol=1e-5)
+    np.testing.assert_allclose(
+        there.view()["attribution"][0]["mlp"], here.view()["attribution"][0]["mlp"], atol=1e-4
+    )
+
+
 def test_a_long_prompt_shows_its_last_window(explorer):
     explorer.window = 5
     answer = explorer.analyze(AnalysisRequest.from_json({"prompts": [PUN]}))

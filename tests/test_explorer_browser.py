@@ -39,7 +39,7 @@ def foreign_lens(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(foreign_lens):
     """``logitlens serve`` with the foreign lens file; yields the page's address."""
-    with serving("--lens-path", str(foreign_lens)) as address:
+    with serving("--lens-path", str(foreign_lens)) as (address, _):
         yield address
 
 

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import logitlens
-from logitlens.cli import app, common
+from logitlens.cli import app, runners
 from logitlens.errors import InputError
 from logitlens.generation import GenerationResult, generate_lens
 from logitlens.lenses import EMBED
@@ -174,7 +174,7 @@ def test_input_errors(wrap_tiny):
 
 def test_generate_cli_json_and_plot(wrap_tiny, monkeypatch, tmp_path):
     model = wrap_tiny("llama")
-    monkeypatch.setattr(common, "open_model", lambda *a, **k: model)
+    monkeypatch.setattr(runners, "open_model", lambda *a, **k: model)
     picture = tmp_path / "generation.png"
     result = CliRunner().invoke(
         app, ["generate", PROMPT, "-n", "4", "-k", "2", "--json", "--plot", str(picture)]

@@ -1,8 +1,8 @@
-"""The package's import graph has no cycle, lazy (function-level) imports included.
+"""The package's import graph has no cycle: lazy (function-level) and type-only imports
+included.
 
-A cycle hidden behind a lazy import still ties two modules together: neither can be
-read, tested or moved without the other. Only ``if TYPE_CHECKING:`` imports, which never
-run, are left out.
+A cycle hidden behind a lazy import, or behind ``if TYPE_CHECKING:``, still ties two
+modules together: neither can be read, type-checked, tested or moved without the other.
 """
 
 from __future__ import annotations
@@ -24,27 +24,16 @@ def _modules() -> dict[str, Path]:
     return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _type_checking_only(tree: ast.Module) -> set[int]:
-    """ids of the import nodes under ``if TYPE_CHECKING:``."""
-    skipped = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skipped.update(id(child) for child in ast.walk(node))
-    return skipped
-
-
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the logitlens modules it imports (explicitly, at any level)."""
+    """Module -> the logitlens modules it imports (explicitly, at any level, and under
+    ``if TYPE_CHECKING:`` too)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        skipped = _type_checking_only(tree)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = set()
         for node in ast.walk(tree):
-            if id(node) in skipped:
-                continue
             if isinstance(node, ast.Import):
                 edges.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -105,3 +94,19 @@ def test_the_graph_sees_lazy_and_relative_imports():
     assert "logitlens.analysis" in graph["logitlens.runs"]  # module level, relative
     assert "logitlens.cli.analysis_commands" in graph["logitlens.cli"]  # from . import x
     assert "logitlens.lenses.tuned" in graph["logitlens.lenses"]
+
+
+def test_the_graph_sees_type_checking_imports():
+    """``lenses.base`` names ``LensModel`` only for type checkers; that is an edge too."""
+    graph = import_graph()
+    assert "logitlens.loading" in graph["logitlens.lenses.base"]
+    assert "logitlens.remote" in graph["logitlens.loading"]  # loading opens NDIF models
+    assert "logitlens.loading" not in graph["logitlens.remote"]
+    assert "logitlens.loading" not in graph["logitlens.remote.weights"]
+
+
+def test_analysis_and_generation_leave_where_they_run_to_the_model():
+    """Local, ``remote="local"`` or NDIF is ``LensModel``'s choice, not theirs."""
+    graph = import_graph()
+    for module in ("logitlens.analysis", "logitlens.generation"):
+        assert not {name for name in graph[module] if name.startswith("logitlens.remote")}

@@ -261,12 +261,12 @@ def test_cli_lens_jacobian_without_a_path_reads_the_cached_file(wrap_tiny, tmp_p
 
     from typer.testing import CliRunner
 
-    from logitlens.cli import app, common
+    from logitlens.cli import app, runners
     from logitlens.lenses.files import default_lens_path
 
     model = wrap_tiny("llama")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: model)
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: model)
 
     def top(*options: str) -> dict:
         result = CliRunner().invoke(

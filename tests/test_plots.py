@@ -240,9 +240,9 @@ def test_read_only_directory(pun_all, tmp_path):
 @pytest.fixture
 def cli(shared_tiny, monkeypatch):
     """Run the CLI on the shared_tiny model; returns ``run(*args) -> Result``."""
-    from logitlens.cli import common
+    from logitlens.cli import runners
 
-    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: shared_tiny)
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: shared_tiny)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args), catch_exceptions=True)
 
@@ -268,12 +268,12 @@ def test_cli_writes_pictures_and_prints_the_path(cli, tmp_path, args, name):
 
 
 def test_cli_checks_the_path_before_running(cli, tmp_path, monkeypatch):
-    from logitlens.cli import common
+    from logitlens.cli import runners
 
     def fail(*args, **kwargs):
         raise AssertionError("analysis ran before the output path was checked")
 
-    monkeypatch.setattr(common, "open_model", fail)
+    monkeypatch.setattr(runners, "open_model", fail)
     result = cli("grid", PUN, "--out", str(tmp_path / "nope" / "grid.png"))
     assert isinstance(result.exception, InputError)
     assert "does not exist" in str(result.exception)

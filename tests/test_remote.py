@@ -18,7 +18,6 @@ import re
 import sys
 import textwrap
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -414,6 +413,20 @@ def test_remote_generation_equals_local(healthy, remote_tiny, local_tiny, tmp_pa
     _assert_equal_results(remote.lens_result, local.lens_result)
 
 
+def test_a_lens_with_weights_stays_here_in_a_remote_generation(
+    healthy, remote_tiny, local_tiny, tmp_path, uploads
+):
+    """generate_lens's trace body names no lens with weights: its request is the size of
+    the logit lens's, not that plus the lens."""
+    from logitlens.generation import generate_lens
+
+    path = _random_tuned_lens(local_tiny, tmp_path / "tuned.safetensors")
+    generate_lens(remote_tiny, PROMPTS[0], 2, k=3)
+    generate_lens(remote_tiny, PROMPTS[0], 2, k=3, lens="tuned", tuned_path=str(path))
+    logit, tuned = uploads
+    assert tuned < logit + path.stat().st_size / 4, (uploads, path.stat().st_size)
+
+
 @pytest.mark.parametrize("lens", ["logit", "tuned"])
 def test_remote_generations_share_one_job_and_equal_local(
     healthy, remote_tiny, local_tiny, tmp_path, uploads, lens
@@ -451,6 +464,7 @@ def test_a_client_ndif_refuses_is_told_what_to_upgrade(
     """NDIF's own 400 (ndif/services/api/versioning.py), as one line and exit code 2."""
     from nnsight import CONFIG
 
+    ndif.start_apis(("new-nnsight", "new-python"))  # side by side, once
     monkeypatch.setattr(CONFIG.API, "HOST", ndif.api(gate))
     with pytest.raises(logitlens.errors.RemoteError, match=expected) as caught:
         logitlens.analyze(remote_tiny, "hello", timeout=30)
@@ -741,12 +755,8 @@ def test_a_local_directory_with_remote_says_ndif_needs_a_hub_id(healthy, tiny_di
 def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     """``logitlens ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
     from logitlens import cli
-    from logitlens.cli import common
 
     monkeypatch.setattr(sys, "argv", ["logitlens", *args])
-    # As when the CLI starts: warnings as one line on stderr (pytest swaps the hook per test).
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-    common.show_warnings_on_stderr()
     capsys.readouterr()
     try:
         cli.main()
@@ -851,7 +861,10 @@ def test_cli_pictures_over_ndif_draw_the_local_numbers(
     _assert_equal_results(*results)
 
 
-@pytest.mark.parametrize("lens", ["logit", "jacobian", "generate"])
+@pytest.mark.parametrize(
+    "lens",
+    ["logit", pytest.param("jacobian", marks=pytest.mark.slow), "generate"],
+)
 def test_cli_study_over_ndif_equals_local(
     healthy, tiny_dir, local_tiny, capsys, monkeypatch, tmp_path, uploads, lens
 ):

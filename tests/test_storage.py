@@ -98,7 +98,7 @@ def test_the_lock_follows_the_file_through_a_rewrite(tmp_path):
     first = storage.open_locked(path, "busy")
     with pytest.raises(OutputError, match="busy"):
         storage.open_locked(path, "busy")
-    rewritten = storage.write_atomic(path, b"new\n", hold_lock=True)
+    rewritten = storage.rewrite_locked(path, b"new\n")
     first.close()  # the old file's lock is gone; the new file's is held
     with pytest.raises(InputError, match="busy"):
         storage.open_locked(path, "busy", InputError)
@@ -402,11 +402,11 @@ def test_a_damaged_remote_weight_cache_is_fetched_again(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("stop", ["during training", "before training"])
 def test_ctrl_c_in_training_says_what_is_on_disk(wrap_tiny, tmp_path, capsys, monkeypatch, stop):
-    from logitlens.cli import common, main
+    from logitlens.cli import main, runners
     from logitlens.training import tuned
 
     model = wrap_tiny("llama")
-    monkeypatch.setattr(common, "open_model", lambda *args, **kwargs: model)
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: model)
     real, calls = tuned.lens_loss, []
 
     def interrupted(*args, **kwargs):

@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     "parse_layers": "options",
     "parse_positions": "options",
     "Attribution": "attribution",
-    "attribute": "attribution",
+    "attribute": "analysis",
     "Architecture": "architectures",
     "Sublayers": "architectures",
     "get_architecture": "architectures",

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attribution import (
+    Attribution,
     InsidePlan,
     build_attribution,
     make_plan,
@@ -46,8 +47,6 @@ from .options import (
     parse_positions,
     position_items,
 )
-from .remote import trace_backend
-from .remote.weights import unembedding_root
 from .residuals import CHUNK_ROWS, chunk_plan, read_residuals
 from .results import LensResult
 from .sublayers import resid_mid_path
@@ -257,9 +256,7 @@ def analyze(
             ids_seen.update(int(i) for i in np.unique(arrays[name]) if i >= 0)
     for row in [*resolved, *(alternative_rows or [])]:
         ids_seen.update(t.token_id for t in row)
-    ordered = sorted(ids_seen)
-    # One batched call: decoding token by token costs more than the lens on short prompts.
-    vocab = dict(zip(ordered, model.tokenizer.batch_decode([[i] for i in ordered]), strict=True))
+    vocab = model.decode_each(ids_seen)
     return LensResult(
         model_name=model.name,
         lens=lens.name,
@@ -284,6 +281,62 @@ def analyze(
     )
 
 
+def attribute(
+    model: LensModel,
+    prompts: str | Sequence[str],
+    *,
+    target: Target | Sequence[Target] | Sequence[Sequence[Target]],
+    alternative: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
+    heads: bool = False,
+    positions: Positions = "last",
+    batch_size: int = 16,
+    progress: bool | None = None,
+    timeout: float | None = None,
+) -> Attribution:
+    """Split the model's logit for ``target`` into embedding, attention, MLP (and heads).
+
+    Args:
+        model: from :func:`logitlens.load_model` (local, ``remote=True`` or ``"local"``).
+        prompts: one prompt or several (batched with left padding; results equal
+            running each alone).
+        target: one target for all prompts, one per prompt, or lists per prompt
+            (as in :func:`logitlens.analyze`).
+        alternative: shaped like ``target``; adds :attr:`Attribution.difference`, each
+            part's share of target minus alternative.
+        heads: also split each attention part into its heads.
+        positions: ``"last"``, ``"all"``, or token indices (negative from the end).
+        batch_size: prompts per forward pass.
+        timeout: seconds one remote batch may take on NDIF.
+
+    The parts sum to the model's own logit (see the module docstring for the identity).
+
+    Example:
+        >>> attribute(model, "The capital of France is", target=" Paris").target.mlp
+    """
+    if not isinstance(model, LensModel):
+        raise InputError(
+            f"attribute() needs a model from logitlens.load_model(), not {type(model).__name__}."
+        )
+    if target is None:
+        raise InputError("attribute() needs a target token, e.g. target=' Paris'.")
+    # One trace per batch; the lens part is the cheapest there is: the last layer only.
+    result = analyze(
+        model,
+        prompts,
+        layers=[-1],
+        positions=positions,
+        targets=target,
+        alternatives=alternative,
+        metrics=["target"],
+        attribution=True,
+        heads=heads,
+        batch_size=batch_size,
+        progress=progress,
+        timeout=timeout,
+    )
+    return result.attribution
+
+
 def _run_batch(
     model: LensModel,
     lens: Lens,
@@ -298,14 +351,12 @@ def _run_batch(
     tokens = {name: torch.from_numpy(values) for name, values in token_inputs.items()}
 
     nn_model = model.nn
-    backend = trace_backend(model, timeout)
-    if backend is not None and lens.carries_weights:
-        # The lens stays here: NDIF sends back the residuals, reduced here on a local
-        # copy of the final norm and unembedding (remote.weights).
+    if model.applies_here(lens):
+        # The lens stays here: NDIF sends back the residuals, reduced here (reduce_here).
         # Plain values only in the trace body: what it names travels to NDIF.
         architecture, layers, final_layer = model.architecture, plan.layers, plan.final_layer
         mid, inside = plan.mid, plan.inside
-        with nn_model.trace(inputs, backend=backend) as tracer:
+        with model.trace(inputs, timeout) as tracer:
             if inside is None:
                 residuals = read_residuals(
                     nn_model, architecture, layers, gather_index, final_layer, mid
@@ -317,14 +368,11 @@ def _run_batch(
                 )
             residuals, parts = nnsight.save(residuals), nnsight.save(parts)
             tracer.stop()
-        unembedding = Unembedding(unembedding_root(model), architecture, model.config)
-        residuals = {name: value.float() for name, value in residuals.items()}
-        saved = reduce_residuals(
-            unembedding, lens, plan, residuals, tuple(gather_index.shape), lens_tokens(tokens)
-        )
+        shape = tuple(gather_index.shape)
+        saved = reduce_here(model, lens, plan, residuals, shape, lens_tokens(tokens))
         return {name: value.detach().cpu() for name, value in {**saved, **parts}.items()}
     reductions = lens_reductions if plan.inside is None else lens_and_attribution_reductions
-    with nn_model.trace(inputs, remote=model.remote, backend=backend) as tracer:
+    with model.trace(inputs, timeout) as tracer:
         saved = nnsight.save(
             reductions(nn_model, model.architecture, model.config, lens, plan, gather_index, tokens)
         )
@@ -382,6 +430,21 @@ def lens_reductions(
     )
     unembedding = Unembedding(root, architecture, config)
     return reduce_residuals(unembedding, lens, plan, residuals, gather_index.shape, tokens)
+
+
+def reduce_here(
+    model: LensModel,
+    lens: Lens,
+    plan: ReductionPlan,
+    residuals: dict[str, torch.Tensor],
+    shape: tuple[int, int],
+    tokens: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """:func:`reduce_residuals` here, on residuals a trace saved: the path of a lens with
+    weights on NDIF (``LensModel.applies_here``), for ``analyze`` and ``generate_lens``."""
+    unembedding = Unembedding(model.unembedding_root(), model.architecture, model.config)
+    residuals = {name: value.float() for name, value in residuals.items()}
+    return reduce_residuals(unembedding, lens, plan, residuals, shape, tokens)
 
 
 def lens_and_attribution_reductions(

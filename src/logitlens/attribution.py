@@ -31,12 +31,14 @@ checks the decomposition: if the parts do not rebuild the final residual (an ada
 entry pointing at the wrong module), it says so instead of returning wrong numbers.
 
 All of it runs inside the lens's nnsight trace (:func:`read_parts` then
-:func:`project_parts`, from ``analyze(..., attribution=True)``), on the positions asked
-for only: a remote NDIF run sends back ``[layer, component (, head),
-position, target]`` floats, kilobytes.
+:func:`project_parts`), on the positions asked for only: a remote NDIF run sends back
+``[layer, component (, head), position, target]`` floats, kilobytes. The entry point,
+:func:`logitlens.attribute` (``analysis.attribute``), is ``analyze`` with the
+attribution on; this module holds the parts it computes with, so ``analysis`` imports
+it and not the other way round.
 
 Example:
-    >>> result = attribute(model, "Why do electricians ... know the",
+    >>> result = logitlens.attribute(model, "Why do electricians ... know the",
     ...                    target=" current", alternative=" electricity", heads=True)
     >>> result.to_dataframe()
 """
@@ -53,10 +55,10 @@ import torch
 from .architectures import Architecture, resolve
 from .errors import InputError, UnsupportedArchitectureError
 from .loading import LensModel
-from .options import EMBED, Positions
+from .options import EMBED
 from .residuals import at_positions, layer_output
 from .sublayers import sublayers_of
-from .targets import ResolvedTarget, Target
+from .targets import ResolvedTarget
 
 COMPONENTS = ("attention", "mlp")
 """The ``component`` dimension of :attr:`Parts.components`."""
@@ -122,7 +124,7 @@ class Parts:
 
 @dataclass
 class Attribution:
-    """Direct logit attribution of some prompts, from :func:`attribute`.
+    """Direct logit attribution of some prompts, from :func:`logitlens.attribute`.
 
     ``target`` holds every part's share of the target token's logit; ``difference``
     (when alternatives were given) its share of target minus alternative.
@@ -490,64 +492,6 @@ def project_parts(
     return out
 
 
-def attribute(
-    model: LensModel,
-    prompts: str | Sequence[str],
-    *,
-    target: Target | Sequence[Target] | Sequence[Sequence[Target]],
-    alternative: Target | Sequence[Target] | Sequence[Sequence[Target]] | None = None,
-    heads: bool = False,
-    positions: Positions = "last",
-    batch_size: int = 16,
-    progress: bool | None = None,
-    timeout: float | None = None,
-) -> Attribution:
-    """Split the model's logit for ``target`` into embedding, attention, MLP (and heads).
-
-    Args:
-        model: from :func:`logitlens.load_model` (local, ``remote=True`` or ``"local"``).
-        prompts: one prompt or several (batched with left padding; results equal
-            running each alone).
-        target: one target for all prompts, one per prompt, or lists per prompt
-            (as in :func:`logitlens.analyze`).
-        alternative: shaped like ``target``; adds :attr:`Attribution.difference`, each
-            part's share of target minus alternative.
-        heads: also split each attention part into its heads.
-        positions: ``"last"``, ``"all"``, or token indices (negative from the end).
-        batch_size: prompts per forward pass.
-        timeout: seconds one remote batch may take on NDIF.
-
-    The parts sum to the model's own logit (see the module docstring for the identity).
-
-    Example:
-        >>> attribute(model, "The capital of France is", target=" Paris").target.mlp
-    """
-    from .analysis import analyze
-
-    if not isinstance(model, LensModel):
-        raise InputError(
-            f"attribute() needs a model from logitlens.load_model(), not {type(model).__name__}."
-        )
-    if target is None:
-        raise InputError("attribute() needs a target token, e.g. target=' Paris'.")
-    # One trace per batch; the lens part is the cheapest there is: the last layer only.
-    result = analyze(
-        model,
-        prompts,
-        layers=[-1],
-        positions=positions,
-        targets=target,
-        alternatives=alternative,
-        metrics=["target"],
-        attribution=True,
-        heads=heads,
-        batch_size=batch_size,
-        progress=progress,
-        timeout=timeout,
-    )
-    return result.attribution
-
-
 def projected_ids(
     targets: list[list[ResolvedTarget]], alternatives: list[list[ResolvedTarget]] | None
 ) -> np.ndarray:
@@ -573,7 +517,7 @@ def build_attribution(
     """The :class:`Attribution` of a run, from the arrays :func:`store_parts` filled."""
     n_targets = len(targets[0])
     target = _parts(arrays, slice(0, n_targets))
-    vocab = _decode(model, token_ids)
+    vocab = model.decode_each(i for ids in token_ids for i in ids)
     return Attribution(
         model_name=model.name,
         prompts=prompts,
@@ -667,8 +611,3 @@ def _difference(target: Parts, alternative: Parts) -> Parts:
         heads=minus(target.heads, alternative.heads),
         head_bias=minus(target.head_bias, alternative.head_bias),
     )
-
-
-def _decode(model: LensModel, token_ids: list[list[int]]) -> dict[int, str]:
-    ordered = sorted({i for ids in token_ids for i in ids})
-    return dict(zip(ordered, model.tokenizer.batch_decode([[i] for i in ordered]), strict=True))

@@ -510,7 +510,7 @@ def check_remote(exam: _Exam) -> Check:
 
 def check_sublayers(exam: _Exam) -> Check:
     """Attention, MLP and head paths rebuild the residual; resid_mid is what it says."""
-    from .attribution import attribute
+    from .analysis import attribute
     from .sublayers import is_parallel, sublayers_of
 
     entry = exam.architecture.sublayers

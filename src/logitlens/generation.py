@@ -27,13 +27,11 @@ import nnsight
 import numpy as np
 import torch
 
-from .analysis import ReductionPlan, reduce_residuals
+from .analysis import ReductionPlan, reduce_here, reduce_residuals
 from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
 from .options import Layers, check_count, check_index, check_layers_spec, check_text, parse_layers
-from .remote import trace_backend
-from .remote.weights import unembedding_root
 from .residuals import read_residuals
 from .results import LensResult
 from .views import InlineView
@@ -258,8 +256,8 @@ def generate_lens_many(
         ]
     lens, plan = prepared[0][0], prepared[0][1]
     nn_model, architecture, config = model.nn, model.architecture, model.config
-    backend = trace_backend(model, timeout)
-    keep = "residuals" if lens.carries_weights else "reductions"
+    # What the session body names travels to NDIF: a lens with weights stays out (None).
+    in_trace = None if model.applies_here(lens) else lens
     pad_id = model.tokenizer.pad_token_id
     batches = [
         {
@@ -272,7 +270,7 @@ def generate_lens_many(
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         # The session body runs on NDIF as one request; every trace is written out here
         # (nnsight captures a nested trace from the source of the block it sits in).
-        with nn_model.session(backend=backend):
+        with model.session(timeout):
             outputs = nnsight.save(list())
             for inputs in batches:
                 with nn_model.generate(
@@ -282,14 +280,14 @@ def generate_lens_many(
                         steps = list()
                         for _ in tracer.iter[:max_new_tokens]:
                             steps.append(
-                                step_reductions(nn_model, architecture, config, lens, plan, keep)
+                                step_reductions(nn_model, architecture, config, in_trace, plan)
                             )
                     with tracer.invoke():
                         output = tracer.result
                 outputs.append((steps, output))
     results = []
     for prompt, (_, _, prompt_ids), (steps, output) in zip(prompts, prepared, outputs, strict=True):
-        steps, generated = _finish(model, lens, plan, keep, steps, output, prompt_ids)
+        steps, generated = _finish(model, lens, plan, in_trace is None, steps, output, prompt_ids)
         results.append(_result(model, lens, plan, prompt, prompt_ids, steps, generated))
     return results
 
@@ -306,8 +304,8 @@ def _trace(
     carries weights, the residuals, reduced here); and the generated ids."""
     nn_model = model.nn
     architecture = model.architecture
-    backend = trace_backend(model, timeout)
-    keep = "residuals" if backend is not None and lens.carries_weights else "reductions"
+    # What the trace body names travels to NDIF: a lens with weights stays out (None).
+    in_trace = None if model.applies_here(lens) else lens
     config = model.config
     input_ids = torch.tensor([prompt_ids])
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
@@ -316,45 +314,32 @@ def _trace(
         # A generation that ends early (end of text) leaves the step loop open by
         # design; nnsight warns that the remaining steps were never reached.
         warnings.filterwarnings("ignore", message=".*was never reached.*")
-        with nn_model.generate(
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad_id,
-            remote=model.remote,
-            backend=backend,
-            **GREEDY,
+        with model.generate(
+            timeout, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **GREEDY
         ) as tracer:
             with tracer.invoke(inputs):
                 steps = nnsight.save(list())
                 for _ in tracer.iter[:max_new_tokens]:
-                    steps.append(step_reductions(nn_model, architecture, config, lens, plan, keep))
+                    steps.append(step_reductions(nn_model, architecture, config, in_trace, plan))
             with tracer.invoke():
                 output = nnsight.save(tracer.result)
-    return _finish(model, lens, plan, keep, steps, output, prompt_ids)
+    return _finish(model, lens, plan, in_trace is None, steps, output, prompt_ids)
 
 
 def _finish(
     model: LensModel,
     lens: Lens,
     plan: ReductionPlan,
-    keep: str,
+    applied_here: bool,
     steps: list[dict[str, torch.Tensor]],
     output: Any,
     prompt_ids: list[int],
 ) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
-    """A generation trace's saves: per step the reductions (residuals reduced here) and
-    the generated ids."""
-    if keep == "residuals":
-        unembedding = Unembedding(unembedding_root(model), model.architecture, model.config)
+    """A generation trace's saves: per step the reductions (the residuals, reduced here,
+    when the lens is ``applied_here``) and the generated ids."""
+    if applied_here:
         steps = [
-            reduce_residuals(
-                unembedding,
-                lens,
-                plan,
-                {name: value.float() for name, value in residuals.items()},
-                (1, 1),
-                NO_TOKENS,
-            )
-            for residuals in steps
+            reduce_here(model, lens, plan, residuals, (1, 1), NO_TOKENS) for residuals in steps
         ]
     sequence = output[0] if isinstance(output, torch.Tensor) else output.sequences[0]
     generated = [int(i) for i in sequence[len(prompt_ids) :].tolist()]
@@ -362,15 +347,14 @@ def _finish(
 
 
 def step_reductions(
-    root: Any, architecture: Any, config: Any, lens: Lens, plan: ReductionPlan, keep: str
+    root: Any, architecture: Any, config: Any, lens: Lens | None, plan: ReductionPlan
 ) -> dict[str, torch.Tensor]:
-    """Inside a generation step: the newest position's reductions (or its residuals).
-
-    ``keep="residuals"`` returns the residuals for a lens that carries weights on NDIF,
-    reduced here afterwards; ``"reductions"`` reduces where the model runs.
+    """Inside a generation step: the newest position's reductions, where the model runs;
+    its residuals when ``lens`` is ``None`` (a lens with weights on NDIF, applied here
+    afterwards by :func:`~logitlens.analysis.reduce_here`).
     """
     residuals = read_residuals(root, architecture, plan.layers, NEWEST, plan.final_layer)
-    if keep == "residuals":
+    if lens is None:
         return residuals
     unembedding = Unembedding(root, architecture, config)
     return reduce_residuals(unembedding, lens, plan, residuals, (1, 1), NO_TOKENS)
@@ -397,9 +381,7 @@ def _result(
         for name in ("top_ids", "top_probs", "final_rank")
     }
     model_top_ids = torch.cat([step["model_top_ids"] for step in steps], dim=1).numpy()
-    seen = {*read_ids, *generated, *np.unique(arrays["top_ids"]).tolist()}
-    ordered = sorted(int(i) for i in seen)
-    vocab = dict(zip(ordered, model.tokenizer.batch_decode([[i] for i in ordered]), strict=True))
+    vocab = model.decode_each([*read_ids, *generated, *np.unique(arrays["top_ids"]).tolist()])
     lens_result = LensResult(
         model_name=model.name,
         lens=lens.name,

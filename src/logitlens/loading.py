@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import torch
 
 from .architectures import Architecture, context_length, get_architecture, resolve
 from .errors import ModelLoadError
+from .hub import hub_unreachable
 from .paths import cache_dir, package_file, read_text_file
 from .storage import write_error
 
@@ -135,6 +137,58 @@ class LensModel:
     @property
     def context_length(self) -> int | None:
         return context_length(self.config, self.architecture)
+
+    def trace(self, inputs: Any, timeout: float | None = None) -> Any:
+        """nnsight's trace of ``inputs``, run where the model runs: here; through NDIF's
+        request round trip in-process (``remote="local"``); or on NDIF, with a deadline
+        (``timeout``, default :attr:`timeout`), a progress line and one-line errors."""
+        return self.nn.trace(inputs, remote=self.remote, backend=self._backend(timeout))
+
+    def generate(self, timeout: float | None = None, **options: Any) -> Any:
+        """nnsight's generation trace (``options`` go to ``generate``), run where the model
+        runs, as :meth:`trace`."""
+        # nnsight documents ``generate(...)`` as ``trace(..., fn=generate)``; called from
+        # here, ``nn.generate`` would look for its ``with`` block in this frame, not the
+        # caller's (the trace captures its block when it is entered).
+        return self.nn.trace(
+            fn="generate", remote=self.remote, backend=self._backend(timeout), **options
+        )
+
+    def session(self, timeout: float | None = None) -> Any:
+        """nnsight's session (several traces as one request: on NDIF, one job), run where
+        the model runs, as :meth:`trace`."""
+        return self.nn.session(remote=self.remote, backend=self._backend(timeout))
+
+    def _backend(self, timeout: float | None) -> Any:
+        """NDIF's client for one trace of a model on NDIF; ``None`` (nnsight's own) else."""
+        if self.remote is not True:
+            return None
+        from .remote import ndif_backend
+
+        return ndif_backend(self.nn, timeout or self.timeout)
+
+    def applies_here(self, lens: Any) -> bool:
+        """Whether ``lens`` runs here, on residuals the trace saves, instead of inside the
+        trace: a lens with weights of its own (``carries_weights``) on NDIF, whose weights
+        are then never uploaded."""
+        return self.remote is True and bool(lens.carries_weights)
+
+    def unembedding_root(self) -> torch.nn.Module:
+        """The module tree whose final norm and head an ``Unembedding`` applies *here*: the
+        model itself, or for a model on NDIF a local copy of just those weights
+        (:mod:`logitlens.remote.weights`)."""
+        if self.remote is not True:
+            return self.module
+        from .remote.weights import unembedding_root
+
+        return unembedding_root(self.name, self.config, self.architecture)
+
+    def decode_each(self, ids: Iterable[int]) -> dict[int, str]:
+        """Each token id's own text, in one batched call (decoding token by token costs
+        more than the lens on short prompts)."""
+        ordered = sorted({int(i) for i in ids})
+        texts = self.tokenizer.batch_decode([[i] for i in ordered])
+        return dict(zip(ordered, texts, strict=True))
 
     def info(self) -> ModelInfo:
         """Name, sizes, dtype and device, as the seed notebook prints them."""
@@ -368,7 +422,7 @@ def load_model(
         source, label = _resolve_source(name)
         # Offline, a hub id is looked up in the local HF cache only: one clear error,
         # not minutes of retries.
-        offline = not isinstance(source, Path) and _offline()
+        offline = not isinstance(source, Path) and hub_unreachable()
         try:
             module, loaded_tokenizer = _load_hf(
                 source,
@@ -461,24 +515,6 @@ def check_placement(device: str | None, dtype: torch.dtype | str | None) -> None
         raise ModelLoadError(f"Device {device!r} is not available here: use --device cpu.")
     if kind not in ("cpu", "cuda", "mps"):
         raise ModelLoadError(f"Unsupported device {device!r}: use cpu, cuda, cuda:N or mps.")
-
-
-def _offline() -> bool:
-    """No route to the hub: HF_HUB_OFFLINE set, or no TCP connection within 1.5 s."""
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        return True
-    import socket
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
-    endpoint = urlsplit(constants.ENDPOINT)  # HF_ENDPOINT: a mirror, or huggingface.co
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=1.5).close()
-    except OSError:
-        return True
-    return False
 
 
 def _resolve_source(name: str | Path | None) -> tuple[Path | str, str]:

@@ -37,8 +37,8 @@ from .storage import (
     manifest_differences,
     open_locked,
     remove_stale_temporaries,
+    rewrite_locked,
     write_all,
-    write_atomic,
     write_error,
 )
 from .targets import Target
@@ -164,7 +164,7 @@ def _read_done(handle: IO[bytes], path: Path) -> tuple[IO[bytes], dict[str, Lens
                     os.fsync(stream.fileno())
             except OSError as error:
                 raise write_error(aside, error, kept=f"{str(path)!r} was left as it was.") from None
-        rewritten = write_atomic(path, b"".join(good), hold_lock=True)
+        rewritten = rewrite_locked(path, b"".join(good))
         handle.close()
         handle = rewritten  # type: ignore[assignment]
     return handle, done, len(rejected)

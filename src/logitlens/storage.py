@@ -9,8 +9,8 @@ remote weight cache) goes through this module, so one set of rules holds everywh
   temporary behind. New files get the user's umask (``0o666 & ~umask``); a replaced
   file keeps its permission bits.
 - :func:`open_locked` opens a file for appending under an exclusive ``flock``. The lock
-  follows the file through :func:`write_atomic` (``hold_lock=True`` locks the new file
-  before it is renamed into place), so a second process never writes beside the first.
+  follows the file through :func:`rewrite_locked` (the new file is locked before it is
+  renamed into place), so a second process never writes beside the first.
 - :func:`refuse_foreign`: logitlens never replaces a file it did not write, unless told
   to (``force``; on the command line ``--force``).
 - :func:`manifest_differences`: what differs between a saved manifest (a results
@@ -83,18 +83,34 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask()
 
 
-def write_atomic(path: str | Path, content: Content, *, hold_lock: bool = False) -> Path:
+def write_atomic(path: str | Path, content: Content) -> Path:
     """Write ``content`` to ``path`` through a temporary sibling, fsync and rename.
 
     ``content`` is bytes, text (written as UTF-8) or a function that writes the file
-    at the path it is given (e.g. ``lambda p: table.write(p)``). With ``hold_lock`` an
-    open, exclusively locked handle on the new file is returned instead of the path
-    (see :func:`open_locked`). Any failure leaves ``path`` as it was.
+    at the path it is given (e.g. ``lambda p: table.write(p)``). Any failure leaves
+    ``path`` as it was.
 
     Raises:
         OutputError: the file could not be written (the message says what is kept).
     """
     path = Path(path).expanduser()
+    _replace(path, content, hold_lock=False).close()
+    return path
+
+
+def rewrite_locked(path: str | Path, data: bytes) -> IO[bytes]:
+    """Replace ``path`` by ``data`` like :func:`write_atomic`, and return the new file
+    open (for reading and appending) and exclusively locked before anyone can open it.
+
+    For a file held with :func:`open_locked`: the old file's lock ends when its handle
+    is closed, while the path already names the new, locked file.
+    """
+    path = Path(path).expanduser()
+    return _replace(path, data, hold_lock=True)
+
+
+def _replace(path: Path, content: Content, hold_lock: bool) -> IO[bytes]:
+    """The temporary, fsync, (lock,) rename, fsync of the directory; the open temporary."""
     try:
         handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
@@ -123,10 +139,7 @@ def write_atomic(path: str | Path, content: Content, *, hold_lock: bool = False)
         if isinstance(error, OSError) and not isinstance(error, OutputError):
             raise write_error(path, error) from None
         raise
-    if hold_lock:
-        return stream  # type: ignore[return-value]
-    stream.close()
-    return path
+    return stream
 
 
 def remove_stale_temporaries(path: str | Path) -> None:
@@ -136,18 +149,13 @@ def remove_stale_temporaries(path: str | Path) -> None:
     temporary still being written is removed.
     """
     path = Path(path).expanduser()
-    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    for stale in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
         stale.unlink(missing_ok=True)
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     """``name`` with glob's special characters taken literally."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomic`."""
-    return write_atomic(path, text)
 
 
 def write_all(stream: IO[bytes], data: bytes) -> None:

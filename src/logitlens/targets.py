@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError
-from .options import check_text
+from .options import check_text, plain
 
 Target = str | int
 
@@ -82,6 +82,7 @@ def resolve_targets(
     per prompt, or a list (one per prompt) of lists of targets. ``what`` names them in
     errors (``"alternatives"``).
     """
+    targets = plain(targets)  # NumPy arrays of token ids, as lists
     if targets is None:
         return [[] for _ in range(n_prompts)]
     if _is_single(targets):

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from typing import Annotated, Any
 
 import typer
@@ -20,7 +21,7 @@ from typer._click import exceptions as click_errors  # typer ships its own click
 
 from ..errors import LogitLensError
 from ..options import check_text
-from .common import Session, app, note
+from .application import Session, app, note, show_warnings_on_stderr
 
 # Importing a topic module registers its commands.
 from . import analysis_commands  # noqa: F401  isort: skip
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     if watch:
         signal.signal(signal.SIGINT, _record_interrupt)
     Session.interrupted = False
+    previous_warning_hook = show_warnings_on_stderr()
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         check_arguments(args)
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             _report(error)
         code = 130  # Ctrl-C turned into another error on its way up (see _record_interrupt)
     finally:
+        warnings.showwarning = previous_warning_hook
         if watch:
             signal.signal(signal.SIGINT, previous)
     if code == 130:

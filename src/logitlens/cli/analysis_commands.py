@@ -1,7 +1,7 @@
 """``info``, ``top``, ``track``, ``compare`` and ``demo``: the seed notebook's analyses.
 
 Each command declares only its own options; the shared ones, the checks, the model and
-the analysis come from :mod:`.common`.
+the analysis come from :mod:`.flags` and :mod:`.runners`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import typer
 
 from ..errors import InputError
 from ..options import check_threshold
-from .common import (
+from .application import as_dict, console, print_json, say
+from .flags import (
     AlternativeOption,
     AlternativesOption,
     PlotOption,
@@ -23,16 +24,10 @@ from .common import (
     TargetOption,
     ThresholdOption,
     analysis_command,
-    as_dict,
-    check_picture_path,
-    console,
     parse_target,
     parse_tokens,
-    print_json,
-    run_analysis,
-    save_plot,
-    say,
 )
+from .runners import check_picture_path, run_analysis, save_plot
 
 PUN_PROMPT = "Why do electricians make good swimmers? Because they know the"
 PUN_TARGET = " current"
@@ -45,7 +40,7 @@ def info(request: Request):
 
     Example: logitlens info --model gpt2
     """
-    from .common import open_model
+    from .runners import open_model
     from .tables import info_table
 
     details = open_model(request.model, request.remote, timeout=request.timeout).info()

@@ -1,6 +1,6 @@
 """``attribute``: which layer's attention or MLP (which head) writes a token.
 
-The computation is :func:`logitlens.attribution.attribute`; the tables are in
+The computation is :func:`logitlens.analysis.attribute`; the tables are in
 :mod:`.tables`, the pictures in :mod:`logitlens.pictures.attribution_plots`.
 """
 
@@ -10,19 +10,17 @@ from typing import Annotated
 
 import typer
 
-from .common import (
+from .application import console, print_json
+from .flags import (
     AlternativeOption,
     PlotOption,
     PromptArgument,
     Request,
     TargetOption,
     analysis_command,
-    check_picture_path,
-    console,
     parse_target,
-    print_json,
-    save_plot,
 )
+from .runners import check_picture_path, save_plot
 
 HeadsOption = Annotated[
     bool,
@@ -54,8 +52,8 @@ def attribute_command(
     Example: logitlens attribute 'Why do electricians make good swimmers? Because they
     know the' --target ' current' --alternative ' water' --heads --plot dla.png
     """
-    from ..attribution import attribute
-    from .common import open_model
+    from ..analysis import attribute
+    from .runners import open_model
 
     check_picture_path(plot, force=request.force)
     model = open_model(request.model, request.remote, request.device, request.timeout)

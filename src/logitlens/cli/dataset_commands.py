@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOption, app, console, err_console, print_json
+from .application import app, console, err_console, print_json
+from .flags import JsonOption
 
 dataset_app = typer.Typer(
     help="Study items: the bundled set or your own file.", no_args_is_help=True

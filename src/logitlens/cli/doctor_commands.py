@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .common import DeviceOption, JsonOption, ModelOption, app, console, open_model, print_json
+from .application import app, console, print_json
+from .flags import DeviceOption, JsonOption, ModelOption
+from .runners import open_model
 
 
 @app.command()

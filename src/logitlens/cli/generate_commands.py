@@ -8,18 +8,10 @@ import typer
 
 from ..errors import InputError
 from ..options import MAX_PICTURE_POSITIONS
-from . import common
-from .common import (
-    PlotOption,
-    Request,
-    analysis_command,
-    check_picture_path,
-    console,
-    open_lens,
-    print_json,
-    save_plot,
-    say,
-)
+from . import runners
+from .application import console, print_json, say
+from .flags import PlotOption, Request, analysis_command
+from .runners import check_picture_path, open_lens, save_plot
 
 
 @analysis_command(
@@ -57,7 +49,7 @@ def generate(
             f"lower --max-new-tokens ({max_new_tokens}) or drop --plot."
         )
     lens = open_lens(request)
-    model = common.open_model(request.model, request.remote, request.device, request.timeout)
+    model = runners.open_model(request.model, request.remote, request.device, request.timeout)
     if lens is None:  # the model's file in the user cache
         lens = open_lens(request, model)
     result = generate_lens(

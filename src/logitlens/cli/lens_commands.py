@@ -15,7 +15,8 @@ import typer
 from ..errors import InputError
 from ..lens_registry import LENSES, file_lenses, parse_lens_spec
 from ..training.config import BIBLE
-from .common import (
+from .application import app, console, print_json, say
+from .flags import (
     BatchOption,
     CorpusOption,
     DeviceOption,
@@ -25,15 +26,8 @@ from .common import (
     ModelOption,
     PlotOption,
     SeqLenOption,
-    app,
-    check_picture_path,
-    console,
-    open_model,
-    open_model_for_lens,
-    print_json,
-    save_plot,
-    say,
 )
+from .runners import check_picture_path, open_model, open_model_for_lens, save_plot
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -13,19 +13,17 @@ import typer
 
 from ..metrics import PICTURES, picture
 from ..paths import REPORT_SUFFIXES
-from .common import (
+from .application import say
+from .flags import (
     AlternativeOption,
     PromptArgument,
     Request,
     TargetOption,
     analysis_command,
-    check_picture_path,
     parse_target,
     parse_tokens,
-    run_analysis,
-    save_plot,
-    say,
 )
+from .runners import check_picture_path, run_analysis, save_plot
 
 PICTURE_OPTIONS = ("model", "remote", "timeout", "device", "lens", "tuned_path", "layers", "force")
 

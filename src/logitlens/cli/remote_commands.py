@@ -7,7 +7,8 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from .common import JsonOption, app, console, print_json
+from .application import app, console, print_json
+from .flags import JsonOption
 
 remote_app = typer.Typer(
     help="NDIF, the remote service: what it hosts, and its versions.", no_args_is_help=True

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from .common import Request, analysis_command, open_lens, open_model
+from .flags import Request, analysis_command
+from .runners import open_lens, open_model
 
 
 @analysis_command("model", "remote", "timeout", "device", "lens", "tuned_path")

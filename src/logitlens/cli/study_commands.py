@@ -16,22 +16,9 @@ from typer.core import TyperGroup
 
 from ..options import LIMITS
 from ..paths import REPORT_SUFFIXES
-from .common import (
-    ForceOption,
-    JsonOption,
-    Request,
-    analysis_command,
-    app,
-    check_picture_path,
-    console,
-    err_console,
-    keep,
-    limited,
-    note,
-    open_lens,
-    open_model,
-    print_json,
-)
+from .application import app, console, err_console, keep, note, print_json
+from .flags import ForceOption, JsonOption, Request, analysis_command, limited
+from .runners import check_picture_path, open_lens, open_model
 
 
 class _RunByDefault(TyperGroup):

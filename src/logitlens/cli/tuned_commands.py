@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ..training.config import BIBLE, DTYPE_NAMES, MODEL_SAMPLES, SCHEDULES, TrainingConfig
-from .common import (
+from .application import app, err_console, say
+from .flags import (
     BatchOption,
     CorpusOption,
     DeviceOption,
@@ -17,11 +18,9 @@ from .common import (
     LensOutputOption,
     ModelOption,
     SeqLenOption,
-    app,
-    err_console,
-    open_model_for_lens,
-    say,
+    limited,
 )
+from .runners import open_model_for_lens
 
 tuned_app = typer.Typer(
     help="Train and evaluate a tuned lens (per-layer affine translators).",
@@ -60,7 +59,12 @@ def train(
         typer.Option("--dtype", help=f"Model precision: {', '.join(DTYPE_NAMES)}."),
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the batch order and sampling (reproducible).")
+        int,
+        typer.Option(
+            "--seed",
+            callback=limited("seed"),
+            help="Seed of the batch order and sampling (reproducible; 0 or more).",
+        ),
     ] = _DEFAULTS.seed,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")

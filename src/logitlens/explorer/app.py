@@ -301,7 +301,7 @@ class Explorer:
     def _attribute(self, request: AnalysisRequest) -> Attribution:
         """Direct logit attribution of the target (minus the alternative) at each prompt's
         last position: what each layer's attention and MLP write."""
-        from ..attribution import attribute
+        from ..analysis import attribute
 
         self._say("attribution")
         return attribute(

@@ -128,6 +128,17 @@ def import_lens(source: str | Path, model: LensModel, *, check_hash: bool = True
     )
 
 
+TUNED_LENS_CONFIG: dict[str, type] = {
+    "d_model": int,
+    "num_hidden_layers": int,
+    "lens_type": str,
+    "base_model_name_or_path": str,
+    "unembed_hash": str,
+    "bias": bool,
+}
+"""The tuned-lens config fields read here, and their types (all but the sizes optional)."""
+
+
 def _import_tuned_lens(folder: Path, model: LensModel, check_hash: bool) -> TunedLens:
     config_file, params_file = folder / "config.json", folder / "params.pt"
     if not config_file.is_file() or not params_file.is_file():
@@ -137,11 +148,21 @@ def _import_tuned_lens(folder: Path, model: LensModel, check_hash: bool) -> Tune
     text = read_text_file(config_file, LensFileError)
     try:
         config = json.loads(text)
-        d_model, n_translators = int(config["d_model"]), int(config["num_hidden_layers"])
+        d_model, n_translators = config["d_model"], config["num_hidden_layers"]
     except (ValueError, KeyError, TypeError):
         raise LensFileError(
             f"{config_file} is not a tuned-lens config (needs d_model, num_hidden_layers)."
         ) from None
+    for name, types in TUNED_LENS_CONFIG.items():
+        value = config.get(name)
+        required = name in ("d_model", "num_hidden_layers")
+        if (required or value is not None) and (
+            isinstance(value, bool) is not (types is bool) or not isinstance(value, types)
+        ):
+            raise LensFileError(
+                f"{config_file} is damaged: its config field {name!r} is {value!r:.60}, not "
+                f"{'an integer' if types is int else 'text' if types is str else 'true/false'}."
+            )
     lens_type = config.get("lens_type", "linear_tuned_lens")
     if lens_type != "linear_tuned_lens":
         raise LensFileError(
@@ -217,10 +238,17 @@ def _import_jacobian_lens(path: Path, model: LensModel) -> JacobianLens:
                 f"{layers[0]}..{layers[-1]}, not for {describe_fingerprint(fingerprint)}."
             )
         jacobians[layer] = matrix.float()
+    n_prompts = saved.get("n_prompts", 0) or 0
+    if isinstance(n_prompts, torch.Tensor) and n_prompts.numel() == 1:
+        n_prompts = n_prompts.item()
+    if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 0:
+        raise LensFileError(
+            f"{path} is damaged: its 'n_prompts' is {n_prompts!r:.40}, not a count of prompts."
+        )
     info = {
         "imported_from": str(path),
         "format": "jacobian-lens",
-        "n_prompts": int(saved.get("n_prompts", 0) or 0),
+        "n_prompts": n_prompts,
         "fitted_layers": sorted(jacobians),
     }
     return JacobianLens.from_jacobians(jacobians, fingerprint, info=info)

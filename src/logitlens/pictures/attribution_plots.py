@@ -1,7 +1,7 @@
 """Pictures of a direct logit attribution: attention vs MLP per layer, heads per layer.
 
 Each function takes an :class:`~logitlens.attribution.Attribution` (computed beforehand
-by :func:`logitlens.attribution.attribute`) and returns a matplotlib ``Figure``; save
+by :func:`logitlens.analysis.attribute`) and returns a matplotlib ``Figure``; save
 it with :func:`logitlens.pictures.plots.save_figure`.
 
 Example:

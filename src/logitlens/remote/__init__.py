@@ -3,34 +3,33 @@
 - :mod:`~logitlens.remote.backend`: ``NdifBackend``, nnsight's client with a deadline,
   a stderr progress line and one-line errors;
 - :mod:`~logitlens.remote.failures`: the messages, one per way a remote run fails;
-- :mod:`~logitlens.remote.hosting`: NDIF's hosted models, and the local meta copy of one.
+- :mod:`~logitlens.remote.hosting`: NDIF's hosted models, and the local meta copy of one;
+- :mod:`~logitlens.remote.weights`: a hosted model's final norm and head, fetched here.
+
+Where a trace runs (here, ``remote="local"`` or NDIF) is decided in one place:
+``LensModel.trace`` and ``LensModel.generate`` in :mod:`logitlens.loading`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import Any
 
 from .backend import DEFAULT_TIMEOUT, NdifBackend, Progress
 from .hosting import HostedModel, build_remote_model, check_hosted, hosted_models
-
-if TYPE_CHECKING:
-    from ..loading import LensModel
-
 
 BLOCKING_ENV = "LOGITLENS_NDIF_BLOCKING"
 """Set to ``0`` to wait for NDIF jobs by polling (no websocket): nnsight's non-blocking mode."""
 
 
-def trace_backend(model: LensModel, timeout: float | None = None) -> NdifBackend | None:
-    """The backend for one trace of ``model`` (a LensModel): NDIF's when remote, else None."""
-    import os
-
-    if model.remote is not True:
-        return None
+def ndif_backend(nn_model: Any, timeout: float) -> NdifBackend:
+    """NDIF's client for one trace of ``nn_model`` (an nnsight model hosted on NDIF), with
+    the deadline ``timeout``; it polls instead of holding a websocket when
+    ``LOGITLENS_NDIF_BLOCKING=0``. ``LensModel.trace`` decides when it is used."""
     return NdifBackend(
-        model.nn.to_model_key(),
-        timeout=timeout or model.timeout,
-        env=model.nn._remoteable_get_env(),
+        nn_model.to_model_key(),
+        timeout=timeout,
+        env=nn_model._remoteable_get_env(),
         blocking=os.environ.get(BLOCKING_ENV, "1").strip().lower() not in ("0", "false", "no"),
     )
 
@@ -44,5 +43,5 @@ __all__ = [
     "build_remote_model",
     "check_hosted",
     "hosted_models",
-    "trace_backend",
+    "ndif_backend",
 ]

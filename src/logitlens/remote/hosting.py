@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ModelLoadError
+from ..hub import hub_unreachable
 from . import failures
 
 SHOWN_HOSTED = 6
@@ -136,9 +137,7 @@ def build_remote_model(repo_id: str) -> Any:
     from nnsight import TransformersModel
     from transformers import AutoConfig, AutoTokenizer
 
-    from ..loading import _offline
-
-    if _offline():
+    if hub_unreachable():
         from huggingface_hub import constants
 
         try:

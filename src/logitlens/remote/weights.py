@@ -18,53 +18,49 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ..architectures import resolve
+from ..architectures import Architecture, resolve
 from ..errors import ModelLoadError
-
-if TYPE_CHECKING:
-    from ..loading import LensModel
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
 
-def unembedding_root(model: LensModel) -> torch.nn.Module:
-    """A CPU module tree of ``model`` (a remote LensModel) whose final norm and head hold
-    the real weights; every other module stays on the meta device.
+def unembedding_root(name: str, config: Any, architecture: Architecture) -> torch.nn.Module:
+    """A CPU module tree of the hosted model ``name`` whose final norm and head hold the
+    real weights; every other module stays on the meta device.
 
-    ``Unembedding(root, model.architecture, model.config)`` then runs here exactly as
-    it runs on NDIF.
+    ``Unembedding(root, architecture, config)`` then runs here exactly as it runs on NDIF.
     """
-    if model.name in _ROOTS:
-        return _ROOTS[model.name]
+    if name in _ROOTS:
+        return _ROOTS[name]
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):  # the architecture only: costs no memory
-        root = AutoModelForCausalLM.from_config(model.config)
+        root = AutoModelForCausalLM.from_config(config)
     parts = [
-        resolve(root, model.architecture.final_norm),
-        resolve(root, model.architecture.unembed),
+        resolve(root, architecture.final_norm),
+        resolve(root, architecture.unembed),
     ]
-    parts += [resolve(root, path) for path in model.architecture.pre_unembed]
+    parts += [resolve(root, path) for path in architecture.pre_unembed]
     modules = [module for module in parts if module is not None]
     wanted = _tensor_names(root, modules)
-    tensors = cached_tensors(model.name, sorted({n for names in wanted.values() for n in names}))
+    tensors = cached_tensors(name, sorted({n for names in wanted.values() for n in names}))
     for module in modules:
         module.to_empty(device="cpu")
     for (module, attribute), names in wanted.items():
         found = next((tensors[n] for n in names if n in tensors), None)
         if found is None:
             raise ModelLoadError(
-                f"The hub files of {model.name!r} have none of {names}: cannot apply the "
+                f"The hub files of {name!r} have none of {names}: cannot apply the "
                 "lens here. Use the logit or raw lens, which run entirely on NDIF."
             )
         getattr(module, attribute).data = found.to(getattr(module, attribute).dtype)
     root.float().eval().requires_grad_(False)  # residuals arrive upcast to fp32
-    _ROOTS[model.name] = root
+    _ROOTS[name] = root
     return root
 
 

@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -329,10 +330,14 @@ def decision_depths(items: pd.DataFrame) -> np.ndarray:
 
 
 def summarize_study(
-    study: StudyResult, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95
+    study: StudyResult | str | Path, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95
 ) -> StudySummary:
-    """Per group: shares and median depths with bootstrap intervals; rank tests; trajectories."""
+    """Per group: shares and median depths with bootstrap intervals; rank tests; trajectories.
+
+    ``study`` is a :class:`StudyResult` or its directory.
+    """
     n_boot, seed = check_limit(n_boot, "n_boot"), check_limit(seed, "seed")
+    study = _study(study)
     items = study.items
     if items.empty:
         raise InputError(
@@ -667,12 +672,26 @@ class StudyComparison:
         return {"studies": [summary.to_dict() for summary in self.summaries]}
 
 
+def _study(study: Any) -> StudyResult:
+    """A study result, loaded from its directory when given a path."""
+    if isinstance(study, (str, Path)):
+        return StudyResult.load(study)
+    if not isinstance(study, StudyResult):
+        raise InputError(
+            f"Expected a study (run_study's result, or its directory), not "
+            f"{type(study).__name__}: summarize_study(StudyResult.load('study_dir'))."
+        )
+    return study
+
+
 def compare_studies(
-    studies: Sequence[StudyResult], *, seed: int = 0, n_boot: int = 2000
+    studies: Sequence[StudyResult | str | Path], *, seed: int = 0, n_boot: int = 2000
 ) -> StudyComparison:
-    """Summaries of several studies, for a table and a plot on normalised depth."""
+    """Summaries of several studies (results or directories), for a table and a plot on
+    normalised depth."""
     if len(studies) < 1:
         raise InputError("Give at least one study directory to compare.")
     check_limit(n_boot, "n_boot")
     check_limit(seed, "seed")
-    return StudyComparison([summarize_study(s, seed=seed, n_boot=n_boot) for s in studies])
+    loaded = [_study(study) for study in studies]
+    return StudyComparison([summarize_study(s, seed=seed, n_boot=n_boot) for s in loaded])

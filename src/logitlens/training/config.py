@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..options import check_limit
 from ..residuals import BULK_CHUNK_ROWS
 
 BIBLE = "bible"
@@ -80,6 +81,7 @@ class TrainingConfig:
             raise InputError(f"warmup_steps must be 0 or more, got {self.warmup_steps}.")
         if self.checkpoint_every < 1:
             raise InputError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}.")
+        check_limit(self.seed, "seed")
 
     def learning_rate(self, step: int) -> float:
         """The rate for step ``step`` (0-based): linear warm-up, then the schedule."""

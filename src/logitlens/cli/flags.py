@@ -1,9 +1,9 @@
-"""The one path every analysis command shares: options -> checks -> model -> analyze -> output.
+"""The command line's options: the shared option types, and the decorator that gives a
+command the shared options as one checked :class:`Request`.
 
 A command declares only what differs: its own options, and which shared options it takes
-(:func:`analysis_command`). Checks that need no model run first and import nothing heavy,
-so ``--help`` and argument errors come back at once; torch, transformers and nnsight are
-imported only once the arguments are known to be good.
+(:func:`analysis_command`). The checks here need no model and import nothing heavy, so
+``--help`` and argument errors come back at once.
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import sys
 import typing
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from .. import jsontext
 from ..errors import InputError
-from ..lens_registry import file_lenses, kind_named, lens_help, parse_lens_spec
+from ..lens_registry import file_lenses, kind_named, lens_help
 from ..metrics import REGISTRY
 from ..options import (
     MAX_PICTURE_POSITIONS,
@@ -34,63 +30,12 @@ from ..options import (
     position_items,
 )
 from ..training.config import BIBLE, MODEL_SAMPLES
-
-if TYPE_CHECKING:
-    from ..lenses import Lens
-    from ..loading import LensModel
-    from ..results import LensResult
-
-app = typer.Typer(
-    help="Look inside transformer language models layer by layer "
-    "(logit, raw, tuned and Jacobian lenses)."
-    "\n\nExamples:\n\n"
-    "  logitlens top 'The capital of France is'\n\n"
-    "  logitlens track 'Why do electricians make good swimmers? Because they know the' "
-    "-t ' current'\n\n"
-    "  logitlens grid 'The Eiffel Tower is in the city of' -o grid.png\n\n"
-    "Errors are one line on stderr (exit code 2); --debug or LOGITLENS_DEBUG=1 shows the "
-    "traceback.",
-    no_args_is_help=True,
-    rich_markup_mode=None,  # plain help: flags shown as flags, fast to print
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-class Session:
-    """What the entry point reports when a command stops early (see ``cli.main``)."""
-
-    debug = False
-    kept: Callable[[], str] | None = None
-    interrupted = False
-
-    @classmethod
-    def kept_now(cls) -> str:
-        """What an interrupted command left on disk, read from the disk now."""
-        return cls.kept() if cls.kept is not None else "Nothing was written."
-
-
-def keep(describe: Callable[[], str]) -> None:
-    """Say how to tell what an interrupted command leaves behind (read when it stops,
-    from the disk: e.g. how many prompts a resumable output file holds)."""
-    Session.kept = describe
-
+from .application import app, note
 
 PICTURE_WINDOW = 64
 """Positions drawn at most when a picture asks for all positions of a long prompt."""
 
 _DEVICE = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
-
-
-def note(text: str) -> None:
-    """One plain line on stderr (never wrapped, never on stdout)."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
-# ----- the shared options -----------------------------------------------------------------
 
 
 def limited(name: str) -> Callable[[Any], Any]:
@@ -361,135 +306,6 @@ def analysis_command(*shared: str, name: str | None = None, parent: typer.Typer 
     return decorate
 
 
-# ----- model, lens, analysis -----------------------------------------------------------------
-
-
-def open_model(
-    model: str | None,
-    remote: bool = False,
-    device: str | None = None,
-    timeout: float | None = None,
-) -> LensModel:
-    """Load the model named on the command line, with a status line on stderr."""
-    from transformers.utils import logging as hf_logging
-
-    from ..loading import load_model
-
-    hf_logging.disable_progress_bar()  # the status line below says what is happening
-    with err_console.status(f"Loading {model or 'the bundled SmolLM2-135M'}..."):
-        if device == "auto":
-            return load_model(model, remote=remote, device_map="auto", timeout=timeout)
-        return load_model(model, remote=remote, device=device, timeout=timeout)
-
-
-def open_model_for_lens(
-    output: Path | None,
-    model: str | None,
-    device: str | None,
-    kind: str,
-    resumed: str,
-    force: bool = False,
-) -> tuple[LensModel, Path]:
-    """For a command that makes a lens file: check that ``output`` and its checkpoint can be
-    written (before the model loads), open the model, and choose the default path (the
-    user cache) when ``output`` is ``None``. ``resumed`` names what a Ctrl-C keeps."""
-    from ..lenses.files import default_lens_path
-    from ..training.tuned import check_writable_output, checkpoint_path_for
-
-    if output is not None:
-        check_writable_output(Path(output).expanduser(), force)
-    lens_model = open_model(model, False, device)
-    path = output or default_lens_path(lens_model, kind)
-    checkpoint = checkpoint_path_for(path)
-    keep(
-        lambda: (
-            f"The {resumed} so far is kept in {checkpoint}; run again to resume."
-            if checkpoint.is_file()
-            else "Nothing was written."
-        )
-    )
-    return lens_model, path
-
-
-def open_lens(request: Request, model: LensModel | None = None) -> Lens | None:
-    """The lens (a lens file is read and checked here, before the model loads).
-
-    A lens with a file (tuned, jacobian) without ``--lens-path`` means the model's file
-    in the user cache: ``None`` until the model is loaded, then call again with ``model``.
-    """
-    kind, values = parse_lens_spec(request.lens or "logit")
-    if kind.needs_file and request.tuned_path is None:
-        return None if model is None else kind.cached(model)
-    return kind.build(request.tuned_path, values)
-
-
-def run_analysis(
-    request: Request,
-    prompts: str | Sequence[str],
-    *,
-    targets: Any = None,
-    alternatives: Any = None,
-    metrics: Sequence[str] | None = None,
-    picture: bool = False,
-    out: Path | None = None,
-    **options: Any,
-) -> LensResult:
-    """Check the metrics, open the lens and the model, bound a picture's positions, and run
-    ``analyze``. ``out`` appends each prompt's result to a resumable JSONL file instead.
-    """
-    from ..metrics import check_metrics
-    from ..options import check_prompts
-
-    prompts = check_prompts(prompts)
-    asked = position_items(request.positions)
-    if picture and isinstance(asked, list) and len(asked) > MAX_PICTURE_POSITIONS:
-        raise InputError(
-            f"A picture draws at most {MAX_PICTURE_POSITIONS} positions, not {len(asked)}: "
-            "give fewer --positions, or --positions all --window N."
-        )
-    metrics = metrics or request.metric_list("topk")
-    check_metrics(metrics, targets is not None, alternatives is not None)
-    from ..analysis import analyze
-
-    lens = open_lens(request)
-    model = open_model(request.model, request.remote, request.device, request.timeout)
-    if lens is None:  # the model's file in the user cache
-        lens = open_lens(request, model)
-    positions = _picture_positions(model, prompts, request) if picture else request.positions
-    kwargs = {
-        "lens": lens,
-        "layers": request.layers,
-        "positions": positions,
-        "k": request.k,
-        "targets": targets,
-        "alternatives": alternatives,
-        "metrics": metrics,
-        **options,
-    }
-    if out is None:
-        return analyze(model, prompts, **kwargs)
-    from ..runs import analyze_to_jsonl, kept_in
-
-    keep(lambda: kept_in(out))
-    return analyze_to_jsonl(model, prompts, out, progress=not request.json_output, **kwargs)
-
-
-def _picture_positions(model: LensModel, prompts: list[str], request: Request) -> Any:
-    """``all`` positions of a long prompt become its last ``window`` ones, said on stderr."""
-    from ..options import window_positions
-
-    if request.positions != "all":
-        return request.positions
-    lengths = [len(model.tokenizer(p)["input_ids"]) for p in prompts]
-    positions = window_positions("all", lengths, request.window)
-    if positions != "all":
-        note(
-            f"Note: the prompt is {max(lengths)} tokens; drawing the last {len(positions)} "
-            "positions (choose with --window N or --positions).",
-        )
-    return positions
-
-
 def parse_target(target: str) -> str | int:
     """``--target`` (or ``--alternative``) text, or a token id written as ``id:1234``."""
     if target.startswith("id:"):
@@ -504,61 +320,3 @@ def parse_tokens(tokens: Sequence[str] | None) -> Any:
     """A repeatable ``--target``/``--alternative``: ``None``, one for all, or one per prompt."""
     parsed = [parse_target(token) for token in tokens or []]
     return None if not parsed else parsed[0] if len(parsed) == 1 else parsed
-
-
-# ----- output ----------------------------------------------------------------------------------
-
-
-def check_picture_path(
-    path: Path | None, suffixes: Sequence[str] | None = None, force: bool = False
-) -> None:
-    """Refuse an unwritable picture or report path, or one that would replace a file
-    logitlens did not write, before any work (``None``: no picture asked)."""
-    if path is None:
-        return
-    from ..paths import FIGURE_SUFFIXES, REPORT_SUFFIXES, check_document_output
-
-    what = "report" if suffixes == REPORT_SUFFIXES else "picture"
-    check_document_output(path, suffixes or FIGURE_SUFFIXES, what, force=force)
-
-
-def save_plot(
-    draw: Callable[[], Any], path: Path | None, json_output: bool = False, force: bool = False
-) -> None:
-    """Draw and save a figure; its path goes to stderr under --json so stdout stays JSON."""
-    if path is None:
-        return
-    from ..pictures import plots
-
-    written = plots.save_figure(draw(), path, force=force)
-    say(f"Picture written to {written}", json_output)
-
-
-def say(text: str, json_output: bool = False) -> None:
-    """A line for the user: stdout normally, stderr under --json."""
-    if json_output:
-        note(text)
-    else:
-        console.print(text, highlight=False, soft_wrap=True)
-
-
-def print_json(payload: Any) -> None:
-    """Write JSON to stdout without rich markup or wrapping."""
-    typer.echo(jsontext.dumps(payload, ensure_ascii=False))
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """A dataclass as a plain dict (for JSON payloads)."""
-    return {item.name: getattr(value, item.name) for item in fields(value)}
-
-
-def show_warnings_on_stderr() -> None:
-    """Show library warnings (e.g. multi-token targets) as one plain line each."""
-
-    def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-        note(f"Warning: {message}")
-
-    warnings.showwarning = show
-
-
-show_warnings_on_stderr()
