@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from bench_core import PeakRSS, encode, hooked, paired_ratio, plain_copy, race, 
 import logitlens
 from logitlens.batching import plan_batches
 from logitlens.studies import load_items, run_study
+from logitlens.targets import MultiTokenTargetWarning
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 
@@ -68,6 +70,7 @@ def floor_study(model, items, batch_size: int) -> list[tuple[torch.Tensor, ...]]
 
 
 def throughput(n_items: int, rounds: int, batch_size: int) -> None:
+    warnings.simplefilter("ignore", MultiTokenTargetWarning)  # their first token, in both
     model = logitlens.load_model()
     plain = plain_copy(model)
     items = load_items()[:n_items]

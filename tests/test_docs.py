@@ -87,6 +87,23 @@ RUNNER = textwrap.dedent(
 )
 
 
+def python(arguments: list[str], cwd: Path, **env: str) -> None:
+    """Run this interpreter on the worktree's package; fail with the end of its stderr."""
+    done = subprocess.run(
+        [sys.executable, *arguments],
+        cwd=cwd,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
 def test_the_pages_have_examples_and_no_run_gives_a_reason():
     blocks = [block for page in PAGES for block in code_blocks(page)]
     assert len([b for b in blocks if b.language == "python"]) >= 15
@@ -114,20 +131,7 @@ def test_python_examples_run(page, tmp_path):
         if block.language == "python" and block.no_run is None
     ]
     (tmp_path / "blocks.json").write_text(json.dumps(blocks), encoding="utf-8")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-        "MPLBACKEND": "Agg",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(tmp_path / "blocks.json")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    python(["-c", RUNNER, str(tmp_path / "blocks.json")], tmp_path, MPLBACKEND="Agg")
 
 
 # ----- the command line in bash blocks ------------------------------------------------------
@@ -227,21 +231,12 @@ def test_the_cli_check_can_fail():
 def test_the_site_builds_strictly(tmp_path):
     """``mkdocs build --strict``: no broken link or anchor, no page outside the nav, every
     docstring parsed, the generated CLI, metrics and API pages written."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-        "NO_MKDOCS_2_WARNING": "1",
-    }
     site = tmp_path / "site"
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    python(
+        ["-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        ROOT,
+        NO_MKDOCS_2_WARNING="1",
     )
-    assert done.returncode == 0, done.stderr[-4000:]
     cli = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
     import typer
 
