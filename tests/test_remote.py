@@ -235,6 +235,29 @@ def _random_tuned_lens(model, path):
     return lens.save(path)
 
 
+def test_remote_attribution_equals_local(healthy, remote_tiny, local_tiny):
+    """Direct logit attribution in NDIF's trace, together with the lens."""
+    options = {
+        "targets": " current",
+        "alternatives": " the",
+        "attribution": True,
+        "heads": True,
+        "positions": "all",
+        **FULL,
+    }
+    remote_result = logitlens.analyze(remote_tiny, PROMPTS, **options)
+    local_result = logitlens.analyze(local_tiny, PROMPTS, **options)
+    _assert_equal_results(remote_result, local_result)
+    for measure in ("target", "difference"):
+        for name in ("embed", "components", "heads", "head_bias", "constant", "logit"):
+            np.testing.assert_allclose(
+                getattr(getattr(remote_result.attribution, measure), name),
+                getattr(getattr(local_result.attribution, measure), name),
+                atol=1e-5,
+                err_msg=f"{measure}.{name}",
+            )
+
+
 def _random_jacobian_lens(model, path):
     from logitlens.lenses import JacobianLens
     from logitlens.lenses.files import model_fingerprint

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .. import jsontext
 from ..errors import InputError, LogitLensError
 from .app import AnalysisRequest, Explorer
 
@@ -208,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _json(self, status: HTTPStatus, payload: Any) -> None:
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        body = jsontext.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         self._send(status, body, "application/json")
 
     def _error(self, status: HTTPStatus, message: str) -> None:
