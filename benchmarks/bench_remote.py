@@ -43,6 +43,28 @@ def main() -> None:
             "top (k=10, last position)": {"prompts": PUN, "k": 10},
             "compare (4 prompts, 1 batch)": {"prompts": [PUN] * 4, "targets": " current"},
             "all positions (13 tokens)": {"prompts": PUN, "positions": "all", "k": 5},
+            "attribute (target vs alternative)": {
+                "prompts": PUN,
+                "targets": " current",
+                "alternatives": " water",
+                "layers": [-1],
+                "metrics": ["target"],
+                "attribution": True,
+            },
+            "attribute --heads": {
+                "prompts": PUN,
+                "targets": " current",
+                "alternatives": " water",
+                "layers": [-1],
+                "metrics": ["target"],
+                "attribution": True,
+                "heads": True,
+            },
+            "track + attribution, one trace": {
+                "prompts": PUN,
+                "targets": " current",
+                "attribution": True,
+            },
             "tuned lens, track": {
                 "prompts": PUN,
                 "targets": " current",

@@ -18,6 +18,7 @@ import re
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -232,6 +233,29 @@ def _random_tuned_lens(model, path):
     lens.weight.copy_(torch.randn(lens.weight.shape, generator=generator) * 0.05)
     lens.bias.copy_(torch.randn(lens.bias.shape, generator=generator) * 0.05)
     return lens.save(path)
+
+
+def test_remote_attribution_equals_local(healthy, remote_tiny, local_tiny):
+    """Direct logit attribution in NDIF's trace, together with the lens."""
+    options = {
+        "targets": " current",
+        "alternatives": " the",
+        "attribution": True,
+        "heads": True,
+        "positions": "all",
+        **FULL,
+    }
+    remote_result = logitlens.analyze(remote_tiny, PROMPTS, **options)
+    local_result = logitlens.analyze(local_tiny, PROMPTS, **options)
+    _assert_equal_results(remote_result, local_result)
+    for measure in ("target", "difference"):
+        for name in ("embed", "components", "heads", "head_bias", "constant", "logit"):
+            np.testing.assert_allclose(
+                getattr(getattr(remote_result.attribution, measure), name),
+                getattr(getattr(local_result.attribution, measure), name),
+                atol=1e-5,
+                err_msg=f"{measure}.{name}",
+            )
 
 
 def _random_jacobian_lens(model, path):
@@ -729,11 +753,18 @@ def test_a_local_directory_with_remote_says_ndif_needs_a_hub_id(healthy, tiny_di
 # --- The CLI over the socket ---------------------------------------------------------------
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     """``logitlens ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
     from logitlens import cli
 
     monkeypatch.setattr(sys, "argv", ["logitlens", *args])
+    # Outside pytest Python prints warnings (in the CLI's one-line format); pytest records
+    # them instead, so print them here as Python would.
+    monkeypatch.setattr(warnings, "showwarning", _print_warning)
     capsys.readouterr()
     try:
         cli.main()

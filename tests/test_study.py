@@ -601,3 +601,24 @@ def test_attribution_columns_equal_the_plain_pytorch_reference(tmp_path):
     # Without --attribution the columns are there, and null.
     plain = run_study(model, items[:2], out_dir=tmp_path / "p", progress=False)
     assert plain.layers.mlp_target.isna().all()
+
+
+def test_cli_attribution_is_recorded_and_summarised(tiny_dir, tmp_path):
+    data = write_items(make_items(24), tmp_path / "items.jsonl")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    args = ["study", str(data), "--model", str(tiny_dir), "--out", str(out), "--no-progress"]
+    result = runner.invoke(app, [*args, "--attribution", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    parts = {(c["group"], c["part"], c["measure"]) for c in payload["components"]}
+    assert ("pun", "mlp", "target - alternative") in parts
+    assert any(t["metric"].startswith("pun: MLP vs attention") for t in payload["component_tests"])
+    layers = StudyResult.load(out).layers
+    assert layers.mlp_target.notna().all() and layers.attention_target.notna().all()
+    result = runner.invoke(app, ["study", "summary", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Direct logit attribution" in result.stdout and "MLP against attention" in result.stdout
+    # The option is part of the setup: resuming without it is refused.
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and "attribution" in str(result.exception)

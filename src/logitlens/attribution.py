@@ -30,11 +30,12 @@ Families whose residual stream is not a sum of parts (post-LN OPT, BLOOM with
 checks the decomposition: if the parts do not rebuild the final residual (an adapter
 entry pointing at the wrong module), it says so instead of returning wrong numbers.
 
-All of it runs inside one nnsight trace (:func:`attribution_reductions`), on the
-positions asked for only: a remote NDIF run sends back ``[layer, component (, head),
-position, target]`` floats, kilobytes. The entry point, :func:`logitlens.attribute`
-(``analysis.attribute``), is ``analyze`` with the attribution on; this module holds the
-parts it computes with, so ``analysis`` imports it and not the other way round.
+All of it runs inside the lens's nnsight trace (:func:`read_parts` then
+:func:`project_parts`), on the positions asked for only: a remote NDIF run sends back
+``[layer, component (, head), position, target]`` floats, kilobytes. The entry point,
+:func:`logitlens.attribute` (``analysis.attribute``), is ``analyze`` with the
+attribution on; this module holds the parts it computes with, so ``analysis`` imports
+it and not the other way round.
 
 Example:
     >>> result = logitlens.attribute(model, "Why do electricians ... know the",
@@ -348,14 +349,6 @@ def _through(direction: torch.Tensor, gain: torch.Tensor, scale: torch.Tensor, c
     return pulled * scale[:, None, None]
 
 
-def attribution_reductions(
-    root: Any, plan: InsidePlan, gather_index: torch.Tensor, token_ids: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """The attribution trace body: :func:`read_parts`, then :func:`project_parts`."""
-    parts, _ = read_parts(root, plan, gather_index)
-    return project_parts(root, plan, parts, token_ids)
-
-
 def read_parts(
     root: Any,
     plan: InsidePlan,
@@ -511,20 +504,6 @@ def projected_ids(
     return np.array(rows, dtype=np.int64)
 
 
-def store_parts(
-    model: LensModel,
-    arrays: dict[str, np.ndarray],
-    saved: dict[str, torch.Tensor],
-    batch: slice,
-    n_prompts: int,
-    position_table: np.ndarray,
-) -> None:
-    """Check one batch's reconstruction, then keep its parts (see :func:`project_parts`)."""
-    saved = {name: value.float() for name, value in saved.items()}
-    _check_reconstruction(model, saved["reconstruction"], position_table)
-    _store(arrays, saved, batch, n_prompts, position_table)
-
-
 def build_attribution(
     model: LensModel,
     prompts: list[str],
@@ -573,14 +552,18 @@ def _check_reconstruction(
         )
 
 
-def _store(
+def store_parts(
+    model: LensModel,
     arrays: dict[str, np.ndarray],
     saved: dict[str, torch.Tensor],
-    batch: slice,
+    batch: slice | list[int],
     n_prompts: int,
     position_table: np.ndarray,
 ) -> None:
-    """One batch's tensors into ``[prompt, ..., column, n]`` arrays (NaN at padding)."""
+    """Check one batch's reconstruction, then keep its tensors (:func:`project_parts`) in
+    ``[prompt, ..., column, n]`` arrays (NaN at padding)."""
+    saved = {name: value.float() for name, value in saved.items()}
+    _check_reconstruction(model, saved["reconstruction"], position_table)
     n_batch, n_columns = position_table.shape
     valid = position_table >= 0
     for name, tensor in saved.items():

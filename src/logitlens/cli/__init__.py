@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         previous_alarm = signal.getsignal(signal.SIGALRM)
         signal.signal(signal.SIGINT, _record_interrupt)
     Session.interrupted = False
-    previous_warning_hook = show_warnings_on_stderr()
+    previous_warning_format = show_warnings_on_stderr()
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         check_arguments(args)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             _report(error)
         code = 130  # Ctrl-C turned into another error on its way up (see _record_interrupt)
     finally:
-        warnings.showwarning = previous_warning_hook
+        warnings.formatwarning = previous_warning_format
         if watch:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous_alarm)

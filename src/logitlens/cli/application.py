@@ -83,16 +83,19 @@ def as_dict(value: Any) -> dict[str, Any]:
     return {item.name: getattr(value, item.name) for item in fields(value)}
 
 
-def show_warnings_on_stderr() -> Callable[..., Any]:
-    """Show library warnings (e.g. multi-token targets) as one plain line each, on stderr.
+def show_warnings_on_stderr() -> Callable[..., str]:
+    """Print library warnings (e.g. multi-token targets) as one plain line each,
+    ``Warning: ...``, on stderr where Python writes them.
 
     Installed by :func:`logitlens.cli.main` for the length of a command (not when the
-    package is imported); returns the hook it replaced, to restore.
+    package is imported), by replacing the warnings' format only: code that records
+    warnings (``warnings.catch_warnings(record=True)``, ``pytest.warns``) still gets
+    them. Returns the format it replaced, to restore.
     """
 
-    def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-        note(f"Warning: {message}")
+    def one_line(message: Any, category: Any, filename: Any, lineno: Any, line: Any = None) -> str:
+        return f"Warning: {message}\n"
 
-    previous = warnings.showwarning
-    warnings.showwarning = show
+    previous = warnings.formatwarning
+    warnings.formatwarning = one_line
     return previous
