@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         threading.main_thread()
     )
     if watch:
+        previous_alarm = signal.getsignal(signal.SIGALRM)
         signal.signal(signal.SIGINT, _record_interrupt)
     Session.interrupted = False
     previous_warning_format = show_warnings_on_stderr()
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         warnings.formatwarning = previous_warning_format
         if watch:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_alarm)
             signal.signal(signal.SIGINT, previous)
     if code == 130:
         note(f"Interrupted. {Session.kept_now()}")
@@ -108,15 +111,42 @@ def check_arguments(args: list[str]) -> None:
         check_text(arg, f"Argument {index + 1}{after}")
 
 
+_RETRY = 0.05  # seconds between looks at whether a deferred Ctrl-C may be raised yet
+
+
 def _record_interrupt(signum: int, frame: Any) -> None:
     """Ctrl-C: remember it, then raise KeyboardInterrupt as Python does.
 
     Some libraries turn the KeyboardInterrupt into another error on its way up (a
     transformers lazy import that is interrupted raises "Could not import module ..."),
     which must still end as an interrupt, not as a bug report.
+
+    Inside an import the raise waits until the import is over: raised while a compiled
+    extension's initialisation runs Python (torch's pybind11 modules), the exception
+    crosses C++ code that cannot pass it on, and the process aborts (exit -6).
     """
     Session.interrupted = True
+    if _inside_an_import(frame):
+        signal.signal(signal.SIGALRM, _raise_when_imported)
+        signal.setitimer(signal.ITIMER_REAL, _RETRY)
+        return
     signal.default_int_handler(signum, frame)
+
+
+def _raise_when_imported(signum: int, frame: Any) -> None:
+    """The deferred Ctrl-C: raised at the first look that finds no import under way."""
+    if _inside_an_import(frame):
+        signal.setitimer(signal.ITIMER_REAL, _RETRY)
+        return
+    raise KeyboardInterrupt
+
+
+def _inside_an_import(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _report(error: Exception) -> None:
