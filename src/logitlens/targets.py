@@ -110,3 +110,14 @@ def resolve_targets(
         for target in row:
             resolved[-1].append(resolve_target(tokenizer, target, vocab_size))
     return resolved
+
+
+def parse_target(target: str) -> str | int:
+    """A target (or alternative) as text, or a token id written as ``id:1234`` (the form
+    of ``--target`` on the command line and of the explorer's target field)."""
+    if target.startswith("id:"):
+        try:
+            return int(target[3:])
+        except ValueError:
+            raise InputError(f"Bad token id {target!r}: write it as id:1234.") from None
+    return target

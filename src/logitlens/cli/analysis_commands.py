@@ -13,6 +13,7 @@ import typer
 
 from ..errors import InputError
 from ..options import check_threshold
+from ..targets import parse_target
 from .application import as_dict, console, print_json, say
 from .flags import (
     AlternativeOption,
@@ -24,7 +25,6 @@ from .flags import (
     TargetOption,
     ThresholdOption,
     analysis_command,
-    parse_target,
     parse_tokens,
 )
 from .runners import check_picture_path, run_analysis, save_plot

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ..targets import parse_target
 from .application import console, print_json
 from .flags import (
     AlternativeOption,
@@ -18,7 +19,6 @@ from .flags import (
     Request,
     TargetOption,
     analysis_command,
-    parse_target,
 )
 from .runners import check_picture_path, save_plot
 

@@ -29,6 +29,7 @@ from ..options import (
     metric_names,
     position_items,
 )
+from ..targets import parse_target
 from ..training.config import BIBLE, MODEL_SAMPLES
 from .application import app, note
 
@@ -304,16 +305,6 @@ def analysis_command(*shared: str, name: str | None = None, parent: typer.Typer 
         return command
 
     return decorate
-
-
-def parse_target(target: str) -> str | int:
-    """``--target`` (or ``--alternative``) text, or a token id written as ``id:1234``."""
-    if target.startswith("id:"):
-        try:
-            return int(target[3:])
-        except ValueError:
-            raise InputError(f"Bad token id {target!r}: write it as id:1234.") from None
-    return target
 
 
 def parse_tokens(tokens: Sequence[str] | None) -> Any:

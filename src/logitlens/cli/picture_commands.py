@@ -13,6 +13,7 @@ import typer
 
 from ..metrics import PICTURES, picture
 from ..paths import REPORT_SUFFIXES
+from ..targets import parse_target
 from .application import say
 from .flags import (
     AlternativeOption,
@@ -20,7 +21,6 @@ from .flags import (
     Request,
     TargetOption,
     analysis_command,
-    parse_target,
     parse_tokens,
 )
 from .runners import check_picture_path, run_analysis, save_plot

@@ -33,6 +33,7 @@ from ..loading import LensModel
 from ..metrics import PICTURES, REGISTRY
 from ..options import check_prompts, position_items, window_positions
 from ..results import LensResult
+from ..targets import parse_target
 
 if TYPE_CHECKING:
     from ..attribution import Attribution
@@ -339,14 +340,7 @@ def attribution_view(attribution: Attribution) -> list[dict[str, Any]]:
 
 def _token(text: str) -> str | int | None:
     """A target field: empty is none, ``id:1234`` a token id, else the text itself."""
-    if not text:
-        return None
-    if text.startswith("id:"):
-        try:
-            return int(text[3:])
-        except ValueError:
-            raise InputError(f"Bad token id {text!r}: write it as id:1234.") from None
-    return text
+    return parse_target(text) if text else None
 
 
 _BYTE_TOKEN = re.compile(r"(?:<0x[0-9A-Fa-f]{2}>)+")
