@@ -144,6 +144,7 @@ CLI_CASES = [
     (["grid", PUN, "-o", "{out_dir}"], "is a directory"),
     (["report", PUN, "-o", "{tmp}/r.png"], "Cannot tell the file type"),
     (["report", PUN, "-o", "{tmp}/r.html", "-t", " a", "-t", " b"], "Got 2 targets for 1"),
+    (["report", PUN, "-o", "{tmp}/r.html", "--attribution"], "--attribution needs --target"),
     # tuned lens training and evaluation
     (["tuned", "train", "--warmup-steps", "-5"], "'--warmup-steps'"),
     (["tuned", "train", "--tokens", "0"], "'--tokens'"),

@@ -122,10 +122,11 @@ def test_the_attribution_view_is_the_library_attribution(explorer):
     expected = logitlens.attribute(
         explorer.model, PUN, target=" current", alternative=" water"
     ).difference
-    assert len(shown) == 1 and shown[0]["measure"] == "difference"
-    np.testing.assert_allclose(shown[0]["attention"], expected.attention[0, :, 0, 0], atol=1e-5)
-    np.testing.assert_allclose(shown[0]["mlp"], expected.mlp[0, :, 0, 0], atol=1e-5)
-    assert shown[0]["logit"] == pytest.approx(float(expected.logit[0, 0, 0]), abs=1e-5)
+    assert len(shown) == 1 and set(shown[0]["measures"]) == {"target", "difference"}
+    difference = shown[0]["measures"]["difference"]
+    np.testing.assert_allclose(difference["attention"], expected.attention[0, :, 0, 0], atol=1e-5)
+    np.testing.assert_allclose(difference["mlp"], expected.mlp[0, :, 0, 0], atol=1e-5)
+    assert difference["logit"] == pytest.approx(float(expected.logit[0, 0, 0]), abs=1e-5)
     without = explorer.analyze(AnalysisRequest.from_json({"prompts": [PUN]})).view()
     assert "attribution" not in without
 
@@ -142,7 +143,9 @@ def test_a_remote_model_answers_the_same(explorer, wrap_tiny):
     np.testing.assert_array_equal(there.result.top_ids, here.result.top_ids)
     np.testing.assert_allclose(there.result.target_prob, here.result.target_prob, atol=1e-5)
     np.testing.assert_allclose(
-        there.view()["attribution"][0]["mlp"], here.view()["attribution"][0]["mlp"], atol=1e-4
+        there.view()["attribution"][0]["measures"]["target"]["mlp"],
+        here.view()["attribution"][0]["measures"]["target"]["mlp"],
+        atol=1e-4,
     )
 
 

@@ -29,13 +29,17 @@ LITERAL = "Electricians work with wires that carry electrical"
 
 
 @pytest.fixture(scope="module")
-def tiny_result(request):
+def tiny_llama():
     from tiny_models import tiny_model
 
     hf_model, tokenizer = tiny_model("llama")
-    model = logitlens.load_model(hf_model, tokenizer=tokenizer)
+    return logitlens.load_model(hf_model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_llama):
     return logitlens.analyze(
-        model,
+        tiny_llama,
         [PUN, LITERAL],
         targets=" current",
         positions="all",
@@ -55,6 +59,51 @@ def test_data_holds_every_prompt_and_cell(tiny_result):
     assert first["model_top"] == tiny_result.model_top_ids[0, :n_tokens].tolist()
     assert set(first["metrics"]) == {"entropy", "kl", "final_rank"}
     assert first["targets"] == [" current"]
+
+
+@pytest.fixture(scope="module")
+def attributed(tiny_llama):
+    """The lens and the direct logit attribution of both prompts, in one trace."""
+    return logitlens.analyze(
+        tiny_llama,
+        [PUN, LITERAL],
+        targets=" current",
+        alternatives=" water",
+        positions="all",
+        k=5,
+        metrics=["topk", "logit_diff"],
+        attribution=True,
+    )
+
+
+def test_attribution_data_is_the_library_attribution(attributed, tiny_llama, tiny_result):
+    shown = report_data(attributed)["attribution"]
+    # An independent run: attribute() at each prompt's last position, its own trace.
+    expected = logitlens.attribute(
+        tiny_llama, [PUN, LITERAL], target=" current", alternative=" water"
+    )
+    assert len(shown) == 2
+    for prompt, item in enumerate(shown):
+        assert item["position"] == len(attributed.tokens[prompt]) - 1
+        assert (item["target"], item["alternative"]) == (" current", " water")
+        assert set(item["measures"]) == {"target", "difference"}
+        for name, drawn in item["measures"].items():
+            parts = expected.measure(name)
+            np.testing.assert_allclose(
+                drawn["attention"], parts.attention[prompt, :, 0, 0], atol=1e-5
+            )
+            np.testing.assert_allclose(drawn["mlp"], parts.mlp[prompt, :, 0, 0], atol=1e-5)
+            for key in ("embed", "constant", "logit"):
+                assert drawn[key] == pytest.approx(
+                    float(getattr(parts, key)[prompt, 0, 0]), abs=1e-5
+                )
+            # The parts the page draws sum to the model's own value it states.
+            total = drawn["embed"] + sum(drawn["attention"]) + sum(drawn["mlp"]) + drawn["constant"]
+            assert total == pytest.approx(drawn["logit"], abs=1e-4)
+    assert "attribution" not in report_data(tiny_result)
+    # Mixed: one result with and one without, aligned with the entries.
+    mixed = report_data([tiny_result, attributed])["attribution"]
+    assert mixed[:2] == [None, None] and mixed[2:] == shown
 
 
 def test_page_is_self_contained_and_escapes_tokens(tiny_result):
@@ -300,6 +349,77 @@ def test_report_in_browser(browser, tiny_result, tmp_path):
     assert pixels.shape[0] > 100 and pixels.shape[1] > 100
     colours = np.unique(pixels.reshape(-1, pixels.shape[-1])[::7], axis=0)
     assert len(colours) > 20, "the screenshot looks blank"
+
+
+def _bars(browser: Chromium) -> list[list]:
+    return browser.evaluate(
+        "[...document.querySelectorAll('#attribution-chart rect.bar')].map(b => [b.dataset.part,"
+        " Number(b.dataset.layer), Number(b.dataset.value), Number(b.getAttribute('y')),"
+        " Number(b.getAttribute('height'))])"
+    )
+
+
+def _check_bars(bars: list[list], drawn: dict) -> None:
+    """Each layer's two bars: the data's values, lengths proportional to them, up when
+    positive and down when negative from the zero line (the chart's middle, 102)."""
+    assert len(bars) == 2 * len(drawn["attention"])
+    largest = max(abs(v) for v in drawn["attention"] + drawn["mlp"])
+    for part, layer, value, y, height in bars:
+        assert value == pytest.approx(drawn[part][layer], abs=1e-6)
+        assert height == pytest.approx(88 * abs(value) / largest, abs=1e-3)
+        assert y == pytest.approx(102 - height if value >= 0 else 102, abs=1e-3)
+
+
+def test_report_draws_the_attribution(browser, attributed, tiny_result, tmp_path):
+    data = report_data(attributed)["attribution"]
+    _open(browser, write_report(attributed, tmp_path / "attribution.html"))
+    visible = "!document.getElementById('attribution-section').hidden"
+    assert browser.evaluate(visible)
+    # Target minus alternative first, then the target alone; then the second prompt.
+    _check_bars(_bars(browser), data[0]["measures"]["difference"])
+    assert 'logit(" water")' in browser.evaluate(
+        "document.getElementById('attribution-title').textContent"
+    )
+    browser.evaluate(
+        "const a = document.getElementById('attribution-measure'); a.value = 'target';"
+        " a.dispatchEvent(new Event('change'));"
+    )
+    _check_bars(_bars(browser), data[0]["measures"]["target"])
+    browser.evaluate(
+        "const s = document.getElementById('prompt-select'); s.value = '1';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    _check_bars(_bars(browser), data[1]["measures"]["target"])
+    logit = data[1]["measures"]["target"]["logit"]
+    assert f"{logit:.3f}" in browser.evaluate(
+        "document.getElementById('attribution-sum').textContent"
+    )
+    assert browser.errors() == []
+
+    # A report without attribution has no attribution view.
+    browser.events.clear()  # the first page's load event
+    _open(browser, write_report(tiny_result, tmp_path / "plain.html"))
+    assert not browser.evaluate(visible)
+    assert _bars(browser) == []
+    assert browser.errors() == []
+
+
+def test_cli_report_with_attribution(tiny_llama, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from logitlens.cli import app, runners
+
+    monkeypatch.setattr(runners, "open_model", lambda *args, **kwargs: tiny_llama)
+    runner = CliRunner()
+    path = tmp_path / "r.html"
+    args = ["report", PUN, "-t", " current", "-a", " water", "--attribution", "-o", str(path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = path.read_text(encoding="utf-8")
+    embedded = re.search(r'id="report-data">(.*?)</script>', text, re.S).group(1)
+    shown = json.loads(embedded)["attribution"][0]["measures"]["difference"]
+    expected = logitlens.attribute(tiny_llama, PUN, target=" current", alternative=" water")
+    np.testing.assert_allclose(shown["mlp"], expected.difference.mlp[0, :, 0, 0], atol=1e-5)
 
 
 @pytest.mark.bundled

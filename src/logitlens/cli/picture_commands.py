@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import InputError
 from ..metrics import PICTURES, picture
 from ..paths import REPORT_SUFFIXES
 from ..targets import parse_target
@@ -99,6 +100,15 @@ def report(
         typer.Option("--target", "-t", help="Token to follow; one for all or one per prompt."),
     ] = None,
     title: Annotated[str, typer.Option("--title", help="Page title.")] = "logitlens report",
+    alternative: AlternativeOption = None,
+    attribution: Annotated[
+        bool,
+        typer.Option(
+            "--attribution",
+            help="Add the direct logit attribution: each layer's attention and MLP part of "
+            "the target's logit (and of target minus --alternative), as bars.",
+        ),
+    ] = False,
 ):
     """One self-contained interactive HTML page: grid, top-k on hover, trajectories.
 
@@ -107,11 +117,18 @@ def report(
     from ..pictures.report import write_report
 
     check_picture_path(out, REPORT_SUFFIXES, request.force)
+    if attribution and not target:
+        raise InputError(
+            "--attribution needs --target: the bars are shares of a target's logit, "
+            "e.g. --target ' current'."
+        )
     result = run_analysis(
         request,
         prompts,
         targets=parse_tokens(target),
-        metrics=["topk", "entropy", "kl", "final_rank"],
+        alternatives=None if alternative is None else parse_target(alternative),
+        metrics=["topk", "entropy", "kl", "final_rank", *(["logit_diff"] if alternative else [])],
         picture=True,
+        attribution=attribution,
     )
     say(f"Report written to {write_report(result, out, title, force=request.force)}")

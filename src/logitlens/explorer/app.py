@@ -149,12 +149,12 @@ class Answer:
     def view(self) -> dict[str, Any]:
         """The lens view's data (:func:`logitlens.pictures.report.report_data`), with the
         labels of tokens that are part of a character."""
-        from ..pictures.report import report_data
+        from ..pictures.report import attribution_data, report_data
 
         view = report_data(self.result)
         view["byte_labels"] = self.byte_labels
         if self.attribution is not None:
-            view["attribution"] = attribution_view(self.attribution)
+            view["attribution"] = attribution_data(self.attribution)
         return view
 
     def payload(self) -> dict[str, Any]:
@@ -313,29 +313,6 @@ class Explorer:
             positions="last",
             progress=False,
         )
-
-
-def attribution_view(attribution: Attribution) -> list[dict[str, Any]]:
-    """Per prompt, the parts of the first target's logit (or of target minus alternative)
-    at the last position: embedding, each layer's attention and MLP, the constant."""
-    difference = attribution.difference is not None
-    parts = attribution.measure("difference" if difference else "target")
-    entries = []
-    for prompt in range(len(attribution.prompts)):
-        column = attribution.column(prompt, -1)
-        entries.append(
-            {
-                "measure": "difference" if difference else "target",
-                "target": attribution.target_tokens[prompt][0],
-                "alternative": attribution.alternative_tokens[prompt][0] if difference else None,
-                "embed": float(parts.embed[prompt, column, 0]),
-                "attention": parts.attention[prompt, :, column, 0].astype(float).tolist(),
-                "mlp": parts.mlp[prompt, :, column, 0].astype(float).tolist(),
-                "constant": float(parts.constant[prompt, column, 0]),
-                "logit": float(parts.logit[prompt, column, 0]),
-            }
-        )
-    return entries
 
 
 def _token(text: str) -> str | int | None:

@@ -4,7 +4,9 @@ One file, no network: the data is embedded as JSON and the JavaScript and CSS ar
 inlined. The page shows the logit-lens grid (layers x positions, top-1 token per
 cell, coloured by a chosen metric) and the trajectories of the targets; hovering a
 cell shows its top-k tokens, clicking pins it and follows that position in the
-trajectory chart. Several prompts (and lenses) are selectable in one file.
+trajectory chart. Several prompts (and lenses) are selectable in one file. A result
+from ``analyze(..., attribution=True)`` adds the direct logit attribution: each layer's
+attention and MLP part of the target's logit (and of target minus alternative) as bars.
 
 Example:
     >>> result = analyze(model, [pun, literal], targets=" current", positions="all",
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +32,9 @@ from ..metrics import PICTURES
 from ..paths import REPORT_SUFFIXES, check_document_output
 from ..results import LensResult
 from ..storage import write_atomic
+
+if TYPE_CHECKING:
+    from ..attribution import Attribution
 
 _TOP1 = "top_probs"
 """The array the page colours by itself (the top-1 probability, drawn from the top-k)."""
@@ -84,15 +89,50 @@ def _entry(result: LensResult, prompt: int, label: str) -> dict[str, Any]:
     return entry
 
 
+def attribution_data(attribution: Attribution) -> list[dict[str, Any]]:
+    """Per prompt, at its last attributed position: the parts of the first target's logit
+    and (with an alternative) of target minus alternative, as the page draws them."""
+    entries = []
+    for prompt in range(len(attribution.prompts)):
+        column = int(np.flatnonzero(attribution.positions[prompt] >= 0)[-1])
+        measures = {}
+        for name in ("target", "difference") if attribution.difference is not None else ["target"]:
+            parts = attribution.measure(name)
+            measures[name] = {
+                "embed": float(parts.embed[prompt, column, 0]),
+                "attention": parts.attention[prompt, :, column, 0].astype(float).tolist(),
+                "mlp": parts.mlp[prompt, :, column, 0].astype(float).tolist(),
+                "constant": float(parts.constant[prompt, column, 0]),
+                "logit": float(parts.logit[prompt, column, 0]),
+            }
+        entries.append(
+            {
+                "position": int(attribution.positions[prompt, column]),
+                "target": attribution.target_tokens[prompt][0],
+                "alternative": attribution.alternative_tokens[prompt][0]
+                if attribution.difference is not None
+                else None,
+                "measures": measures,
+            }
+        )
+    return entries
+
+
 def report_data(results: LensResult | Sequence[LensResult]) -> dict[str, Any]:
-    """The JSON the page embeds: one entry per prompt of each result, plus token texts."""
+    """The JSON the page embeds: one entry per prompt of each result, plus token texts;
+    ``attribution`` (one item per entry, null for a result without one) when a result
+    carries its direct logit attribution."""
     items = [results] if isinstance(results, LensResult) else list(results)
     if not items:
         raise InputError("Nothing to report: give at least one result.")
     several_lenses = len({r.lens for r in items}) > 1
-    entries, vocab = [], {}
+    entries, vocab, attribution = [], {}, []
     for result in items:
         result.require("top_ids")
+        if result.attribution is None:
+            attribution += [None] * len(result.prompts)
+        else:
+            attribution += attribution_data(result.attribution)
         for prompt, text in enumerate(result.prompts):
             label = text if len(text) <= 70 else text[:67] + "..."
             if several_lenses:
@@ -106,7 +146,10 @@ def report_data(results: LensResult | Sequence[LensResult]) -> dict[str, Any]:
         for name, picture in PICTURES.items()
         if name in shown
     }
-    return {"entries": entries, "vocab": vocab, "pictures": pictures}
+    data = {"entries": entries, "vocab": vocab, "pictures": pictures}
+    if any(item is not None for item in attribution):
+        data["attribution"] = attribution
+    return data
 
 
 def render_report(
@@ -148,4 +191,11 @@ def write_report(
     return write_atomic(path, render_report(results, title))
 
 
-__all__ = ["render_report", "render_report_data", "report_data", "script_json", "write_report"]
+__all__ = [
+    "attribution_data",
+    "render_report",
+    "render_report_data",
+    "report_data",
+    "script_json",
+    "write_report",
+]

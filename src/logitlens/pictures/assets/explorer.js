@@ -107,50 +107,6 @@ function show(answer, request) {
   history.replaceState(null, "", location.pathname + location.search + "#" + shared);
   $("share-link").href = location.origin + location.pathname + "#" + shared;
   renderCompare();
-  renderAttribution();
-}
-
-// Direct logit attribution at the last position: each layer's attention and MLP part.
-function renderAttribution() {
-  const entries = DATA.attribution;
-  $("attribution-section").hidden = !entries;
-  if (!entries) return;
-  const a = entries[Math.min(state.entry, entries.length - 1)];
-  const n = a.attention.length;
-  const [left, right, top, bottom] = [44, 610, 14, 190];
-  const max = Math.max(1e-9, ...[...a.attention, ...a.mlp].map(Math.abs));
-  const zero = (top + bottom) / 2;
-  const slot = (right - left) / n;
-  const size = v => (Math.abs(v) / max) * (bottom - top) / 2;
-  const nodes = [svgEl("line", {x1: left, x2: right, y1: zero, y2: zero, stroke: "#999"})];
-  const text = (content, attrs) => {
-    const node = svgEl("text", Object.assign({"font-size": 10, fill: "#444"}, attrs));
-    node.textContent = content;
-    return node;
-  };
-  nodes.push(text("+" + max.toPrecision(2), {x: 2, y: top + 8}),
-    text("-" + max.toPrecision(2), {x: 2, y: bottom}), text("0", {x: 30, y: zero + 3}));
-  [["attention", "#1f77b4"], ["mlp", "#ff7f0e"]].forEach(([part, colour], p) => {
-    a[part].forEach((v, layer) => {
-      nodes.push(svgEl("rect", {x: left + layer * slot + p * slot / 2, width: slot / 2 - 1,
-        y: v >= 0 ? zero - size(v) : zero, height: size(v), fill: colour, class: "bar",
-        "data-layer": layer, "data-part": part, "data-value": String(v)}));
-    });
-    nodes.push(text(part === "mlp" ? "MLP" : "attention", {x: right - 70, y: top + 10 + 12 * p,
-      fill: colour}));
-  });
-  for (let layer = 0; layer < n; layer += 5) {
-    nodes.push(text(layer, {x: left + layer * slot, y: bottom + 14}));
-  }
-  nodes.push(text("layer", {x: (left + right) / 2, y: bottom + 24}));
-  $("attribution-chart").replaceChildren(...nodes);
-  const what = a.measure === "difference" ?
-    `logit(${JSON.stringify(a.target)}) - logit(${JSON.stringify(a.alternative)})` :
-    `logit(${JSON.stringify(a.target)})`;
-  $("attribution-title").textContent =
-    `Direct logit attribution of ${what} at the last position, by layer`;
-  $("attribution-sum").textContent = `embedding ${a.embed.toFixed(3)} + attention and MLP ` +
-    `parts + constant ${a.constant.toFixed(3)} = ${a.logit.toFixed(3)}, the model's own value.`;
 }
 
 // Several prompts side by side: one row each, with its trajectory as a small line.
@@ -245,7 +201,6 @@ $("grid-metric").addEventListener("change", () => {
 });
 $("prompt-select").addEventListener("change", () => {
   renderCompare();
-  renderAttribution();
 });
 $("log-scale").addEventListener("change", () => renderCompare());
 $("compare-table").addEventListener("click", event => {

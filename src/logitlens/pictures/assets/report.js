@@ -7,7 +7,7 @@ let DATA = null;
 let PICTURES = {};
 let METRIC_NAMES = {};
 const LINE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"];
-const state = {entry: 0, metric: "prob", pinned: null, logScale: false};
+const state = {entry: 0, metric: "prob", pinned: null, logScale: false, measure: null};
 // Smallest probability the log-scale trajectory shows (lower values sit on its floor).
 const LOG_FLOOR = 1e-6;
 
@@ -78,6 +78,10 @@ function bindControls() {
     state.metric = event.target.value;
     renderGrid();
     renderTrajectory();
+  });
+  document.getElementById("attribution-measure").addEventListener("change", event => {
+    state.measure = event.target.value;
+    renderAttribution();
   });
   const logScale = document.getElementById("log-scale");
   if (logScale) {
@@ -238,6 +242,62 @@ function renderTrajectory() {
   svg.replaceChildren(...nodes);
 }
 
+// Direct logit attribution (analyze(..., attribution=True)) at the prompt's last attributed
+// position: each layer's attention and MLP part of the target's logit or of target minus
+// alternative, as bars up (positive) or down from zero, all on one scale.
+function attributionWhat(a, measure) {
+  const target = `logit(${JSON.stringify(a.target)})`;
+  return measure === "difference" ? `${target} - logit(${JSON.stringify(a.alternative)})` : target;
+}
+function renderAttribution() {
+  const a = (DATA.attribution || [])[state.entry];
+  document.getElementById("attribution-section").hidden = !a;
+  if (!a) return;
+  const names = Object.keys(a.measures);
+  if (!names.includes(state.measure)) state.measure = names[names.length - 1];
+  const select = document.getElementById("attribution-measure");
+  select.replaceChildren(...names.map(name => el("option", {value: name},
+    attributionWhat(a, name))));
+  select.value = state.measure;
+  document.getElementById("attribution-choice").hidden = names.length < 2;
+  const m = a.measures[state.measure];
+  const n = m.attention.length;
+  const [left, right, top, bottom] = [44, 610, 14, 190];
+  const max = Math.max(1e-9, ...[...m.attention, ...m.mlp].map(Math.abs));
+  const zero = (top + bottom) / 2;
+  const slot = (right - left) / n;
+  const size = v => (Math.abs(v) / max) * (bottom - top) / 2;
+  const nodes = [svgEl("line", {x1: left, x2: right, y1: zero, y2: zero, stroke: "#999"})];
+  const text = (content, attrs) => {
+    const node = svgEl("text", Object.assign({"font-size": 10, fill: "#444"}, attrs));
+    node.textContent = content;
+    return node;
+  };
+  nodes.push(text("+" + max.toPrecision(2), {x: 2, y: top + 8}),
+    text("-" + max.toPrecision(2), {x: 2, y: bottom}), text("0", {x: 30, y: zero + 3}));
+  [["attention", "#1f77b4"], ["mlp", "#ff7f0e"]].forEach(([part, colour], p) => {
+    m[part].forEach((v, layer) => {
+      nodes.push(svgEl("rect", {x: left + layer * slot + p * slot / 2, width: slot / 2 - 1,
+        y: v >= 0 ? zero - size(v) : zero, height: size(v), fill: colour, class: "bar",
+        "data-layer": layer, "data-part": part, "data-value": String(v)}));
+    });
+    nodes.push(text(part === "mlp" ? "MLP" : "attention", {x: right - 70, y: top + 10 + 12 * p,
+      fill: colour}));
+  });
+  const step = Math.max(1, Math.ceil(n / 10));
+  for (let layer = 0; layer < n; layer += step) {
+    nodes.push(text(layer, {x: left + layer * slot, y: bottom + 14}));
+  }
+  nodes.push(text("layer", {x: (left + right) / 2, y: bottom + 24}));
+  document.getElementById("attribution-chart").replaceChildren(...nodes);
+  document.getElementById("attribution-title").textContent =
+    `Direct logit attribution of ${attributionWhat(a, state.measure)} at position ` +
+    `${a.position}, by layer`;
+  document.getElementById("attribution-sum").textContent = `embedding ${m.embed.toFixed(3)} + ` +
+    `attention and MLP parts + constant ${m.constant.toFixed(3)} = ${m.logit.toFixed(3)}, ` +
+    "the model's own value.";
+}
+
 function render() {
   const e = entry();
   document.getElementById("meta").textContent =
@@ -246,6 +306,7 @@ function render() {
   fillMetricSelect();
   renderGrid();
   renderTrajectory();
+  renderAttribution();
   document.getElementById("detail").replaceChildren(
     el("p", {class: "hint"}, "Hover over a cell."));
 }
