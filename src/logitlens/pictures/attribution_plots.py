@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..attribution import COMPONENTS, Attribution
-from .plots import _plain, token_label
+from .plots import _axes, _plain, token_label
 
 COLOURS = {"attention": "#4C72B0", "mlp": "#DD8452", "embed": "#8C8C8C"}
 
@@ -43,10 +43,7 @@ def plot_components(
     """Bars per layer: what its attention and its MLP add to the measure (embedding first)."""
     parts = result.measure(measure)
     column = result.column(prompt, position)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * result.n_layers + 2), 4))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (max(6.0, 0.35 * result.n_layers + 2), 4))
     layers = np.arange(result.n_layers)
     width = 0.4
     for offset, (c, name) in zip((-width / 2, width / 2), enumerate(COMPONENTS), strict=True):
@@ -81,12 +78,7 @@ def plot_heads(
         raise InputError("This attribution has no heads: run attribute(..., heads=True) (--heads).")
     column = result.column(prompt, position)
     values = parts.heads[prompt, :, :, column, target]  # [layer, head]
-    if ax is None:
-        fig, ax = plt.subplots(
-            figsize=(max(4.0, 0.3 * result.n_heads + 2), 0.25 * result.n_layers + 2)
-        )
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (max(4.0, 0.3 * result.n_heads + 2), 0.25 * result.n_layers + 2))
     limit = float(np.nanmax(np.abs(values))) or 1.0
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xlabel("head")
