@@ -14,10 +14,13 @@ batches them 16 at a time; it tokenises its prompts, as any loop over a dataset 
 - peak extra memory of W2 on a 512-token prompt, against the floor that materialises
   all layers' logits at once (each measured in a fresh subprocess).
 
-Each thread count runs in its own subprocess (``torch.set_num_threads``); inside it the
-contenders are timed in interleaved rounds (random order each round), and a ratio is
-the median over rounds of logitlens's time over the floor's in the same round, so a
-machine that slows down between rounds moves both sides of it.
+Each thread count runs in its own subprocess (``torch.set_num_threads``); inside it
+logitlens and the floor run back to back in a random order, round after round (W1 4x
+and W2 2x ``--rounds``, W3 ``--rounds``), and a ratio is the median over rounds of
+logitlens's time over the floor's in the same round, so a machine that slows down
+between rounds moves both sides of it; a 95% bootstrap interval of that median shows
+how far this machine's noise moves it. OpenMP's wait policy is left as the caller set
+it (unset: OpenMP's default, what a Python user of the library gets).
 
 Run:  .venv/bin/python benchmarks/bench_core.py [--rounds 15] [--threads 1 2]
 """
@@ -121,12 +124,15 @@ def floor(
     model,
     prompts: Sequence[str],
     reduce: Callable[[torch.Tensor, list[int]], object],
-    select: Callable[[torch.Tensor], torch.Tensor] = lambda out: out[:, -1],
+    select: Callable[[torch.Tensor], torch.Tensor] = lambda out: out[:, -1].clone(),
 ) -> list[object]:
     """The backbone over length-sorted batches, one batched unembedding per batch.
 
     ``select`` keeps the positions needed from each layer's output ``[batch, seq, d]``;
     ``reduce(logprobs [layer, batch, ..., vocab], prompt indices)`` makes the numbers.
+    The last position is copied out, as logitlens does: a view would keep every layer's
+    whole output alive until the unembedding, and that made this floor 2% slower on 32
+    puns (one thread), which flattered logitlens.
     """
     out = []
     for batch in length_batches(model, prompts):
@@ -181,14 +187,20 @@ def plain_forward(model, prompt: str):
 
 
 def race(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Seconds per round for each contender, timed in interleaved rounds (random order)."""
+    """Seconds per round for each contender, timed in interleaved rounds.
+
+    The first two (logitlens and its floor) run back to back in a random order, so a
+    ratio pairs two runs a few hundred ms apart; the others take random places around them.
+    """
     for run in contenders.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    names = list(contenders)
+    pair, others = list(contenders)[:2], list(contenders)[2:]
     for _ in range(rounds):
-        random.shuffle(names)
-        for name in names:
+        random.shuffle(pair)
+        order: list[object] = [*others, pair]
+        random.shuffle(order)
+        for name in [n for item in order for n in (item if isinstance(item, list) else [item])]:
             start = time.perf_counter()
             contenders[name]()
             times[name].append(time.perf_counter() - start)
@@ -200,13 +212,30 @@ def paired_ratio(times: dict[str, list[float]], ours: str, base: str) -> float:
     return statistics.median(a / b for a, b in zip(times[ours], times[base], strict=True))
 
 
-def report(title: str, times: dict[str, list[float]], baselines: list[str]) -> dict[str, float]:
+def ratio_interval(times: dict[str, list[float]], ours: str, base: str) -> tuple[float, float]:
+    """A 95% bootstrap interval of :func:`paired_ratio` (resampling the rounds), so a
+    reader can see how far this machine's noise moves the median."""
+    ratios = [a / b for a, b in zip(times[ours], times[base], strict=True)]
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return medians[50], medians[1949]
+
+
+def report(
+    title: str, times: dict[str, list[float]], baselines: list[str]
+) -> dict[str, tuple[float, float, float]]:
+    """Print medians and ratios; return ``{baseline: (ratio, interval low, high)}``."""
     print(f"\n{title}")
     for name, seconds in times.items():
         print(f"  {name:<34} {statistics.median(seconds) * 1000:8.1f} ms")
-    ratios = {base: paired_ratio(times, "logitlens", base) for base in baselines}
-    for base, ratio in ratios.items():
-        print(f"  ratio logitlens / {base}: {ratio:.3f}x")
+    ratios = {}
+    for base in baselines:
+        ratio, (low, high) = (
+            paired_ratio(times, "logitlens", base),
+            ratio_interval(times, "logitlens", base),
+        )
+        print(f"  ratio logitlens / {base}: {ratio:.3f}x (95% interval {low:.3f}-{high:.3f})")
+        ratios[base] = (ratio, low, high)
     return ratios
 
 
@@ -226,20 +255,26 @@ def speed_child(threads: int, rounds: int) -> None:
     floor_name = "floor (backbone + batched unembed)"
     ratios = {}
 
+    # W1 and W2 take a fraction of a second: many more paired rounds for the same time.
     w1 = race(
         {
             "logitlens": lambda: logitlens.analyze(model, PUN, k=10),
             floor_name: lambda: floor_topk(plain, [PUN]),
+        },
+        4 * rounds,
+    )
+    ratios["W1"] = report(
+        "W1: top-10 at the last position, all layers, one prompt", w1, [floor_name]
+    )[floor_name]
+    scale = race(
+        {
+            "logitlens": lambda: logitlens.analyze(model, PUN, k=10),
             "plain forward (whole model)": lambda: plain_forward(plain, PUN),
             "notebook loop (nnsight)": lambda: notebook_loop(model, PUN),
         },
         rounds,
     )
-    ratios["W1"] = report(
-        "W1: top-10 at the last position, all layers, one prompt",
-        w1,
-        [floor_name, "plain forward (whole model)", "notebook loop (nnsight)"],
-    )[floor_name]
+    report("W1 for scale", scale, ["plain forward (whole model)", "notebook loop (nnsight)"])
 
     w2 = race(
         {
@@ -248,7 +283,7 @@ def speed_child(threads: int, rounds: int) -> None:
             ),
             floor_name: lambda: floor_target_all_positions(plain, PUN, target_id),
         },
-        rounds,
+        2 * rounds,
     )
     ratios["W2"] = report(
         "W2: P(target) at every layer x position, one 12-token prompt", w2, [floor_name]
@@ -263,7 +298,7 @@ def speed_child(threads: int, rounds: int) -> None:
             ),
             floor_name: lambda: floor_own_targets(plain, prompts, target_ids),
         },
-        max(3, rounds // 3),
+        rounds,
     )
     ratios["W3"] = report(
         f"W3: P(own target) at the last position, all layers, {len(prompts)} pun prompts",
@@ -274,7 +309,8 @@ def speed_child(threads: int, rounds: int) -> None:
 
 
 def measure_speed(thread_counts: list[int], rounds: int) -> None:
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset: OpenMP's default, as for a library user")
+    print(f"OMP_WAIT_POLICY: {policy}")
     summary = {}
     for threads in thread_counts:
         print(f"\n=== {threads} thread(s) ===", flush=True)
@@ -282,18 +318,18 @@ def measure_speed(thread_counts: list[int], rounds: int) -> None:
             [sys.executable, __file__, "--speed-child", str(threads), "--rounds", str(rounds)],
             capture_output=True,
             text=True,
-            env=env,
         )
         if child.returncode:
             sys.exit(f"the {threads}-thread run failed:\n{child.stderr[-3000:]}")
         lines = child.stdout.strip().splitlines()
         print("\n".join(lines[:-1]))
         summary[threads] = json.loads(lines[-1])["ratios"]
-    print("\nlogitlens / floor (median of paired rounds; target <= 1.02x)")
-    print("  workload " + "".join(f"{t:>3} thread(s)" for t in thread_counts))
+    print("\nlogitlens / floor (median of paired rounds, 95% interval; target <= 1.02x)")
+    print("  workload" + "".join(f"{f'{t} thread(s)':>24}" for t in thread_counts))
     for workload in ("W1", "W2", "W3"):
-        row = "".join(f"{summary[t][workload]:>12.3f}x" for t in thread_counts)
-        print(f"  {workload:<8} {row}")
+        cells = [summary[t][workload] for t in thread_counts]
+        row = "".join(f"{f'{r:.3f}x ({lo:.3f}-{hi:.3f})':>24}" for r, lo, hi in cells)
+        print(f"  {workload:<8}{row}")
 
 
 # ----- memory -------------------------------------------------------------------------------

@@ -28,7 +28,16 @@ import warnings
 from pathlib import Path
 
 import torch
-from bench_core import PeakRSS, encode, hooked, paired_ratio, plain_copy, race, unembed
+from bench_core import (
+    PeakRSS,
+    encode,
+    hooked,
+    paired_ratio,
+    plain_copy,
+    race,
+    ratio_interval,
+    unembed,
+)
 
 import logitlens
 from logitlens.batching import plan_batches
@@ -59,7 +68,7 @@ def floor_study(model, items, batch_size: int) -> list[tuple[torch.Tensor, ...]]
         ids = torch.tensor(
             [[tokenizer.encode(t, add_special_tokens=False)[0] for t in pair] for pair in pairs]
         )
-        with hooked(model, lambda output: output[:, -1]) as kept:
+        with hooked(model, lambda output: output[:, -1].clone()) as kept:  # as bench_core
             model.module.model(**encode(model, [prompts[i] for i in batch]))
             logprobs = unembed(model, torch.stack(kept)).log_softmax(-1)  # [layer, batch, vocab]
             chosen = logprobs.gather(-1, ids.expand(logprobs.shape[0], -1, -1))
@@ -98,8 +107,10 @@ def throughput(n_items: int, rounds: int, batch_size: int) -> None:
         print(f"  {name:<34} {len(items) / statistics.median(seconds):8.1f} items/s")
     # items/s of the study over the floor's = the floor's seconds over the study's
     ratio = paired_ratio(times, floor_name, "logitlens study")
+    low, high = ratio_interval(times, floor_name, "logitlens study")
     print(
-        f"  ratio study / floor (items/s, median of paired rounds): {ratio:.3f}x (target >= 0.95x)"
+        f"  ratio study / floor (items/s, median of paired rounds): {ratio:.3f}x "
+        f"(95% interval {low:.3f}-{high:.3f}; target >= 0.95x)"
     )
 
 

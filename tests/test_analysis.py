@@ -481,6 +481,29 @@ def test_chunking_does_not_change_numbers(model_type):
         _assert_results_close(chunked, default, atol=1e-6)
 
 
+def test_default_block_fits_the_byte_budget_and_never_drops_below_the_row_floor():
+    from logitlens.residuals import CHUNK_BYTES, CHUNK_ROWS, analysis_chunk_rows
+
+    for vocab in (1, 1000, 49_152, 128_256, 262_144):
+        rows = analysis_chunk_rows(vocab)
+        assert rows >= CHUNK_ROWS
+        if rows > CHUNK_ROWS:  # the most fp32 rows that fit in the budget
+            assert rows * vocab * 4 <= CHUNK_BYTES < (rows + 1) * vocab * 4
+    assert analysis_chunk_rows(49_152) == 682  # the bundled SmolLM2: a batch of 16 x 30 layers
+    assert analysis_chunk_rows(262_144) == CHUNK_ROWS  # Gemma 3: 256 rows are already 256 MiB
+
+
+@pytest.mark.bundled
+def test_block_size_changes_no_bit_on_the_bundled_model(bundled):
+    """One 360-row block (the default) and 256 + 104-row blocks give identical numbers."""
+    kwargs = {"positions": "all", "targets": " current", "metrics": ["target", "topk", "kl"]}
+    one = logitlens.analyze(bundled, PUN, **kwargs)
+    split = logitlens.analyze(bundled, PUN, chunk_rows=256, **kwargs)
+    assert one.target_prob.size == 30 * len(one.token_ids[0])
+    for name in ("target_prob", "target_logit", "top_ids", "top_probs", "kl", "model_top_ids"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(split, name), err_msg=name)
+
+
 def test_reduce_residuals_runs_locally_on_saved_residuals():
     """The reduce half, fed with residuals read outside any trace, gives analyze's numbers."""
     from logitlens.analysis import ReductionPlan, reduce_residuals

@@ -11,6 +11,7 @@ extra memory is a few ``[chunk_rows, vocab]`` blocks.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,16 +48,13 @@ from .options import (
     parse_positions,
     position_items,
 )
-from .residuals import CHUNK_ROWS, chunk_plan, read_residuals
+from .residuals import analysis_chunk_rows, chunk_plan, read_residuals
 from .results import LensResult
 from .sublayers import resid_mid_path
 from .targets import Target, resolve_targets
 
 ATTRIBUTION = "attribution_"
 """Prefix of the attribution's tensors among a trace's saved reductions."""
-
-DEFAULT_CHUNK_ROWS = CHUNK_ROWS
-"""Rows (layer x position pairs) unembedded at once (:data:`logitlens.residuals.CHUNK_ROWS`)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ def analyze(
     heads: bool = False,
     tuned_path: str | None = None,
     batch_size: int = 16,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     progress: bool | None = None,
     timeout: float | None = None,
 ) -> LensResult:
@@ -155,7 +153,9 @@ def analyze(
             an :class:`~logitlens.attribution.Attribution` (needs targets).
         heads: with ``attribution``, also split attention into heads.
         batch_size: prompts per forward pass.
-        chunk_rows: layer x position rows unembedded at once (memory bound).
+        chunk_rows: layer x position rows unembedded at once (a memory bound; the
+            numbers do not depend on it). Default: as many as fit in 128 MiB of fp32
+            logits, at least 256 (:func:`logitlens.residuals.analysis_chunk_rows`).
         progress: show a progress bar; default: when there is more than one batch.
         timeout: seconds one remote batch may take on NDIF (default: ``model.timeout``).
 
@@ -213,7 +213,7 @@ def analyze(
         layers=layer_list,
         metrics=check_metrics(metrics, bool(resolved[0]), bool(alternative_rows)),
         k=k,
-        chunk_rows=max(1, chunk_rows),
+        chunk_rows=analysis_chunk_rows(vocab_size) if chunk_rows is None else max(1, chunk_rows),
         n_layers=n_layers,
         mid=mid,
         inside=inside,
@@ -256,7 +256,8 @@ def analyze(
     ids_seen = {i for ids in token_ids for i in ids}
     for name in ("top_ids", "model_top_ids"):
         if name in arrays:
-            ids_seen.update(int(i) for i in np.unique(arrays[name]) if i >= 0)
+            seen = np.unique(arrays[name])
+            ids_seen.update(seen[seen >= 0].tolist())
     for row in [*resolved, *(alternative_rows or [])]:
         ids_seen.update(t.token_id for t in row)
     vocab = model.decode_each(ids_seen)
@@ -390,25 +391,29 @@ def padded_inputs(
 
     ``gather_index`` is each analysed position (``position_table``, -1: none) in the
     padded batch; padding columns read token 0 of the row and are discarded afterwards.
+    Built in NumPy (a few array ops, not two tensor ops per prompt).
     """
-    lengths = [len(ids) for ids in token_ids]
-    width = max(lengths)
+    lengths = np.array([len(ids) for ids in token_ids])
+    width = int(lengths.max())
+    offsets = width - lengths
     pad_id = model.tokenizer.pad_token_id or 0
-    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        attention_mask[row, width - len(ids) :] = 1
-    inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if _accepts_position_ids(model):
-        inputs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    offsets = torch.tensor([width - n for n in lengths]).unsqueeze(1)
-    table = torch.from_numpy(position_table)
-    return inputs, torch.where(table >= 0, table + offsets, 0)
+    input_ids = np.full((len(token_ids), width), pad_id, dtype=np.int64)
+    attention_mask = np.arange(width)[None, :] >= offsets[:, None]
+    input_ids[attention_mask] = np.concatenate(token_ids)
+    inputs: dict[str, torch.Tensor] = {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(attention_mask.astype(np.int64)),
+    }
+    if _accepts_position_ids(type(model.module)):
+        positions = np.maximum(np.arange(width)[None, :] - offsets[:, None], 0)
+        inputs["position_ids"] = torch.from_numpy(positions)
+    gather_index = np.where(position_table >= 0, position_table + offsets[:, None], 0)
+    return inputs, torch.from_numpy(gather_index)
 
 
-def _accepts_position_ids(model: LensModel) -> bool:
-    return "position_ids" in inspect.signature(model.module.forward).parameters
+@functools.cache
+def _accepts_position_ids(model_class: type) -> bool:
+    return "position_ids" in inspect.signature(model_class.forward).parameters
 
 
 def lens_reductions(

@@ -369,9 +369,10 @@ def read_parts(
     architecture = plan.architecture
     sublayers = architecture.sublayers
     rows = gather_index.shape[0] * gather_index.shape[1]
+    built: dict = {}
 
     def pick(states: Any) -> torch.Tensor:
-        return at_positions(states, gather_index).reshape(rows, -1)
+        return at_positions(states, gather_index, built).reshape(rows, -1)
 
     layers = resolve(root, architecture.layers)
     embed = pick(layers[0].input)

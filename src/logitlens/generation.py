@@ -32,7 +32,7 @@ from .errors import InputError
 from .lenses import Lens, Unembedding, get_lens
 from .loading import LensModel
 from .options import Layers, check_count, check_index, check_layers_spec, check_text, parse_layers
-from .residuals import read_residuals
+from .residuals import analysis_chunk_rows, read_residuals
 from .results import LensResult
 from .views import InlineView
 
@@ -211,7 +211,7 @@ def _prepare(
         layers=parse_layers(layers, model.n_layers, include_embed),
         metrics=METRICS,
         k=k,
-        chunk_rows=max(256, model.n_layers + 1),
+        chunk_rows=max(analysis_chunk_rows(vocab_size), model.n_layers + 1),
         n_layers=model.n_layers,
     )
     return lens, plan, prompt_ids

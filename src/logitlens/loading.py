@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +115,8 @@ class LensModel:
     remote: Remote = False
     timeout: float = 600.0
     """Seconds one remote job may take, queue included (``remote=True`` only)."""
+    _texts: dict[int, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Token id -> its own text, filled by :meth:`decode_each` (a dataset repeats ids)."""
 
     @property
     def module(self) -> torch.nn.Module:
@@ -184,11 +186,14 @@ class LensModel:
         return unembedding_root(self.name, self.config, self.architecture)
 
     def decode_each(self, ids: Iterable[int]) -> dict[int, str]:
-        """Each token id's own text, in one batched call (decoding token by token costs
-        more than the lens on short prompts)."""
+        """Each token id's own text, sorted by id. Ids not seen before are decoded in one
+        batched call (token by token costs more than the lens on short prompts) and kept."""
         ordered = sorted({int(i) for i in ids})
-        texts = self.tokenizer.batch_decode([[i] for i in ordered])
-        return dict(zip(ordered, texts, strict=True))
+        new = [i for i in ordered if i not in self._texts]
+        if new:
+            texts = self.tokenizer.batch_decode([[i] for i in new])
+            self._texts.update(zip(new, texts, strict=True))
+        return {i: self._texts[i] for i in ordered}
 
     def info(self) -> ModelInfo:
         """Name, sizes, dtype and device, as the seed notebook prints them."""

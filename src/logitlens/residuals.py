@@ -69,15 +69,30 @@ def residual_stream(model: LensModel, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 CHUNK_ROWS = 256
-"""Rows (layer x position pairs) unembedded at once by ``analyze``: each row is one
-vocab-sized fp32 vector, a 50 MB block on the bundled model (49k vocabulary). Analyses
-have few rows and run inside a trace, often on a shared NDIF server: memory first."""
+"""The fewest rows (layer x position pairs) ``analyze`` unembeds at once: each row is one
+vocab-sized fp32 vector. Analyses run inside a trace, often on a shared NDIF server:
+memory first (a 256-row block is 128 MiB at Llama 3's 128k vocabulary, 256 MiB at
+Gemma 3's 262k)."""
+
+CHUNK_BYTES = 128 * 2**20
+"""fp32 logits ``analyze`` may hold in one unembedding block when more than
+:data:`CHUNK_ROWS` rows fit (small vocabularies): 682 rows on the bundled SmolLM2 (49k),
+so a batch of 16 prompts x 30 layers, or 12 positions x 30 layers, is one block. Every
+block streams the whole unembedding matrix again, and on two CPU threads a 252 + 108-row
+pair took 9% more time than one 360-row block (docs/reference/performance.md); the
+numbers are the same bit for bit whatever the block size."""
 
 BULK_CHUNK_ROWS = 8 * CHUNK_ROWS
 """Rows per block for passes over whole texts (lens evaluation, tuned-lens training):
 thousands of rows, where throughput counts. On the bundled model's unembedding, 4 x 1024
 rows take 0.75x the time in blocks of 2048 rows as in blocks of 256, and 0.72x in blocks
 of 4096 (CPU, median of 5), so 2048 takes nearly all the gain at half the memory."""
+
+
+def analysis_chunk_rows(vocab_size: int) -> int:
+    """Rows per unembedding block for an analysis: as many fp32 rows as fit in
+    :data:`CHUNK_BYTES`, and at least :data:`CHUNK_ROWS`."""
+    return max(CHUNK_ROWS, CHUNK_BYTES // (4 * max(1, vocab_size)))
 
 
 def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, slice]]:
@@ -100,20 +115,35 @@ def chunk_plan(n_layers: int, rows: int, chunk_rows: int) -> list[tuple[slice, s
     ]
 
 
-def at_positions(states: torch.Tensor, gather_index: torch.Tensor) -> torch.Tensor:
+def at_positions(
+    states: torch.Tensor, gather_index: torch.Tensor, built: dict | None = None
+) -> torch.Tensor:
     """``states`` ``[batch, seq, d]`` at ``gather_index`` ``[batch, columns]``.
 
     Returns ``[batch, columns, d]``.
 
     Negative indices count from the end (``-1``: the newest token of a generation step).
-    A gather makes a copy, so a module that later changes its output in place (Falcon's
-    MLP) cannot change what was read. ``[batch * seq, d]`` rows (OPT runs its MLP on
-    flattened rows) are unflattened first.
+    The rows are copied out (one ``index_select`` of whole rows: a third of the time of
+    an element-wise gather on a batch of 16), so a module that later changes its output
+    in place (Falcon's MLP) cannot change what was read. ``[batch * seq, d]`` rows (OPT
+    runs its MLP on flattened rows) are read as they are. ``built``, one dict shared by
+    the reads of one forward pass, keeps the row index per length and device, so
+    reading every layer builds it once.
     """
-    if states.ndim == 2:
-        states = states.reshape(gather_index.shape[0], -1, states.shape[-1])
-    index = gather_index.to(states.device) % states.shape[1]
-    return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+    import torch
+
+    batch, columns = gather_index.shape
+    seq = states.shape[-2] if states.ndim == 3 else states.shape[0] // batch
+    key = (seq, states.device)
+    rows = None if built is None else built.get(key)
+    if rows is None:
+        index = gather_index.to(states.device)
+        offsets = torch.arange(batch, device=states.device).unsqueeze(1) * seq
+        rows = (index % seq + offsets).reshape(-1)
+        if built is not None:
+            built[key] = rows
+    flat = states.reshape(batch * seq, states.shape[-1])
+    return flat.index_select(0, rows).reshape(batch, columns, states.shape[-1])
 
 
 def read_residuals(
@@ -138,9 +168,10 @@ def read_residuals(
     import torch
 
     layer_modules = resolve(root, architecture.layers)
+    built: dict = {}
 
     def pick(states: torch.Tensor) -> torch.Tensor:
-        return at_positions(states, gather_index)
+        return at_positions(states, gather_index, built)
 
     hidden: dict[int, torch.Tensor] = {}
     if EMBED in layers:
