@@ -450,3 +450,24 @@ def test_gemma_knows_the_capital_of_france(gemma):
     assert result.target_rank[0, -1, 0, 0] <= 3
     top = logitlens.analyze(gemma, "The Eiffel Tower is in the city of", k=1)
     assert top.top_ids[0, -1, 0, 0] == paris[0]
+
+
+def test_decode_each_decodes_each_id_once_per_model(tiny):
+    """Token texts equal the tokenizer's own, and an id seen before is not decoded again."""
+    asked: list[list[list[int]]] = []
+    batch_decode = tiny.tokenizer.batch_decode
+
+    def counting(ids, *args, **kwargs):
+        asked.append(ids)
+        return batch_decode(ids, *args, **kwargs)
+
+    tiny.tokenizer.batch_decode = counting
+    try:
+        first = tiny.decode_each([7, 3, 7, 11])
+        again = tiny.decode_each([11, 3, 5])
+    finally:
+        del tiny.tokenizer.batch_decode
+    assert list(first) == [3, 7, 11]
+    assert first == {i: batch_decode([[i]])[0] for i in (3, 7, 11)}
+    assert again == {i: batch_decode([[i]])[0] for i in (3, 5, 11)}
+    assert asked == [[[3], [7], [11]], [[5]]]  # the second call decoded only the new id
