@@ -290,10 +290,14 @@ def _run(*args, env=None):
     "args",
     [["top", PUN, "--k", "0"], ["top", PUN, "--layers", "foo"], ["track", PUN], ["--help"]],
 )
-def test_argument_errors_come_back_in_under_a_second(args):
-    completed, seconds = _run(*args)
-    assert seconds < 1.0, f"{args}: {seconds:.2f} s"
-    if args != ["--help"]:
+def test_argument_errors_are_one_line_from_the_real_entry_point(args):
+    """``python -m logitlens``, as a user runs it. How fast this comes back is not timed
+    here (a loaded machine would fail a timed test): tests/test_cli.py fails if --help or
+    an argument error imports torch, and benchmarks/bench_cli.py measures the seconds."""
+    completed, _ = _run(*args)
+    if args == ["--help"]:
+        assert completed.returncode == 0 and "Usage" in completed.stdout, completed.stderr
+    else:
         assert completed.returncode == 2
         assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
 

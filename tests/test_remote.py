@@ -384,6 +384,39 @@ def test_remote_equals_local_with_gating_on_and_off_blocking_or_polling(
     assert all(b.received_bytes > 0 for b in backends)
 
 
+def test_a_blocking_result_past_the_inline_cap_comes_through_the_object_store(
+    healthy, remote_tiny, local_tiny, monkeypatch
+):
+    """NDIF hands a blocking request's result back on the socket only up to its Redis
+    pubsub limit (256 KB on the test server, ``RedisProvider.max_publish_bytes``); past it
+    the model actor uploads it to the S3 store and the client downloads a presigned url."""
+    from nnsight import CONFIG
+
+    from logitlens.remote import BLOCKING_ENV, NdifBackend
+
+    monkeypatch.setattr(CONFIG.API, "HOST", healthy.api("open"))
+    monkeypatch.setenv(BLOCKING_ENV, "1")
+    arrived: list[str] = []
+    real = NdifBackend.download_result
+
+    def recording(self, url):
+        arrived.append("inline" if isinstance(url, (bytes, bytearray)) else "url")
+        return real(self, url)
+
+    monkeypatch.setattr(NdifBackend, "download_result", recording)
+    small = logitlens.analyze(remote_tiny, PROMPTS[1], k=5)
+    _assert_equal_results(small, logitlens.analyze(local_tiny, PROMPTS[1], k=5))
+    assert arrived == ["inline"]
+
+    # Every token's probability at every layer and position of 32 prompts in one batch:
+    # about 500 KB after NDIF's zstd (16 prompts came to 248 KB, just under the cap).
+    prompts, vocab = PROMPTS * 16, remote_tiny.vocab_size
+    options = {"positions": "all", "k": vocab, "batch_size": len(prompts)}
+    big = logitlens.analyze(remote_tiny, prompts, **options)
+    _assert_equal_results(big, logitlens.analyze(local_tiny, prompts, **options))
+    assert arrived == ["inline", "url"]
+
+
 @pytest.mark.parametrize("kind", sorted(LENS_FILES))
 def test_remote_lens_with_weights_equals_local_and_never_travels(
     healthy, remote_tiny, local_tiny, tmp_path, uploads, kind
