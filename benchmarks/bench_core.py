@@ -28,6 +28,7 @@ Run:  .venv/bin/python benchmarks/bench_core.py [--rounds 15] [--threads 1 2]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -198,24 +199,29 @@ def race(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
     pair, others = list(contenders)[:2], list(contenders)[2:]
     for _ in range(rounds):
         random.shuffle(pair)
-        order: list[object] = [*others, pair]
-        random.shuffle(order)
-        for name in [n for item in order for n in (item if isinstance(item, list) else [item])]:
+        blocks = [pair, *([name] for name in others)]
+        random.shuffle(blocks)
+        for name in itertools.chain.from_iterable(blocks):
             start = time.perf_counter()
             contenders[name]()
             times[name].append(time.perf_counter() - start)
     return times
 
 
+def round_ratios(times: dict[str, list[float]], ours: str, base: str) -> list[float]:
+    """``ours / base`` for each round, both timed in the same round."""
+    return [a / b for a, b in zip(times[ours], times[base], strict=True)]
+
+
 def paired_ratio(times: dict[str, list[float]], ours: str, base: str) -> float:
     """Median over rounds of ``ours / base`` timed in the same round."""
-    return statistics.median(a / b for a, b in zip(times[ours], times[base], strict=True))
+    return statistics.median(round_ratios(times, ours, base))
 
 
 def ratio_interval(times: dict[str, list[float]], ours: str, base: str) -> tuple[float, float]:
     """A 95% bootstrap interval of :func:`paired_ratio` (resampling the rounds), so a
     reader can see how far this machine's noise moves the median."""
-    ratios = [a / b for a, b in zip(times[ours], times[base], strict=True)]
+    ratios = round_ratios(times, ours, base)
     rng = random.Random(0)
     medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
     return medians[50], medians[1949]
