@@ -94,15 +94,14 @@ class ReductionPlan:
 def tokenize_prompts(model: LensModel, prompts: list[str]) -> list[list[int]]:
     """Each prompt's token ids (with special tokens); one that outgrows the context is refused."""
     limit = model.context_length
-    encoded = []
-    for index, prompt in enumerate(prompts):
-        ids = model.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    # One call for every prompt: the tokenizer's own per-call overhead, paid once.
+    encoded = [list(ids) for ids in model.tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    for index, ids in enumerate(encoded):
         if limit is not None and len(ids) > limit:
             raise InputError(
                 f"Prompt {index} is {len(ids)} tokens, longer than the model's context of "
                 f"{limit} tokens. Shorten it or split it into several prompts."
             )
-        encoded.append(list(ids))
     return encoded
 
 
@@ -234,7 +233,7 @@ def analyze(
     # inside a batch they keep their order, so a single batch is the prompts as given.
     batches = [sorted(batch) for batch in plan_batches([len(i) for i in token_ids], batch_size)]
     show = progress if progress is not None else len(batches) > 1
-    for batch in tqdm(batches, desc="logit lens", unit="batch", disable=not show):
+    for batch in tqdm(batches, desc="logit lens", unit="batch") if show else batches:
         # No autograd bookkeeping on the thousands of small ops of a forward pass (the
         # same numbers; a few ms per batch, several % of a one-prompt analysis on a CPU).
         with torch.inference_mode():
@@ -542,13 +541,18 @@ def reduce_residuals(
             out["model_top_ids"][row_part] = top.reshape(-1)
         return reference[key]
 
+    chunks = chunk_plan(len(plan.layers), rows, plan.chunk_rows)
+
     def put(where: tuple[slice, slice], values: dict[str, torch.Tensor]) -> None:
         for name, value in values.items():
+            if len(chunks) == 1:  # one chunk is every layer and row: nothing to assemble
+                out[name] = value
+                continue
             if name not in out:
                 out[name] = value.new_empty((len(plan.layers), rows, *value.shape[2:]))
             out[name][where] = value
 
-    for layer_part, row_part in chunk_plan(len(plan.layers), rows, plan.chunk_rows):
+    for layer_part, row_part in chunks:
         where = (layer_part, row_part)
         logits = lens.project(unembedding, stacked[where], plan.layers[layer_part]).float()
         n_chunk_layers = logits.shape[0]
@@ -616,17 +620,24 @@ def _store(
 ) -> None:
     """Copy one batch's tensors into the result arrays ``[prompt, layer, column, ...]``.
 
-    ``batch`` holds the batch's prompt indices, in the order of its rows.
+    ``batch`` holds the batch's prompt indices, in the order of its rows. A batch of
+    every prompt (one prompt, or a few) gives its arrays as they are.
     """
     valid = position_table >= 0
+    complete = bool(valid.all())
     for name, tensor in saved.items():
         values = tensor.numpy()
         if name != "model_top_ids":
-            values = np.moveaxis(values, 0, 1)  # [batch, layer, column, ...]
-        floating = np.issubdtype(values.dtype, np.floating)
-        if name not in arrays:
-            shape = (n_prompts, *values.shape[1:])
-            arrays[name] = np.full(shape, np.nan if floating else -1, dtype=values.dtype)
-        mask = valid if name == "model_top_ids" else valid[:, None, :]
-        mask = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim))
-        arrays[name][batch] = np.where(mask, values, np.nan if floating else -1)
+            values = values.swapaxes(0, 1)  # [batch, layer, column, ...]
+        missing = np.nan if np.issubdtype(values.dtype, np.floating) else -1
+        if not complete:
+            mask = valid if name == "model_top_ids" else valid[:, None, :]
+            mask = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim))
+            values = np.where(mask, values, missing)
+        if name in arrays:
+            arrays[name][batch] = values
+        elif len(batch) == n_prompts:  # the only batch: its rows are the prompts in order
+            arrays[name] = np.ascontiguousarray(values)
+        else:
+            arrays[name] = np.full((n_prompts, *values.shape[1:]), missing, dtype=values.dtype)
+            arrays[name][batch] = values

@@ -133,17 +133,18 @@ def at_positions(
     import torch
 
     batch, columns = gather_index.shape
-    seq = states.shape[-2] if states.ndim == 3 else states.shape[0] // batch
-    key = (seq, states.device)
+    width = states.shape[-1]
+    flat = states.reshape(-1, width)  # [batch * seq, d]
+    key = (flat.shape[0], states.device)
     rows = None if built is None else built.get(key)
     if rows is None:
+        seq = flat.shape[0] // batch
         index = gather_index.to(states.device)
         offsets = torch.arange(batch, device=states.device).unsqueeze(1) * seq
         rows = (index % seq + offsets).reshape(-1)
         if built is not None:
             built[key] = rows
-    flat = states.reshape(batch * seq, states.shape[-1])
-    return flat.index_select(0, rows).reshape(batch, columns, states.shape[-1])
+    return flat.index_select(0, rows).reshape(batch, columns, width)
 
 
 def read_residuals(
@@ -169,25 +170,24 @@ def read_residuals(
 
     layer_modules = resolve(root, architecture.layers)
     built: dict = {}
-
-    def pick(states: torch.Tensor) -> torch.Tensor:
-        return at_positions(states, gather_index, built)
-
     hidden: dict[int, torch.Tensor] = {}
     if EMBED in layers:
-        hidden[EMBED] = pick(layer_modules[0].input)
-    wanted = {layer for layer in layers if layer != EMBED}
-    if final_layer is not None:
-        wanted.add(final_layer)
+        hidden[EMBED] = at_positions(layer_modules[0].input, gather_index, built)
+    kept = set(layers)
+    wanted = sorted(kept.union(() if final_layer is None else (final_layer,)) - {EMBED})
+    # Everything a read needs is looked up before the first one: the model waits at
+    # each read, so the less Python between reads the better.
+    visits = [(layer, layer_modules[layer], layer in kept) for layer in wanted]
     final = None
-    for layer in sorted(wanted):
-        module = layer_modules[layer]
-        if layer in layers:
+    for layer, module, keep in visits:
+        if keep:
             states = resolve(module, mid).input if mid else layer_output(module.output)
-            hidden[layer] = pick(states)
+            hidden[layer] = at_positions(states, gather_index, built)
         if layer == final_layer:
             final = (
-                hidden[layer] if layer in hidden and not mid else pick(layer_output(module.output))
+                hidden[layer]
+                if keep and not mid
+                else at_positions(layer_output(module.output), gather_index, built)
             )
     device = (hidden[max(hidden)] if final is None else final).device  # the last layer read
     rows = gather_index.shape[0] * gather_index.shape[1]
