@@ -542,10 +542,11 @@ def reduce_residuals(
         return reference[key]
 
     chunks = chunk_plan(len(plan.layers), rows, plan.chunk_rows)
+    whole = len(chunks) == 1  # one chunk is every layer and row: nothing to assemble
 
     def put(where: tuple[slice, slice], values: dict[str, torch.Tensor]) -> None:
         for name, value in values.items():
-            if len(chunks) == 1:  # one chunk is every layer and row: nothing to assemble
+            if whole:
                 out[name] = value
                 continue
             if name not in out:
